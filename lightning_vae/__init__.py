@@ -1,0 +1,8 @@
+"""lightning-vae: variational autoencoders for PyTorch Lightning."""
+
+from lightning_vae.module import VAE, VAEOutput
+from lightning_vae.objective import ELBOTerms, elbo, iwae_bound
+
+__version__ = "0.1.0"
+
+__all__ = ["VAE", "ELBOTerms", "VAEOutput", "__version__", "elbo", "iwae_bound"]

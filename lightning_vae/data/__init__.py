@@ -1,0 +1,19 @@
+"""DataModules: embedded shapes (the default), MNIST from IDX files, and a user's own tensors."""
+
+from lightning_vae.data.mnist import MissingDataError, MNISTDataModule, load_mnist, read_idx
+from lightning_vae.data.shapes import FACTOR_NAMES, FACTOR_SIZES, ShapesDataModule, ShapesDataset, render_shapes
+from lightning_vae.data.tensors import TensorDataModule, load_array
+
+__all__ = [
+    "FACTOR_NAMES",
+    "FACTOR_SIZES",
+    "MNISTDataModule",
+    "MissingDataError",
+    "ShapesDataModule",
+    "ShapesDataset",
+    "TensorDataModule",
+    "load_array",
+    "load_mnist",
+    "read_idx",
+    "render_shapes",
+]

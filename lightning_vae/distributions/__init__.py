@@ -1,0 +1,40 @@
+"""Posterior, priors and likelihoods of the VAE."""
+
+from lightning_vae.distributions.likelihoods import (
+    LIKELIHOODS,
+    BernoulliLikelihood,
+    CategoricalLikelihood,
+    DiscretizedLogisticMixtureLikelihood,
+    GaussianLikelihood,
+    LaplaceLikelihood,
+    Likelihood,
+)
+from lightning_vae.distributions.posteriors import DiagonalGaussian, as_posterior
+from lightning_vae.distributions.priors import (
+    PRIORS,
+    LearnableGaussianPrior,
+    MixtureOfGaussiansPrior,
+    Prior,
+    StandardNormal,
+    StandardNormalPrior,
+    VampPrior,
+)
+
+__all__ = [
+    "LIKELIHOODS",
+    "PRIORS",
+    "BernoulliLikelihood",
+    "CategoricalLikelihood",
+    "DiagonalGaussian",
+    "DiscretizedLogisticMixtureLikelihood",
+    "GaussianLikelihood",
+    "LaplaceLikelihood",
+    "LearnableGaussianPrior",
+    "Likelihood",
+    "MixtureOfGaussiansPrior",
+    "Prior",
+    "StandardNormal",
+    "StandardNormalPrior",
+    "VampPrior",
+    "as_posterior",
+]

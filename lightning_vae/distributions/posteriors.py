@@ -1,0 +1,77 @@
+"""The diagonal-Gaussian posterior q(z|x) built from an encoder's ``(loc, log_var)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, Independent, Normal
+
+from lightning_vae.functional.math import soft_clamp
+
+#: Log-variances are soft-clamped to this range: exp(-30) ~ 1e-13, exp(20) ~ 5e8, both finite in float32.
+LOG_VAR_RANGE: tuple[float, float] = (-30.0, 20.0)
+
+
+class DiagonalGaussian(Independent):
+    """``N(loc, diag(exp(log_var)))`` over vectors, keeping ``log_var`` for closed-form KLs.
+
+    The log-variance is soft-clamped to :data:`LOG_VAR_RANGE` and both parameters are computed in
+    float32, so half-precision or extreme encoder outputs still give a finite distribution.
+
+    Args:
+        loc: Means, shape ``(..., D)``.
+        log_var: Log-variances, same shape as ``loc``.
+
+    Example::
+
+        >>> import torch
+        >>> q = DiagonalGaussian(torch.zeros(2, 3), torch.zeros(2, 3))
+        >>> q.rsample().shape, q.event_shape
+        (torch.Size([2, 3]), torch.Size([3]))
+    """
+
+    def __init__(self, loc: Tensor, log_var: Tensor, validate_args: bool | None = None) -> None:
+        if loc.shape != log_var.shape:
+            raise ValueError(
+                f"Expected the encoder's `loc` and `log_var` to have the same shape, got {tuple(loc.shape)} "
+                f"and {tuple(log_var.shape)}"
+            )
+        if loc.dim() < 1:
+            raise ValueError(f"Expected posterior parameters of shape (B, D), got a scalar of shape {tuple(loc.shape)}")
+        self.log_var = soft_clamp(log_var.float(), *LOG_VAR_RANGE)
+        super().__init__(Normal(loc.float(), torch.exp(0.5 * self.log_var), validate_args=False), 1, validate_args)
+
+    @property
+    def loc(self) -> Tensor:
+        """The mean of each latent dimension."""
+        return self.base_dist.loc
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> DiagonalGaussian:  # noqa: D102
+        shape = torch.Size(batch_shape) + self.event_shape
+        return DiagonalGaussian(self.loc.expand(shape), self.log_var.expand(shape))
+
+
+def as_posterior(params: Any) -> Distribution:
+    """Turn an encoder output into a distribution over ``z`` with event shape ``(D,)``.
+
+    Accepts a ``(loc, log_var)`` pair or a ``torch.distributions.Distribution`` (returned as is).
+
+    Raises:
+        TypeError: If the encoder returned anything else.
+        ValueError: If the parameters have the wrong shape or the distribution has no event dimension.
+    """
+    if isinstance(params, Distribution):
+        if len(params.event_shape) != 1:
+            raise ValueError(
+                "Expected the encoder's distribution to have event shape (D,), got "
+                f"{tuple(params.event_shape)}; wrap a Normal in torch.distributions.Independent(..., 1)"
+            )
+        return params
+    if isinstance(params, (tuple, list)) and len(params) == 2 and all(isinstance(p, Tensor) for p in params):
+        return DiagonalGaussian(params[0], params[1])
+    raise TypeError(
+        "Expected the encoder to return a tuple `(loc, log_var)` of tensors or a torch Distribution, got "
+        f"{type(params).__name__}"
+    )

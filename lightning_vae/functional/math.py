@@ -1,0 +1,51 @@
+"""Small numerically careful helpers shared by the objective, metrics and callbacks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def soft_clamp(x: Tensor, low: float, high: float) -> Tensor:
+    """Clamp ``x`` to ``[low, high]`` smoothly, keeping a non-zero gradient everywhere.
+
+    ``low + softplus(x - low) - softplus(x - high)``: close to the identity well inside the
+    interval, saturating at the bounds, finite for any finite input (e.g. log-variances of 1e4).
+
+    Example::
+
+        >>> import torch
+        >>> soft_clamp(torch.tensor([-1e4, 0.0, 1e4]), -10.0, 10.0)
+        tensor([-10.,   0.,  10.])
+    """
+    if not low < high:
+        raise ValueError(f"Expected `low` < `high`, got low={low}, high={high}")
+    return low + F.softplus(x - low) - F.softplus(x - high)
+
+
+def log_mean_exp(x: Tensor, dim: int = 0) -> Tensor:
+    """``log(mean(exp(x)))`` along ``dim`` without overflow.
+
+    Example::
+
+        >>> import torch
+        >>> log_mean_exp(torch.tensor([0.0, 0.0, 0.0]))
+        tensor(0.)
+    """
+    return torch.logsumexp(x, dim=dim) - math.log(x.shape[dim])
+
+
+def bits_per_dim(nats: Tensor | float, num_dims: int) -> Tensor | float:
+    """Convert nats per example to bits per data dimension: ``nats / (num_dims * ln 2)``.
+
+    Example::
+
+        >>> round(bits_per_dim(784 * math.log(2), 784), 6)
+        1.0
+    """
+    if num_dims <= 0:
+        raise ValueError(f"Expected `num_dims` to be a positive int, got {num_dims}")
+    return nats / (num_dims * math.log(2.0))

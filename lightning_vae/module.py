@@ -1,0 +1,394 @@
+"""``VAE``: a LightningModule that wires any encoder and decoder to the objective in ``objective.py``."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.mixins import HyperparametersMixin
+from torch import Tensor, nn
+from torch.distributions import Distribution
+from torchmetrics import MeanMetric
+
+from lightning_vae.distributions.likelihoods import LIKELIHOODS, Likelihood
+from lightning_vae.distributions.posteriors import as_posterior
+from lightning_vae.distributions.priors import (
+    PRIORS,
+    LearnableGaussianPrior,
+    MixtureOfGaussiansPrior,
+    Prior,
+    StandardNormalPrior,
+    VampPrior,
+)
+from lightning_vae.functional.math import bits_per_dim
+from lightning_vae.objective import ELBOTerms, FreeBitsMode, elbo
+
+LikelihoodName = Literal[
+    "bernoulli", "gaussian", "gaussian_learned", "gaussian_per_dim", "laplace", "categorical", "logistic_mixture"
+]
+PriorName = Literal["standard_normal", "learnable", "mixture", "vamp"]
+
+#: Dict keys under which ``VAE`` looks for the data in a dict batch, in this order.
+BATCH_KEYS = ("x", "image", "images", "input", "inputs", "data")
+
+_MODULE_ARGS = ("encoder", "decoder", "likelihood", "prior")
+_EVAL_TERMS = ("loss", "elbo", "recon", "kl")
+
+
+class VAEOutput(NamedTuple):
+    """What :meth:`VAE.forward` returns.
+
+    Attributes:
+        posterior: q(z|x), batch shape ``(B,)``, event shape ``(D,)``.
+        z: Samples from q of shape ``(k, B, D)``.
+        decoder_output: Likelihood parameters for each sample, ``(k, B, *param_shape)``.
+        prior: p(z) as a distribution with event shape ``(D,)``.
+    """
+
+    posterior: Distribution
+    z: Tensor
+    decoder_output: Tensor
+    prior: Distribution
+
+
+def _describe(module: Any) -> dict[str, Any] | None:
+    """A ``class_path``/``init_args`` description of a module that recorded its arguments, else ``None``."""
+    if isinstance(module, HyperparametersMixin) and not isinstance(module, LightningModule):
+        cls = type(module)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(module.hparams)}
+    return None
+
+
+def _build(spec: Any, name: str) -> Any:
+    """Instantiate a ``{"class_path": ..., "init_args": ...}`` description; pass anything else through."""
+    if not (isinstance(spec, Mapping) and "class_path" in spec):
+        return spec
+    module_name, _, cls_name = str(spec["class_path"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"Cannot import `{name}` class {spec['class_path']!r}: {err}") from err
+    return cls(**dict(spec.get("init_args") or {}))
+
+
+def _check_float(name: str, value: Any, *, low: float, strict: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"Expected `{name}` to be a finite float, got {value!r}")
+    if value < low or (strict and value == low):
+        relation = ">" if strict else ">="
+        raise ValueError(f"Expected `{name}` to be {relation} {low:g}, got {value!r}")
+    return float(value)
+
+
+class VAE(LightningModule):
+    """A variational autoencoder around any encoder and decoder.
+
+    The encoder maps ``x`` to ``(loc, log_var)`` (or a ``torch.distributions`` distribution with event
+    shape ``(D,)``); the decoder maps ``z`` of shape ``(..., D)`` to the likelihood's parameters. The
+    loss is the β-ELBO with optional free bits, the capacity objective, or the IWAE bound
+    (``n_samples > 1``); see :func:`lightning_vae.objective.elbo`.
+
+    Every logged value is in nats per example (summed over data and latent dimensions, averaged
+    over the batch). Training logs ``train/loss``, ``train/elbo``, ``train/recon``, ``train/kl``,
+    ``train/beta`` and ``train/free_bits`` every step without host synchronisation; validation and
+    test log ``val/...`` and ``test/...`` epoch values through torchmetrics, identical under DDP.
+
+    The annealing protocol: callbacks may set :attr:`beta`, :attr:`free_bits` and :attr:`capacity`
+    between steps; the loss reads them at every step.
+
+    Args:
+        encoder: Network ``x -> (loc, log_var)``.
+        decoder: Network ``z -> likelihood parameters``.
+        likelihood: A name (``"bernoulli"``, ``"gaussian"`` (σ = 1), ``"gaussian_learned"``,
+            ``"gaussian_per_dim"``, ``"laplace"``, ``"categorical"``, ``"logistic_mixture"``) or a
+            :class:`~lightning_vae.distributions.Likelihood`.
+        prior: A name (``"standard_normal"``, ``"learnable"``, ``"mixture"``, ``"vamp"``) or a
+            :class:`~lightning_vae.distributions.Prior`.
+        beta: Weight of the KL term; must be positive (annealing callbacks may lower it to 0 later).
+        free_bits: λ in nats (Kingma et al. 2016); 0 disables free bits.
+        free_bits_mode: ``"dim"`` (each latent dimension), ``"group"`` or ``"total"``.
+        free_bits_groups: Number of equal groups of latent dimensions for ``free_bits_mode="group"``.
+        n_samples: Importance samples k of the training bound; above 1 the loss is the IWAE bound.
+        n_eval_samples: Importance samples used in validation/test for ``val/nll_iw``; 0 skips it.
+        capacity: Target KL in nats for the capacity objective ``recon + γ|KL - C|`` (Burgess et al.
+            2018), or ``None``.
+        capacity_gamma: γ of the capacity objective.
+        latent_dim: Size of z, needed by the learnable and mixture priors when the encoder does not
+            have a ``latent_dim`` attribute.
+        data_shape: Shape of one example, needed by the VampPrior and per-dimension likelihoods
+            when the encoder has no ``input_shape`` attribute.
+        prior_components: Components of the mixture prior or pseudo-inputs of the VampPrior.
+        optimizer: Callable that builds the optimiser from the parameters (default Adam, lr 1e-3).
+        lr_scheduler: Optional callable that builds a scheduler from the optimiser.
+
+    Raises:
+        ValueError: For a missing encoder/decoder, an unknown likelihood or prior, or bad numbers.
+
+    Example::
+
+        >>> import torch
+        >>> from lightning_vae.nets import MLPDecoder, MLPEncoder
+        >>> vae = VAE(MLPEncoder((1, 28, 28), latent_dim=8), MLPDecoder(8, (1, 28, 28)), likelihood="bernoulli")
+        >>> out = vae(torch.rand(4, 1, 28, 28))
+        >>> out.z.shape, vae.sample(3).shape
+        (torch.Size([1, 4, 8]), torch.Size([3, 1, 28, 28]))
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        likelihood: LikelihoodName | Likelihood = "bernoulli",
+        prior: PriorName | Prior = "standard_normal",
+        beta: float = 1.0,
+        free_bits: float = 0.0,
+        free_bits_mode: FreeBitsMode = "dim",
+        free_bits_groups: int = 1,
+        n_samples: int = 1,
+        n_eval_samples: int = 0,
+        capacity: float | None = None,
+        capacity_gamma: float = 1000.0,
+        latent_dim: int | None = None,
+        data_shape: Sequence[int] | None = None,
+        prior_components: int = 10,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        encoder, decoder = _build(encoder, "encoder"), _build(decoder, "decoder")
+        likelihood, prior = _build(likelihood, "likelihood"), _build(prior, "prior")
+        if encoder is None or decoder is None:
+            missing = " and ".join(n for n, m in (("encoder", encoder), ("decoder", decoder)) if m is None)
+            raise ValueError(
+                f"VAE needs an {missing}. When loading a checkpoint of networks that do not record their arguments, "
+                f"pass them again: VAE.load_from_checkpoint(path, encoder=..., decoder=...)"
+            )
+        for name, net in (("encoder", encoder), ("decoder", decoder)):
+            if not isinstance(net, nn.Module):
+                raise TypeError(f"Expected `{name}` to be a torch.nn.Module, got {type(net).__name__}")
+        self._beta = _check_float("beta", beta, low=0.0, strict=True)
+        self.free_bits = _check_float("free_bits", free_bits, low=0.0, strict=False)
+        if free_bits_mode not in ("dim", "group", "total"):
+            raise ValueError(f"Expected `free_bits_mode` to be one of ('dim', 'group', 'total'), got {free_bits_mode!r}")
+        self.free_bits_mode: FreeBitsMode = free_bits_mode
+        self.free_bits_groups = int(free_bits_groups)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"Expected `n_samples` to be an int >= 1, got {n_samples!r}")
+        if isinstance(n_eval_samples, bool) or not isinstance(n_eval_samples, int) or n_eval_samples < 0:
+            raise ValueError(f"Expected `n_eval_samples` to be an int >= 0, got {n_eval_samples!r}")
+        if n_samples > 1 and (free_bits > 0 or capacity is not None):
+            raise ValueError(
+                f"Free bits and the capacity objective apply to the single-sample ELBO, got n_samples={n_samples}; "
+                "set n_samples=1, or free_bits=0 and capacity=None"
+            )
+        self.n_samples, self.n_eval_samples = n_samples, n_eval_samples
+        self.capacity = None if capacity is None else _check_float("capacity", capacity, low=0.0, strict=False)
+        self.capacity_gamma = _check_float("capacity_gamma", capacity_gamma, low=0.0, strict=True)
+
+        self.encoder, self.decoder = encoder, decoder
+        latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
+        data_shape = data_shape if data_shape is not None else getattr(encoder, "input_shape", None)
+        self.data_shape = None if data_shape is None else tuple(data_shape)
+        self.likelihood = self._make_likelihood(likelihood, self.data_shape)
+        self.prior = self._make_prior(prior, latent_dim, self.data_shape, prior_components)
+        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
+
+        metrics = {f"{stage}_{term}": MeanMetric() for stage in ("val", "test") for term in _EVAL_TERMS}
+        metrics.update({f"{stage}_nll_iw": MeanMetric() for stage in ("val", "test")})
+        self.eval_metrics = nn.ModuleDict(metrics)
+        self._checked_batches = 0
+        self._save_hparams(encoder, decoder, likelihood, prior)
+
+    # ------------------------------------------------------------------ construction helpers
+    def _save_hparams(self, *modules: Any) -> None:
+        """Save the arguments; modules only as reloadable descriptions, never pickled into ``hparams``."""
+        ignore = [name for name, m in zip(_MODULE_ARGS, modules) if isinstance(m, nn.Module)]
+        ignore += [n for n in ("optimizer", "lr_scheduler") if not isinstance(getattr(self, f"{n}_factory"), Mapping)]
+        self.save_hyperparameters(ignore=ignore, frame=inspect.currentframe().f_back)  # type: ignore[union-attr]
+        extra = {name: d for name, m in zip(_MODULE_ARGS, modules) if (d := _describe(m)) is not None}
+        if extra:
+            self.save_hyperparameters({**dict(self.hparams), **extra})
+
+    @staticmethod
+    def _make_likelihood(likelihood: Any, data_shape: tuple[int, ...] | None) -> Likelihood:
+        if isinstance(likelihood, Likelihood):
+            return likelihood
+        if not isinstance(likelihood, str) or likelihood not in LIKELIHOODS:
+            raise ValueError(f"Expected `likelihood` to be one of {sorted(LIKELIHOODS)} or a Likelihood, got {likelihood!r}")
+        return LIKELIHOODS[likelihood](data_shape)
+
+    @staticmethod
+    def _make_prior(prior: Any, latent_dim: int | None, data_shape: tuple[int, ...] | None, components: int) -> Prior:
+        if isinstance(prior, Prior):
+            return prior
+        if not isinstance(prior, str) or prior not in PRIORS:
+            raise ValueError(f"Expected `prior` to be one of {sorted(PRIORS)} or a Prior, got {prior!r}")
+        if prior == "standard_normal":
+            return StandardNormalPrior(latent_dim)
+        if prior == "vamp":
+            if data_shape is None:
+                raise ValueError("The VampPrior needs `data_shape` (the shape of one example), e.g. (1, 28, 28)")
+            return VampPrior(data_shape, n_components=components, latent_dim=latent_dim)
+        if latent_dim is None:
+            raise ValueError(f"The {prior!r} prior needs `latent_dim` (the encoder has no `latent_dim` attribute)")
+        if prior == "learnable":
+            return LearnableGaussianPrior(latent_dim)
+        return MixtureOfGaussiansPrior(latent_dim, n_components=components)
+
+    # ------------------------------------------------------------------ the annealing protocol
+    @property
+    def beta(self) -> float:
+        """Weight of the KL term; callbacks may set it between steps (any value >= 0)."""
+        return self._beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        self._beta = _check_float("beta", value, low=0.0, strict=False)
+
+    # ------------------------------------------------------------------ model API
+    def encode(self, x: Tensor) -> Distribution:
+        """q(z|x) for a batch ``x``: a distribution with batch shape ``(B,)`` and event shape ``(D,)``."""
+        q = as_posterior(self.encoder(x))
+        if isinstance(self.prior, StandardNormalPrior) and self.prior.latent_dim is None:
+            self.prior.latent_dim = int(q.event_shape[0])
+        return q
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The decoder's likelihood parameters for latents ``z`` of shape ``(..., D)``."""
+        return self.decoder(z)
+
+    def prior_distribution(self) -> Distribution:
+        """p(z) as a distribution with event shape ``(D,)``."""
+        return self.prior(self.encoder)
+
+    def forward(self, x: Tensor, n_samples: int = 1) -> VAEOutput:
+        """Encode ``x``, draw ``n_samples`` reparameterised samples per example, decode them."""
+        q = self.encode(x)
+        z = q.rsample((n_samples,))
+        params = self.decoder(z.reshape(-1, z.shape[-1]))
+        params = params.reshape(n_samples, x.shape[0], *params.shape[1:])
+        return VAEOutput(posterior=q, z=z, decoder_output=params, prior=self.prior_distribution())
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> Tensor:
+        """Draw ``n`` examples from the model: z ~ p(z), then the likelihood mean (or a sample of x)."""
+        z = self.prior_distribution().sample((n,)).to(self.device)
+        params = self.decoder(z)
+        return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decode the posterior mean of ``x`` and return the likelihood mean (in data space)."""
+        return self.likelihood.mean(self.decoder(self.encode(x).mean))
+
+    # ------------------------------------------------------------------ objective
+    def unpack_batch(self, batch: Any) -> Tensor:
+        """Return the data tensor of a batch given as a tensor, an ``(x, y, ...)`` sequence or a dict."""
+        if isinstance(batch, Tensor):
+            return batch
+        if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+            return batch[0]
+        if isinstance(batch, Mapping):
+            for key in BATCH_KEYS:
+                if key in batch and isinstance(batch[key], Tensor):
+                    return batch[key]
+            raise ValueError(f"Expected a dict batch to hold the data under one of {BATCH_KEYS}, got keys {sorted(batch)}")
+        raise TypeError(f"Expected a batch that is a tensor, a tuple/list starting with a tensor, or a dict, got {type(batch).__name__}")
+
+    def _check_batch(self, x: Tensor) -> None:
+        # On CPU the check is one fused reduction per batch; on accelerators it would cost a host sync
+        # per step, so only the first batches of the run are checked there.
+        if x.device.type == "cpu" or self._checked_batches < 2:
+            self.likelihood.check_target(x)
+            self._checked_batches += 1
+
+    def compute_terms(self, x: Tensor, n_samples: int | None = None) -> tuple[ELBOTerms, VAEOutput]:
+        """Evaluate the objective on ``x`` with the module's current β, free bits and capacity."""
+        self._check_batch(x)
+        out = self(x, n_samples or self.n_samples)
+        self.likelihood.check_params(x, out.decoder_output[0])
+        terms = elbo(
+            x,
+            out.posterior,
+            out.z,
+            out.decoder_output,
+            self.likelihood,
+            out.prior,
+            beta=self.beta,
+            free_bits=self.free_bits,
+            free_bits_mode=self.free_bits_mode,
+            free_bits_groups=self.free_bits_groups,
+            capacity=self.capacity,
+            capacity_gamma=self.capacity_gamma,
+        )
+        return terms, out
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x = self.unpack_batch(batch)
+        terms, _ = self.compute_terms(x)
+        self.log("train/loss", terms.loss, prog_bar=True, batch_size=x.shape[0])
+        self.log_dict(
+            {"train/elbo": terms.elbo, "train/recon": terms.recon, "train/kl": terms.kl},
+            batch_size=x.shape[0],
+        )
+        self.log_dict({"train/beta": self.beta, "train/free_bits": self.free_bits}, batch_size=x.shape[0])
+        if terms.iwae is not None:
+            self.log("train/iwae", terms.iwae, batch_size=x.shape[0])
+        return terms.loss
+
+    def _eval_step(self, batch: Any, stage: str) -> dict[str, Any]:
+        x = self.unpack_batch(batch)
+        terms, out = self.compute_terms(x, n_samples=1)
+        n = x.shape[0]
+        for term in _EVAL_TERMS:
+            metric = self.eval_metrics[f"{stage}_{term}"]
+            metric.update(getattr(terms, term), weight=n)
+            self.log(f"{stage}/{term}", metric, prog_bar=term == "elbo")
+        if self.n_eval_samples > 1:
+            iw, _ = self.compute_terms(x, n_samples=self.n_eval_samples)
+            assert iw.iwae is not None
+            nll = self.eval_metrics[f"{stage}_nll_iw"]
+            nll.update(-iw.iwae, weight=n)
+            self.log(f"{stage}/nll_iw", nll)
+        return {"loss": terms.loss, "posterior": out.posterior, "z": out.z[0], "kl_per_dim": terms.kl_per_dim}
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_bits_per_dim("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_bits_per_dim("test")
+
+    def _log_bits_per_dim(self, stage: str) -> None:
+        # The best NLL estimate available: importance-weighted when n_eval_samples > 1, else -ELBO (an upper bound).
+        if self.data_shape is None:
+            return
+        key = "nll_iw" if self.n_eval_samples > 1 else "elbo"
+        metric = self.eval_metrics[f"{stage}_{key}"]
+        if not metric.update_called:
+            return
+        nats = metric.compute() if key == "nll_iw" else -metric.compute()
+        self.log(f"{stage}/bits_per_dim", bits_per_dim(nats, math.prod(self.data_shape)))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        return self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """The posterior mean of each example, shape ``(B, D)``."""
+        return self.encode(self.unpack_batch(batch)).mean
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}

@@ -1,0 +1,99 @@
+"""Fully connected encoder and decoder for any data shape."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from lightning.pytorch.core.mixins import HyperparametersMixin
+from torch import Tensor, nn
+
+from lightning_vae.nets.common import Activation, check_positive_int, check_shape, make_activation
+
+
+def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), make_activation(activation)]
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(HyperparametersMixin, nn.Module):
+    """Flatten ``x`` and map it through hidden layers to ``(loc, log_var)`` of size ``latent_dim``.
+
+    Args:
+        input_shape: Shape of one example, e.g. ``(1, 28, 28)``.
+        latent_dim: Size D of z.
+        hidden_sizes: Widths of the hidden layers.
+        activation: Nonlinearity between layers.
+
+    Example::
+
+        >>> import torch
+        >>> loc, log_var = MLPEncoder((1, 28, 28), latent_dim=20, hidden_sizes=(400,))(torch.rand(8, 1, 28, 28))
+        >>> loc.shape, log_var.shape
+        (torch.Size([8, 20]), torch.Size([8, 20]))
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 28, 28),
+        latent_dim: int = 20,
+        hidden_sizes: Sequence[int] = (400,),
+        activation: Activation = "relu",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.input_shape = check_shape("input_shape", input_shape)
+        self.latent_dim = check_positive_int("latent_dim", latent_dim)
+        hidden = [check_positive_int("hidden_sizes", h) for h in hidden_sizes]
+        self.body = _mlp([math.prod(self.input_shape), *hidden], activation)
+        self.head = nn.Linear(hidden[-1] if hidden else math.prod(self.input_shape), 2 * latent_dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.head(self.body(x.flatten(1)))
+        loc, log_var = h.chunk(2, dim=-1)
+        return loc, log_var
+
+
+class MLPDecoder(HyperparametersMixin, nn.Module):
+    """Map z through hidden layers to likelihood parameters of shape ``(params_per_element, *output_shape)``.
+
+    Args:
+        latent_dim: Size D of z.
+        output_shape: Shape of one example, e.g. ``(1, 28, 28)``.
+        hidden_sizes: Widths of the hidden layers.
+        activation: Nonlinearity between layers.
+        params_per_element: Parameters per data element: 1 for Bernoulli/Gaussian/Laplace, 256 for
+            the categorical likelihood, ``3 * n_components`` for the logistic mixture. When above 1
+            the output has shape ``(B, params_per_element, *output_shape)``.
+
+    Example::
+
+        >>> import torch
+        >>> MLPDecoder(20, (1, 28, 28), hidden_sizes=(400,))(torch.randn(8, 20)).shape
+        torch.Size([8, 1, 28, 28])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 20,
+        output_shape: Sequence[int] = (1, 28, 28),
+        hidden_sizes: Sequence[int] = (400,),
+        activation: Activation = "relu",
+        params_per_element: int = 1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.latent_dim = check_positive_int("latent_dim", latent_dim)
+        self.output_shape = check_shape("output_shape", output_shape)
+        self.params_per_element = check_positive_int("params_per_element", params_per_element)
+        hidden = [check_positive_int("hidden_sizes", h) for h in hidden_sizes]
+        self.body = _mlp([latent_dim, *hidden], activation)
+        self.head = nn.Linear(hidden[-1] if hidden else latent_dim, params_per_element * math.prod(self.output_shape))
+
+    def forward(self, z: Tensor) -> Tensor:
+        out = self.head(self.body(z))
+        if self.params_per_element == 1:
+            return out.view(*z.shape[:-1], *self.output_shape)
+        return out.view(*z.shape[:-1], self.params_per_element, *self.output_shape)

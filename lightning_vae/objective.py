@@ -1,0 +1,243 @@
+"""The VAE objective: ELBO with β, free bits and capacity, and the IWAE bound, in one pure function.
+
+Reduction rule (DESIGN.md): every term is summed over data and latent dimensions and averaged over
+the batch, so every value is in nats per example. Free bits follow Kingma et al. (2016): the KL of
+each latent dimension (or group, or the total) is averaged over the batch *before* ``max(λ, ·)``.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, Independent, Normal
+
+from lightning_vae.distributions.likelihoods import Likelihood
+from lightning_vae.distributions.posteriors import DiagonalGaussian
+from lightning_vae.distributions.priors import is_standard_normal
+from lightning_vae.functional.kl import gaussian_kl, kl_per_dim
+from lightning_vae.functional.math import log_mean_exp
+
+FreeBitsMode = Literal["dim", "group", "total"]
+
+
+class ELBOTerms(NamedTuple):
+    """The named terms of one evaluation of the objective; scalars are nats per example.
+
+    Attributes:
+        loss: What the optimiser minimises (β, free bits, capacity or the IWAE bound applied).
+        elbo: The plain ELBO (β = 1, no free bits), averaged over samples; higher is better.
+        recon: The reconstruction term ``-E_q[log p(x|z)]``.
+        kl: The raw KL term ``KL(q(z|x) || p(z))`` (closed form where available), before free bits.
+        kl_per_dim: Batch-averaged KL of each latent dimension, shape ``(D,)``; ``None`` when the
+            prior does not factorise over dimensions.
+        kl_penalty: The KL term as it enters the loss before the β weight: after free bits, or
+            ``|KL - C|`` in capacity form.
+        iwae: The importance-weighted bound ``E[log 1/k sum_i w_i]`` for k > 1 samples, else ``None``.
+        log_weights: ``log p(x, z_i) - log q(z_i | x)`` of shape ``(k, B)``.
+    """
+
+    loss: Tensor
+    elbo: Tensor
+    recon: Tensor
+    kl: Tensor
+    kl_per_dim: Tensor | None
+    kl_penalty: Tensor
+    iwae: Tensor | None
+    log_weights: Tensor
+
+
+def _float32_region(device: torch.device) -> AbstractContextManager[None]:
+    """Disable autocast so the objective's exp/log/softplus run in float32."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:  # a device type autocast does not know
+        return nullcontext()
+
+
+def _normal_params(d: Distribution) -> tuple[Tensor, Tensor] | None:
+    """``(loc, log_var)`` of a diagonal Gaussian over vectors, or ``None`` for any other distribution."""
+    if isinstance(d, DiagonalGaussian):
+        return d.loc, d.log_var
+    if isinstance(d, Independent) and isinstance(d.base_dist, Normal) and d.reinterpreted_batch_ndims == 1:
+        return d.base_dist.loc.float(), 2.0 * torch.log(d.base_dist.scale.float())
+    return None
+
+
+def kl_terms(posterior: Distribution, prior: Distribution, z: Tensor) -> tuple[Tensor, Tensor | None]:
+    """KL of each example and, where the KL factorises, of each element.
+
+    Closed form when posterior and prior are both diagonal Gaussians; otherwise the Monte Carlo
+    estimate ``log q(z|x) - log p(z)`` on the samples ``z`` (shape ``(S, B, D)``).
+
+    Returns:
+        ``(kl, elementwise)``: ``kl`` of shape ``(B,)`` (closed form) or ``(S, B)`` (Monte Carlo),
+        and the elementwise KL of shape ``(B, D)`` or ``None``.
+    """
+    q_params = _normal_params(posterior)
+    p_params = _normal_params(prior)
+    if q_params is not None and p_params is not None:
+        if is_standard_normal(prior):
+            elementwise = gaussian_kl(q_params[0], q_params[1])
+        else:
+            elementwise = gaussian_kl(q_params[0], q_params[1], p_params[0], p_params[1])
+        return elementwise.sum(-1), elementwise
+    return posterior.log_prob(z).float() - prior.log_prob(z).float(), None
+
+
+def free_bits_penalty(
+    kl: Tensor,
+    elementwise: Tensor | None,
+    free_bits: float,
+    mode: FreeBitsMode = "dim",
+    groups: int = 1,
+) -> Tensor:
+    """The KL term after free bits (Kingma et al. 2016), in nats per example.
+
+    ``dim``: ``sum_d max(λ, mean_batch KL_d)``; ``group``: the same over ``groups`` equal groups
+    of dimensions; ``total``: ``max(λ, mean_batch KL)``. With ``free_bits = 0`` it is the mean KL.
+    Dimensions (groups) under λ contribute a constant, so they receive no gradient.
+
+    Raises:
+        ValueError: For an unknown mode, a bad group count, or a per-dimension mode when the KL
+            does not factorise over dimensions.
+    """
+    if free_bits < 0:
+        raise ValueError(f"Expected `free_bits` to be >= 0 nats, got {free_bits}")
+    if free_bits == 0:
+        return kl.mean()
+    if mode == "total":
+        return kl.mean().clamp(min=free_bits)
+    if mode not in ("dim", "group"):
+        raise ValueError(f"Expected `free_bits_mode` to be one of ('dim', 'group', 'total'), got {mode!r}")
+    if elementwise is None:
+        raise ValueError(
+            f"free_bits_mode={mode!r} needs a KL that factorises over latent dimensions (a diagonal Gaussian "
+            "posterior and prior); use free_bits_mode='total' with this prior"
+        )
+    per_dim = kl_per_dim(elementwise)
+    if mode == "group":
+        if groups <= 0 or per_dim.numel() % groups:
+            raise ValueError(
+                f"Expected `free_bits_groups` to divide the latent size {per_dim.numel()}, got {groups}"
+            )
+        per_dim = per_dim.view(groups, -1).sum(-1)
+    return per_dim.clamp(min=free_bits).sum()
+
+
+def elbo(
+    x: Tensor,
+    posterior: Distribution,
+    z: Tensor,
+    decoder_output: Tensor,
+    likelihood: Likelihood,
+    prior: Distribution,
+    *,
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+    free_bits_mode: FreeBitsMode = "dim",
+    free_bits_groups: int = 1,
+    capacity: float | None = None,
+    capacity_gamma: float = 1000.0,
+) -> ELBOTerms:
+    """Evaluate the objective on one batch.
+
+    With one sample (``z`` of shape ``(1, B, D)``) the loss is the β-ELBO
+    ``recon + β · KL_fb`` (free bits applied), or ``recon + γ·|KL − C|`` when ``capacity`` C is
+    given (Burgess et al. 2018). With ``k > 1`` samples it is the negative IWAE bound (Burda et al.
+    2015) with log-weights ``log p(x|z) + β (log p(z) − log q(z|x))``; β = 1 gives the exact bound.
+
+    Args:
+        x: Data batch ``(B, *data_shape)``.
+        posterior: q(z|x) with batch shape ``(B,)`` and event shape ``(D,)``.
+        z: Samples from ``posterior``, shape ``(k, B, D)``.
+        decoder_output: Likelihood parameters for each sample, ``(k, B, *param_shape)``.
+        likelihood: Turns ``decoder_output`` into ``log p(x|z)``.
+        prior: p(z) with event shape ``(D,)``.
+        beta: Weight of the KL term (β-VAE, annealing).
+        free_bits: λ in nats; 0 disables free bits.
+        free_bits_mode: ``"dim"``, ``"group"`` or ``"total"``.
+        free_bits_groups: Number of equal groups of latent dimensions for ``"group"``.
+        capacity: Target KL C in nats for the capacity form, or ``None``.
+        capacity_gamma: γ of the capacity form.
+
+    Raises:
+        ValueError: For β < 0, negative free bits, or free bits / capacity combined with k > 1.
+
+    Example::
+
+        >>> import torch
+        >>> from lightning_vae.distributions import BernoulliLikelihood, DiagonalGaussian, StandardNormal
+        >>> q = DiagonalGaussian(torch.zeros(4, 2), torch.zeros(4, 2))
+        >>> z = q.rsample((1,))
+        >>> terms = elbo(torch.ones(4, 3), q, z, torch.zeros(1, 4, 3), BernoulliLikelihood(), StandardNormal(2))
+        >>> round(terms.kl.item(), 6), round(terms.recon.item(), 4)  # q = prior; 3 * log 2
+        (0.0, 2.0794)
+    """
+    if beta < 0:
+        raise ValueError(f"Expected `beta` to be >= 0, got {beta}")
+    if z.dim() != 3:
+        raise ValueError(f"Expected samples `z` of shape (k, B, D), got {tuple(z.shape)}")
+    k = z.shape[0]
+    if k > 1 and (free_bits > 0 or capacity is not None):
+        raise ValueError(
+            "Free bits and the capacity objective apply to the single-sample ELBO; got them together with "
+            f"{k} importance samples. Set n_samples=1, or free_bits=0 and capacity=None"
+        )
+    with _float32_region(x.device):
+        z = z.float()
+        log_px_z = likelihood.log_prob(x, decoder_output)  # (k, B)
+        kl, elementwise = kl_terms(posterior, prior, z)
+        recon = -log_px_z.mean()
+        kl_mean = kl.mean()
+        log_q = posterior.log_prob(z).float() if k > 1 or elementwise is None else None
+        log_p = prior.log_prob(z).float() if log_q is not None else None
+        if log_q is not None and log_p is not None:
+            log_weights = log_px_z + log_p - log_q
+        else:  # closed-form KL: the single-sample weight uses it directly (lower variance, same mean)
+            log_weights = log_px_z - kl.unsqueeze(0)
+        per_dim = kl_per_dim(elementwise) if elementwise is not None else None
+        if k > 1:
+            assert log_q is not None and log_p is not None
+            iwae = iwae_bound(log_weights)
+            weighted = log_px_z + beta * (log_p - log_q)
+            loss = -log_mean_exp(weighted, dim=0).mean()
+            penalty = kl_mean
+        else:
+            iwae = None
+            if capacity is not None:
+                if capacity < 0:
+                    raise ValueError(f"Expected `capacity` to be >= 0 nats, got {capacity}")
+                penalty = (kl_mean - capacity).abs()
+                loss = recon + capacity_gamma * penalty
+            else:
+                penalty = free_bits_penalty(kl, elementwise, free_bits, free_bits_mode, free_bits_groups)
+                loss = recon + beta * penalty
+        elbo_value = log_weights.mean()
+    return ELBOTerms(
+        loss=loss,
+        elbo=elbo_value,
+        recon=recon,
+        kl=kl_mean,
+        kl_per_dim=per_dim,
+        kl_penalty=penalty,
+        iwae=iwae,
+        log_weights=log_weights,
+    )
+
+
+def iwae_bound(log_weights: Tensor) -> Tensor:
+    """``mean_B [logsumexp_i log w_i − log k]`` for log-weights of shape ``(k, B)``.
+
+    Example::
+
+        >>> import torch
+        >>> round(iwae_bound(torch.zeros(5, 3)).item(), 6)
+        0.0
+    """
+    return log_mean_exp(log_weights, dim=0).mean()
+
+
+__all__ = ["ELBOTerms", "FreeBitsMode", "elbo", "free_bits_penalty", "iwae_bound", "kl_terms"]
