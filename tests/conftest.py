@@ -1,19 +1,12 @@
-"""Shared fixtures: the real MNIST folder, a tiny VAE, and quiet Trainer settings."""
+"""Shared fixtures: the real MNIST folder and a fixed seed. Shared helpers live in helpers.py."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
-
-from lightning_vae import VAE
-from lightning_vae.nets import MLPDecoder, MLPEncoder
-
-ROOT = Path(__file__).resolve().parents[1]
-#: Real MNIST lives beside the checkout; override with LIGHTNING_VAE_MNIST_DIR.
-MNIST_DIR = Path(os.environ.get("LIGHTNING_VAE_MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
+from helpers import MNIST_DIR, tiny_vae, trainer_kwargs  # noqa: F401  (re-exported for convenience)
 
 
 @pytest.fixture
@@ -21,33 +14,6 @@ def mnist_dir() -> Path:
     if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"real MNIST not found in {MNIST_DIR}")
     return MNIST_DIR
-
-
-def tiny_vae(data_shape: tuple[int, ...] = (1, 8, 8), latent_dim: int = 4, **kwargs) -> VAE:
-    """A small MLP VAE for fast tests."""
-    return VAE(
-        MLPEncoder(data_shape, latent_dim=latent_dim, hidden_sizes=(32,)),
-        MLPDecoder(latent_dim, data_shape, hidden_sizes=(32,)),
-        **kwargs,
-    )
-
-
-def trainer_kwargs(tmp_path: Path, **overrides) -> dict:
-    """Quiet CPU Trainer settings (STYLE.md convention 5)."""
-    kwargs = dict(
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        devices=1,
-        limit_train_batches=2,
-        limit_val_batches=2,
-        max_epochs=2,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-        enable_checkpointing=False,
-    )
-    kwargs.update(overrides)
-    return kwargs
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
-from lightning_vae.functional.math import soft_clamp
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -124,7 +123,8 @@ class BernoulliLikelihood(Likelihood):
 class _LearnedScale(Likelihood):
     """Shared handling of a fixed, global or per-dimension scale parameter (σ or b)."""
 
-    _min_log_scale, _max_log_scale = -7.0, 7.0
+    #: A learned log-scale is kept above this soft floor, so σ cannot run to 0 and the likelihood stay bounded.
+    min_log_scale = -7.0
 
     def _init_scale(self, mode: str, scale: float, data_shape: Sequence[int] | None) -> None:
         modes = ("fixed", "global", "per_dim")
@@ -142,8 +142,14 @@ class _LearnedScale(Likelihood):
             self.register_buffer("log_scale", torch.tensor(math.log(scale)))
 
     def _log_scale(self) -> Tensor:
-        # Bounded so a learned σ cannot run to 0 and give an unbounded likelihood.
-        return soft_clamp(self.log_scale.float(), self._min_log_scale, self._max_log_scale)
+        if self.mode == "fixed":
+            return self.log_scale.float()
+        return self.min_log_scale + F.softplus(self.log_scale.float() - self.min_log_scale)
+
+    @property
+    def scale(self) -> Tensor:
+        """The current scale (σ or b): a scalar or one per data element."""
+        return torch.exp(self._log_scale())
 
 
 class GaussianLikelihood(_LearnedScale):
@@ -175,7 +181,7 @@ class GaussianLikelihood(_LearnedScale):
     @property
     def sigma(self) -> Tensor:
         """The current σ (a scalar or one per data element)."""
-        return torch.exp(self._log_scale())
+        return self.scale
 
     def elementwise_log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         log_sigma = self._log_scale()
@@ -222,8 +228,7 @@ class LaplaceLikelihood(_LearnedScale):
         return params.float()
 
     def sample(self, params: Tensor) -> Tensor:
-        b = torch.exp(self._log_scale())
-        return torch.distributions.Laplace(params.float(), b.expand_as(params)).sample()
+        return torch.distributions.Laplace(params.float(), self.scale.expand_as(params)).sample()
 
 
 def _to_levels(x: Tensor, levels: int) -> Tensor:

@@ -1,0 +1,109 @@
+"""KLs and prior densities against torch.distributions; posterior numerics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Independent, Normal, kl_divergence
+
+from lightning_vae.distributions import (
+    DiagonalGaussian,
+    LearnableGaussianPrior,
+    MixtureOfGaussiansPrior,
+    StandardNormalPrior,
+    VampPrior,
+    as_posterior,
+)
+from lightning_vae.functional import gaussian_kl
+from lightning_vae.nets import MLPEncoder
+from lightning_vae.objective import kl_terms
+
+
+def _normal(loc: torch.Tensor, log_var: torch.Tensor) -> Normal:
+    return Normal(loc, torch.exp(0.5 * log_var))
+
+
+def test_gaussian_kl_matches_torch() -> None:
+    mq, lq, mp, lp = torch.randn(4, 16, 6).unbind(0)
+    torch.testing.assert_close(gaussian_kl(mq, lq, mp, lp), kl_divergence(_normal(mq, lq), _normal(mp, lp)))
+    zeros = torch.zeros_like(mq)
+    torch.testing.assert_close(gaussian_kl(mq, lq), kl_divergence(_normal(mq, lq), _normal(zeros, zeros)))
+
+
+def test_kl_terms_closed_form_for_gaussian_priors() -> None:
+    q = DiagonalGaussian(torch.randn(8, 5), torch.randn(8, 5))
+    reference_q = Independent(_normal(q.loc, q.log_var), 1)
+    for prior in (StandardNormalPrior(5), LearnableGaussianPrior(5)):
+        if isinstance(prior, LearnableGaussianPrior):
+            with torch.no_grad():
+                prior.loc.normal_()
+                prior.log_var.normal_()
+        p = prior()
+        kl, elementwise = kl_terms(q, p, q.rsample((1,)))
+        reference = kl_divergence(reference_q, Independent(_normal(p.loc, p.log_var), 1))
+        torch.testing.assert_close(kl, reference)
+        assert elementwise is not None and elementwise.shape == (8, 5)
+
+
+def test_kl_terms_monte_carlo_for_mixtures_is_unbiased() -> None:
+    """A one-component mixture is a Gaussian: the Monte Carlo KL must average to the closed form."""
+    prior = MixtureOfGaussiansPrior(3, n_components=1)
+    q = DiagonalGaussian(torch.randn(4, 3), 0.5 * torch.randn(4, 3))
+    z = q.sample((20000,))
+    kl, elementwise = kl_terms(q, prior(), z)
+    assert elementwise is None and kl.shape == (20000, 4)
+    p = prior()
+    closed = kl_divergence(
+        Independent(_normal(q.loc, q.log_var), 1),
+        Independent(Normal(p.component_distribution.base_dist.loc[0], p.component_distribution.base_dist.scale[0]), 1),
+    )
+    torch.testing.assert_close(kl.mean(0), closed, atol=0.05, rtol=0.02)
+
+
+def test_mixture_prior_log_prob_matches_hand_sum() -> None:
+    prior = MixtureOfGaussiansPrior(2, n_components=3)
+    with torch.no_grad():
+        prior.logits.copy_(torch.tensor([0.1, -0.3, 0.7]))
+    z = torch.randn(10, 2)
+    w = torch.softmax(prior.logits.detach(), 0)
+    comps = [Normal(prior.locs[k].detach(), torch.exp(0.5 * prior.log_vars[k].detach())).log_prob(z).sum(-1) for k in range(3)]
+    expected = torch.logsumexp(torch.stack([c + torch.log(w[k]) for k, c in enumerate(comps)]), 0)
+    torch.testing.assert_close(prior().log_prob(z), expected)
+
+
+def test_vamp_prior_is_the_mean_of_pseudo_posteriors() -> None:
+    enc = MLPEncoder((1, 4, 4), latent_dim=3, hidden_sizes=(8,))
+    prior = VampPrior((1, 4, 4), n_components=6)
+    z = torch.randn(7, 3)
+    loc, log_var = enc(prior.pseudo_inputs)
+    per_component = torch.stack([_normal(loc[k], log_var[k]).log_prob(z).sum(-1) for k in range(6)])
+    expected = torch.logsumexp(per_component, 0) - math.log(6)
+    torch.testing.assert_close(prior(enc).log_prob(z), expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="needs the encoder"):
+        prior()
+
+
+def test_posterior_is_finite_for_extreme_log_variances() -> None:
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        loc = torch.tensor([[0.0, 1.0]], dtype=dtype)
+        log_var = torch.tensor([[-1e4, 1e4]], dtype=dtype)
+        q = DiagonalGaussian(loc, log_var)
+        assert q.log_var.dtype == torch.float32
+        assert torch.isfinite(q.rsample()).all()
+        assert torch.isfinite(gaussian_kl(q.loc, q.log_var)).all()
+
+
+def test_as_posterior_rejects_other_outputs() -> None:
+    with pytest.raises(TypeError, match=r"tuple `\(loc, log_var\)`"):
+        as_posterior(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="same shape"):
+        as_posterior((torch.zeros(2, 3), torch.zeros(2, 4)))
+    with pytest.raises(ValueError, match="event shape"):
+        as_posterior(Normal(torch.zeros(2, 3), torch.ones(2, 3)))
+
+
+def test_standard_normal_prior_needs_its_size_before_sampling() -> None:
+    with pytest.raises(ValueError, match="latent size"):
+        StandardNormalPrior()()

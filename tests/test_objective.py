@@ -1,0 +1,150 @@
+"""The objective: terms against torch.distributions, free-bits gradients, IWAE properties, numerics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
+
+from lightning_vae.distributions import BernoulliLikelihood, DiagonalGaussian, StandardNormal
+from lightning_vae.objective import elbo, free_bits_penalty, kl_terms
+
+from helpers import tiny_vae
+
+
+def _batch(b: int = 16, d: int = 6, dx: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.randint(0, 2, (b, dx)).float(), torch.randn(b, d), torch.randn(b, d)
+
+
+def test_elbo_terms_match_torch_distributions() -> None:
+    x, loc, log_var = _batch()
+    q = DiagonalGaussian(loc, log_var)
+    z = q.rsample((1,))
+    logits = torch.randn(1, 16, 10)
+    terms = elbo(x, q, z, logits, BernoulliLikelihood(), StandardNormal(6), beta=2.5)
+    recon = -Bernoulli(logits=logits[0]).log_prob(x).sum(-1).mean()
+    kl = kl_divergence(Independent(Normal(loc, torch.exp(0.5 * log_var)), 1), Independent(Normal(0.0, torch.ones(6)), 1))
+    torch.testing.assert_close(terms.recon, recon)
+    torch.testing.assert_close(terms.kl, kl.mean())
+    torch.testing.assert_close(terms.elbo, -(recon + kl.mean()))
+    torch.testing.assert_close(terms.loss, recon + 2.5 * kl.mean())
+    torch.testing.assert_close(terms.kl_per_dim.sum(), kl.mean())
+    assert terms.iwae is None and terms.log_weights.shape == (1, 16)
+
+
+def _free_bits_grads(free_bits: float, mode: str, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(1)
+    # Dimensions with growing KL: loc grows along the latent axis.
+    loc = (torch.randn(32, 6) * torch.linspace(0.05, 2.0, 6)).requires_grad_(True)
+    log_var = torch.zeros(32, 6, requires_grad=True)
+    q = DiagonalGaussian(loc, log_var)
+    kl, elementwise = kl_terms(q, StandardNormal(6), q.rsample((1,)))
+    penalty = free_bits_penalty(kl, elementwise, free_bits, mode, groups)  # type: ignore[arg-type]
+    (g_fb,) = torch.autograd.grad(penalty, loc, retain_graph=True)
+    (g_plain,) = torch.autograd.grad(kl.mean(), loc)
+    return g_fb, g_plain, elementwise.detach().mean(0)
+
+
+def test_free_bits_per_dimension_gradients() -> None:
+    lam = 0.3
+    g_fb, g_plain, per_dim = _free_bits_grads(lam, "dim")
+    below = per_dim < lam
+    assert below.any() and (~below).any()
+    assert torch.all(g_fb[:, below] == 0)
+    torch.testing.assert_close(g_fb[:, ~below], g_plain[:, ~below])
+
+
+def test_free_bits_per_group_gradients() -> None:
+    lam = 0.5
+    g_fb, g_plain, per_dim = _free_bits_grads(lam, "group", groups=3)
+    per_group = per_dim.view(3, 2).sum(-1)
+    below = (per_group < lam).repeat_interleave(2)
+    assert below.any() and (~below).any()
+    assert torch.all(g_fb[:, below] == 0)
+    torch.testing.assert_close(g_fb[:, ~below], g_plain[:, ~below])
+
+
+def test_free_bits_on_total_kl() -> None:
+    g_fb, _, per_dim = _free_bits_grads(per_dim_total := 1e3, "total")
+    assert per_dim.sum() < per_dim_total and torch.all(g_fb == 0)
+    g_fb, g_plain, _ = _free_bits_grads(1e-3, "total")
+    torch.testing.assert_close(g_fb, g_plain)
+
+
+def test_free_bits_keeps_the_raw_kl_reported() -> None:
+    x, loc, log_var = _batch()
+    q = DiagonalGaussian(0.01 * loc, log_var.clamp(-0.01, 0.01))
+    lik, p = BernoulliLikelihood(), StandardNormal(6)
+    z = q.rsample((1,))
+    plain = elbo(x, q, z, torch.zeros(1, 16, 10), lik, p)
+    fb = elbo(x, q, z, torch.zeros(1, 16, 10), lik, p, free_bits=0.5)
+    torch.testing.assert_close(fb.kl, plain.kl)  # raw KL unchanged
+    torch.testing.assert_close(fb.kl_penalty, torch.tensor(6 * 0.5))  # every dimension under λ
+    torch.testing.assert_close(fb.elbo, plain.elbo)
+
+
+def test_capacity_form() -> None:
+    x, loc, log_var = _batch()
+    q = DiagonalGaussian(loc, log_var)
+    terms = elbo(x, q, q.rsample((1,)), torch.zeros(1, 16, 10), BernoulliLikelihood(), StandardNormal(6), capacity=2.0, capacity_gamma=10.0)
+    torch.testing.assert_close(terms.loss, terms.recon + 10.0 * (terms.kl - 2.0).abs())
+
+
+def test_iwae_bound_is_above_the_elbo_and_grows_with_k() -> None:
+    vae = tiny_vae()
+    x = torch.rand(64, 1, 8, 8).round()
+    with torch.no_grad():
+        elbo_value = torch.stack([vae.compute_terms(x, n_samples=1)[0].elbo for _ in range(200)]).mean()
+        bounds = {k: torch.stack([vae.compute_terms(x, n_samples=k)[0].iwae for _ in range(50)]).mean() for k in (2, 10, 50)}
+    assert bounds[2] >= elbo_value
+    assert bounds[2] <= bounds[10] <= bounds[50]
+
+
+def test_iwae_loss_is_the_negative_bound_at_beta_one() -> None:
+    vae = tiny_vae(n_samples=5)
+    terms, _ = vae.compute_terms(torch.rand(8, 1, 8, 8).round())
+    torch.testing.assert_close(terms.loss, -terms.iwae)
+    manual = torch.logsumexp(terms.log_weights, 0) - math.log(5)
+    torch.testing.assert_close(terms.iwae, manual.mean())
+
+
+def test_objective_runs_in_float32_under_autocast() -> None:
+    vae = tiny_vae()
+    x = torch.rand(8, 1, 8, 8).round()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms, out = vae.compute_terms(x)
+    assert out.decoder_output.dtype == torch.bfloat16  # the decoder ran in bf16 ...
+    assert terms.loss.dtype == torch.float32 and terms.kl.dtype == torch.float32  # ... the objective did not
+    assert torch.isfinite(terms.loss)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_extreme_encoder_outputs_give_finite_loss_and_gradients(dtype: torch.dtype) -> None:
+    x = torch.randint(0, 2, (4, 10)).float()
+    loc = torch.tensor([[0.0, 5.0, -5.0]] * 4, dtype=dtype, requires_grad=True)
+    log_var = torch.tensor([[1e4, -1e4, 0.0]] * 4, dtype=dtype, requires_grad=True)
+    logits = (torch.randn(1, 4, 10) * 1e4).to(dtype).requires_grad_(True)
+    q = DiagonalGaussian(loc, log_var)
+    terms = elbo(x, q, q.rsample((1,)), logits, BernoulliLikelihood(), StandardNormal(3), free_bits=0.1)
+    terms.loss.backward()
+    assert torch.isfinite(terms.loss)
+    for t in (loc, log_var, logits):
+        assert torch.isfinite(t.grad).all()
+
+
+def test_objective_validates_its_arguments() -> None:
+    x, loc, log_var = _batch()
+    q = DiagonalGaussian(loc, log_var)
+    args = (x, q, q.rsample((3,)), torch.zeros(3, 16, 10), BernoulliLikelihood(), StandardNormal(6))
+    with pytest.raises(ValueError, match="importance samples"):
+        elbo(*args, free_bits=0.5)
+    with pytest.raises(ValueError, match="`beta` to be >= 0"):
+        elbo(*args, beta=-1.0)
+    with pytest.raises(ValueError, match=r"shape \(k, B, D\)"):
+        elbo(x, q, q.rsample(), torch.zeros(16, 10), BernoulliLikelihood(), StandardNormal(6))
+    with pytest.raises(ValueError, match="divide the latent size 6"):
+        free_bits_penalty(torch.ones(16), torch.ones(16, 6), 0.5, "group", groups=4)
+    with pytest.raises(ValueError, match="free_bits_mode='total'"):
+        free_bits_penalty(torch.ones(16), None, 0.5, "dim")
