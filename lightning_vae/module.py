@@ -259,9 +259,38 @@ class VAE(LightningModule):
             self.prior.latent_dim = int(q.event_shape[0])
         return q
 
-    def decode(self, z: Tensor) -> Tensor:
-        """The decoder's likelihood parameters for latents ``z`` of shape ``(..., D)``."""
-        return self.decoder(z)
+    def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
+        """The decoder's likelihood parameters for latents ``z`` of shape ``(..., D)``.
+
+        An autoregressive decoder (one with ``autoregressive = True``, e.g.
+        :class:`~lightning_vae.nets.PixelCNNDecoder`) is called as ``decoder(z, x)`` and needs the data
+        ``x`` of shape ``(B, *data_shape)``; ``z`` may then carry leading sample dimensions ``(..., B, D)``.
+        """
+        if not self.autoregressive:
+            return self.decoder(z)
+        if x is None:
+            raise ValueError(
+                f"The autoregressive decoder {type(self.decoder).__name__} needs the data: call decode(z, x)"
+            )
+        return self.decoder(z, x.expand(*z.shape[:-1], *x.shape[1:]))
+
+    @property
+    def autoregressive(self) -> bool:
+        """Whether the decoder models ``p(x_i | x_<i, z)`` and takes ``(z, x)``."""
+        return bool(getattr(self.decoder, "autoregressive", False))
+
+    def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
+        """``log p(x, z) = log p(x|z) + log p(z)`` in nats for latents ``z`` of shape ``(S, B, D)``: shape ``(S, B)``.
+
+        With :meth:`encode` this is the protocol the importance-weighted NLL
+        (:class:`~lightning_vae.metrics.ImportanceWeightedNLL`) needs.
+        """
+        params = self.decode(z, x)
+        return self.likelihood.log_prob(x, params) + self.prior_distribution().log_prob(z).float()
+
+    def training_loss(self, batch: Any) -> Tensor:
+        """The loss :meth:`training_step` minimises on ``batch``, without logging (for extra inner updates)."""
+        return self.compute_terms(self.unpack_batch(batch))[0].loss
 
     def prior_distribution(self) -> Distribution:
         """p(z) as a distribution with event shape ``(D,)``."""
@@ -271,21 +300,41 @@ class VAE(LightningModule):
         """Encode ``x``, draw ``n_samples`` reparameterised samples per example, decode them."""
         q = self.encode(x)
         z = q.rsample((n_samples,))
-        params = self.decoder(z.reshape(-1, z.shape[-1]))
-        params = params.reshape(n_samples, x.shape[0], *params.shape[1:])
+        if self.autoregressive:
+            params = self.decode(z, x)
+        else:
+            params = self.decoder(z.reshape(-1, z.shape[-1]))
+            params = params.reshape(n_samples, x.shape[0], *params.shape[1:])
         return VAEOutput(posterior=q, z=z, decoder_output=params, prior=self.prior_distribution())
 
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> Tensor:
-        """Draw ``n`` examples from the model: z ~ p(z), then the likelihood mean (or a sample of x)."""
+        """Draw ``n`` examples from the model: z ~ p(z), then the likelihood mean (or a sample of x).
+
+        An autoregressive decoder is sampled pixel by pixel in raster order (one decoder pass per
+        pixel); ``mean=True`` then returns the mean of each pixel given the pixels drawn before it.
+        """
         z = self.prior_distribution().sample((n,)).to(self.device)
-        params = self.decoder(z)
-        return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
+        if not self.autoregressive:
+            params = self.decoder(z)
+            return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
+        shape = getattr(self.decoder, "image_shape", None) or self.data_shape
+        if shape is None:
+            raise ValueError("Sampling an autoregressive decoder needs `data_shape` (or a decoder with `image_shape`)")
+        x = torch.zeros(n, *shape, device=self.device)
+        for i in range(shape[-2]):
+            for j in range(shape[-1]):
+                x[..., i, j] = self.likelihood.sample(self.decoder(z, x))[..., i, j]
+        params = self.decoder(z, x)
+        return self.likelihood.mean(params) if mean else x
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Decode the posterior mean of ``x`` and return the likelihood mean (in data space)."""
-        return self.likelihood.mean(self.decoder(self.encode(x).mean))
+        """Decode the posterior mean of ``x`` and return the likelihood mean (in data space).
+
+        An autoregressive decoder sees ``x`` itself (teacher forcing): each pixel's mean given the true pixels before it.
+        """
+        return self.likelihood.mean(self.decode(self.encode(x).mean, x))
 
     # ------------------------------------------------------------------ objective
     def unpack_batch(self, batch: Any) -> Tensor:
@@ -358,6 +407,19 @@ class VAE(LightningModule):
             nll.update(-iw.iwae, weight=n)
             self.log(f"{stage}/nll_iw", nll)
         return {"loss": terms.loss, "posterior": out.posterior, "z": out.z[0], "kl_per_dim": terms.kl_per_dim}
+
+    def _reset_eval_metrics(self, stage: str) -> None:
+        # States left by a run under inference mode (trainer.validate) cannot be updated in place by a
+        # later run under no_grad (validation inside fit); a reset at the start rebuilds them as normal tensors.
+        for name, metric in self.eval_metrics.items():
+            if name.startswith(f"{stage}_"):
+                metric.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_eval_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_eval_metrics("test")
 
     def on_validation_epoch_end(self) -> None:
         self._log_bits_per_dim("val")

@@ -1,0 +1,141 @@
+"""Data modules: shapes determinism and factors, MNIST IDX reading and binarisation, user tensors, downloads."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_vae.data import (
+    MissingDataError,
+    MNISTDataModule,
+    ShapesDataModule,
+    ShapesDataset,
+    TensorDataModule,
+    load_array,
+    load_mnist,
+    read_idx,
+    render_shapes,
+)
+from lightning_vae.data.mnist import download_file
+
+
+def test_shapes_are_deterministic_and_carry_factors() -> None:
+    a, b, c = ShapesDataset(50, 32, seed=3), ShapesDataset(50, 32, seed=3), ShapesDataset(50, 32, seed=4)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    x, f = a[7]
+    assert x.shape == (1, 32, 32) and set(x.unique().tolist()) <= {0.0, 1.0} and f.shape == (5,)
+    assert torch.equal(render_shapes(f.unsqueeze(0), 32)[0].float(), x)
+
+
+def test_shapes_factors_change_the_image_as_named() -> None:
+    base = torch.tensor([[0, 5, 0, 10, 10]])
+    img = render_shapes(base, 64)[0, 0].float()
+    moved = render_shapes(torch.tensor([[0, 5, 0, 25, 10]]), 64)[0, 0].float()
+    bigger_area = render_shapes(torch.tensor([[0, 5, 0, 10, 10]]), 64).sum()
+    smaller_area = render_shapes(torch.tensor([[0, 0, 0, 10, 10]]), 64).sum()
+    cols = torch.arange(64).float()
+    assert (moved.sum(0) * cols).sum() / moved.sum() > (img.sum(0) * cols).sum() / img.sum() + 10  # pos_x moves right
+    assert bigger_area > 3 * smaller_area  # scale 1.0 vs 0.5: four times the area
+    shapes = render_shapes(torch.tensor([[s, 5, 0, 16, 16] for s in range(3)]), 64)
+    assert len({tuple(s.flatten().tolist()) for s in shapes}) == 3
+
+
+def test_shapes_datamodule_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="`image_size` to be one of"):
+        ShapesDataModule(image_size=48)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`n_train` to be a positive int, got 0"):
+        ShapesDataModule(n_train=0)
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    code = {np.uint8: 0x08}[array.dtype.type]
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def test_read_idx_round_trip_and_corruption(tmp_path: Path) -> None:
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    _write_idx(tmp_path / "a.gz", array)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), array)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04rest")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "bad")
+    with gzip.open(tmp_path / "short.gz", "wb") as f:
+        f.write(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"abc")
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(tmp_path / "short.gz")
+
+
+def test_real_mnist_matches_the_canonical_statistics(mnist_dir: Path) -> None:
+    images, labels = load_mnist(mnist_dir, "train")
+    assert images.shape == (60000, 1, 28, 28)
+    assert labels.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert images.mean().item() == pytest.approx(0.13066, abs=1e-5)
+    assert images.std().item() == pytest.approx(0.30811, abs=1e-5)
+    _, test_labels = load_mnist(mnist_dir, "test")
+    assert test_labels.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_mnist_binarisation(mnist_dir: Path) -> None:
+    dm = MNISTDataModule(str(mnist_dir), batch_size=64, val_size=500, binarize="dynamic", train_subset=256)
+    dm.setup("fit")
+    first = next(iter(dm.train_dataloader()))[0]
+    assert set(first.unique().tolist()) == {0.0, 1.0}
+    loader = dm.train_dataloader()
+    torch.manual_seed(0)
+    a = torch.cat([b[0] for b in loader]).sum()
+    torch.manual_seed(1)
+    b = torch.cat([b[0] for b in loader]).sum()
+    assert a != b  # redrawn every epoch
+    val_a = next(iter(dm.val_dataloader()))[0]
+    val_b = next(iter(dm.val_dataloader()))[0]
+    assert torch.equal(val_a, val_b) and set(val_a.unique().tolist()) == {0.0, 1.0}  # fixed for comparability
+    grey = MNISTDataModule(str(mnist_dir), binarize="none", val_size=500, train_subset=64)
+    grey.setup("fit")
+    assert len(grey.train_set) == 64 and len(grey.val_set) == 500
+    assert grey.train_set.tensors[0].unique().numel() > 2
+
+
+def test_missing_mnist_file_is_named(tmp_path: Path) -> None:
+    dm = MNISTDataModule(str(tmp_path))
+    with pytest.raises(MissingDataError, match="'train-images-idx3-ubyte.gz' not found") as info:
+        dm.setup("fit")
+    assert isinstance(info.value, ValueError) and isinstance(info.value, FileNotFoundError)
+
+
+def test_download_verifies_the_checksum(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    payload = b"some bytes"
+    (mirror / "file.gz").write_bytes(payload)
+    good = hashlib.md5(payload).hexdigest()
+    out = download_file("file.gz", tmp_path / "data", mirrors=[mirror.as_uri() + "/"], md5=good)
+    assert out.read_bytes() == payload
+    with pytest.raises(ValueError, match="checksum"):
+        download_file("file.gz", tmp_path / "other", mirrors=[mirror.as_uri() + "/"], md5="0" * 32)
+    assert not (tmp_path / "other" / "file.gz").exists()
+
+
+def test_tensor_datamodule_from_tensors_and_files(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).random((40, 3, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", data)
+    np.savez(tmp_path / "d.npz", x=data, y=np.zeros(40))
+    torch.testing.assert_close(load_array(str(tmp_path / "x.npy")), torch.from_numpy(data))
+    torch.testing.assert_close(load_array(str(tmp_path / "d.npz")), torch.from_numpy(data))
+    with pytest.raises(ValueError, match=r"`key` to name one of the arrays \['a', 'b'\]"):
+        np.savez(tmp_path / "e.npz", a=data, b=data)
+        load_array(str(tmp_path / "e.npz"))
+    with pytest.raises(MissingDataError, match="nothing.npy"):
+        load_array(str(tmp_path / "nothing.npy"))
+    dm = TensorDataModule(str(tmp_path / "x.npy"), val_fraction=0.25, batch_size=8)
+    dm.setup()
+    assert len(dm.train_set) == 30 and len(dm.val_set) == 10 and dm.data_shape == (3, 2)
+    (x,) = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 3, 2)
