@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -30,28 +30,32 @@ class VAECLI(LightningCLI):
 
     @rank_zero_only
     def _summary(self) -> None:
-        trainer = self.trainer
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-        lines = [f"\nlightning-vae: trained {trainer.current_epoch} epochs, {trainer.global_step} steps"]
-        for stage in ("val", "train"):
-            if f"{stage}/elbo" in metrics:
-                lines.append(
-                    f"  {stage}: ELBO {metrics[f'{stage}/elbo']:.2f} nats = reconstruction "
-                    f"{-metrics[f'{stage}/recon']:.2f} - KL {metrics[f'{stage}/kl']:.2f} (nats per example)"
-                )
-                if f"{stage}/bits_per_dim" in metrics and math.isfinite(metrics[f"{stage}/bits_per_dim"]):
-                    lines.append(f"  {stage}: {metrics[f'{stage}/bits_per_dim']:.4f} bits/dim (from -ELBO)")
-                break
-        ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or getattr(
-            trainer.checkpoint_callback, "last_model_path", ""
-        )
-        if ckpt:
-            lines.append(f"  checkpoint: {ckpt}")
-        if trainer.logger is not None and trainer.logger.log_dir:
-            log_dir = trainer.logger.log_dir
-            lines.append(f"  TensorBoard logs: {log_dir}")
-            lines.append(f"  view them with: tensorboard --logdir {log_dir}  (then open http://localhost:6006)")
-        print("\n".join(lines), flush=True)
+        print(summarize(self.trainer), flush=True)
+
+
+def summarize(trainer: Trainer) -> str:
+    """What a run reached: ELBO = reconstruction - KL, bits/dim, the checkpoint and the TensorBoard command."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    lines = [f"\nlightning-vae: trained {trainer.current_epoch} epochs, {trainer.global_step} steps"]
+    for stage in ("val", "train"):
+        if f"{stage}/elbo" in metrics:
+            lines.append(
+                f"  {stage}: ELBO {metrics[f'{stage}/elbo']:.2f} nats = reconstruction "
+                f"{-metrics[f'{stage}/recon']:.2f} - KL {metrics[f'{stage}/kl']:.2f} (nats per example)"
+            )
+            if f"{stage}/bits_per_dim" in metrics and math.isfinite(metrics[f"{stage}/bits_per_dim"]):
+                lines.append(f"  {stage}: {metrics[f'{stage}/bits_per_dim']:.4f} bits/dim (from -ELBO)")
+            break
+    ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or getattr(
+        trainer.checkpoint_callback, "last_model_path", ""
+    )
+    if ckpt:
+        lines.append(f"  checkpoint: {ckpt}")
+    if trainer.logger is not None and trainer.logger.log_dir:
+        log_dir = trainer.logger.log_dir
+        lines.append(f"  TensorBoard logs: {log_dir}")
+        lines.append(f"  view them with: tensorboard --logdir {log_dir}  (then open http://localhost:6006)")
+    return "\n".join(lines)
 
 
 def build_cli(args: Any = None) -> VAECLI:

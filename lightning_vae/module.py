@@ -192,11 +192,12 @@ class VAE(LightningModule):
         self.capacity_gamma = _check_float("capacity_gamma", capacity_gamma, low=0.0, strict=True)
 
         self.encoder, self.decoder = encoder, decoder
-        latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
-        data_shape = data_shape if data_shape is not None else getattr(encoder, "input_shape", None)
-        self.data_shape = None if data_shape is None else tuple(data_shape)
+        # New names for the derived values: hparams record the arguments as given (as LightningCLI does).
+        derived_latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
+        derived_shape = data_shape if data_shape is not None else getattr(encoder, "input_shape", None)
+        self.data_shape = None if derived_shape is None else tuple(derived_shape)
         self.likelihood = self._make_likelihood(likelihood, self.data_shape)
-        self.prior = self._make_prior(prior, latent_dim, self.data_shape, prior_components)
+        self.prior = self._make_prior(prior, derived_latent_dim, self.data_shape, prior_components)
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
 
         metrics = {f"{stage}_{term}": MeanMetric() for stage in ("val", "test") for term in _EVAL_TERMS}
