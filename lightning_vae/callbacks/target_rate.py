@@ -1,0 +1,172 @@
+"""``TargetRate``: a controller that moves β up or down to hold the KL (the rate) near a target.
+
+This is the "soft free bits" of Chen et al. (2017, "Variational Lossy Autoencoder", appendix):
+instead of clamping the KL at λ, the weight of the KL term is adjusted multiplicatively after every
+optimizer step, lowered while the KL is under the target and raised while it is above, so the KL
+settles at the target without the zero gradient of hard free bits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
+
+from lightning_vae.callbacks.annealing import require_attribute
+
+
+def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if bad or value < 0 or (value == 0 and not allow_zero):
+        relation = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"Expected `{name}` to be a finite float {relation}, got {value!r}")
+    return float(value)
+
+
+class TargetRate(Callback):
+    """Hold the KL near ``target`` nats by adjusting ``pl_module.beta`` (soft free bits, Chen et al. 2017).
+
+    After every ``update_every``-th optimizer step the KL of that step, read from
+    ``trainer.callback_metrics[monitor]`` and averaged over all DDP ranks (so every rank makes the
+    same decision and keeps the same β), moves β:
+
+    - ``KL > target + tolerance``: ``β ← min(β · (1 + step_size), beta_max)``;
+    - ``KL < target − tolerance``: ``β ← max(β · (1 − step_size), beta_min)``;
+    - otherwise β is left alone (the tolerance is a dead band against chattering).
+
+    β changes by at most a factor ``1 ± step_size`` per update, so going from 1 to 0.1 takes
+    ``log(10) / step_size`` updates (230 with the default 0.01). β is the only state that cannot be
+    derived from the step counter: it is saved in the checkpoint and restored on resume. ``train/beta``
+    is logged every step and shown in the progress bar. Reading the KL costs one host synchronisation
+    (and one all-reduce under DDP) per update; raise ``update_every`` to amortise it on accelerators.
+
+    Args:
+        target: Target KL (rate) in nats per example.
+        step_size: ε, the relative change of β per update, in (0, 1).
+        tolerance: Half-width of the dead band around the target, in nats (>= 0).
+        beta_init: β at the start of training; ``None`` takes the module's β (clipped to
+            ``[beta_min, beta_max]``).
+        beta_min: Lower bound of β (> 0: a multiplicative update cannot leave 0).
+        beta_max: Upper bound of β.
+        monitor: The logged key that holds the KL of the step (``VAE`` logs ``train/kl``).
+        update_every: Optimizer steps between updates.
+        prog_bar: Show ``train/beta`` in the progress bar.
+
+    Raises:
+        ValueError: For numbers out of range (the message names the argument).
+        TypeError: If the module has no ``beta`` attribute (raised at ``setup``).
+        RuntimeError: If ``monitor`` was not logged by the time of an update (the message lists the logged keys).
+
+    Example::
+
+        >>> cb = TargetRate(target=5.0, step_size=0.05, tolerance=0.2)
+        >>> cb.next_beta(1.0, kl=9.0), cb.next_beta(1.0, kl=5.1), cb.next_beta(1.0, kl=1.0)
+        (1.0, 1.0, 0.95)
+        >>> cb.next_beta(0.5, kl=9.0)
+        0.525
+    """
+
+    def __init__(
+        self,
+        target: float,
+        step_size: float = 0.01,
+        tolerance: float = 0.1,
+        beta_init: float | None = None,
+        beta_min: float = 1e-3,
+        beta_max: float = 1.0,
+        monitor: str = "train/kl",
+        update_every: int = 1,
+        prog_bar: bool = True,
+    ) -> None:
+        super().__init__()
+        self.target = _check_positive("target", target, allow_zero=True)
+        self.step_size = _check_positive("step_size", step_size)
+        if self.step_size >= 1:
+            raise ValueError(f"Expected `step_size` to be in (0, 1), got {step_size!r}")
+        self.tolerance = _check_positive("tolerance", tolerance, allow_zero=True)
+        self.beta_min = _check_positive("beta_min", beta_min)
+        self.beta_max = _check_positive("beta_max", beta_max)
+        if self.beta_min > self.beta_max:
+            raise ValueError(f"Expected `beta_min` <= `beta_max`, got beta_min={beta_min!r}, beta_max={beta_max!r}")
+        if beta_init is not None:
+            beta_init = _check_positive("beta_init", beta_init)
+            if not self.beta_min <= beta_init <= self.beta_max:
+                raise ValueError(
+                    f"Expected `beta_init` in [beta_min, beta_max] = [{beta_min}, {beta_max}], got {beta_init!r}"
+                )
+        self.beta_init = beta_init
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"Expected `monitor` to be the non-empty name of a logged value, got {monitor!r}")
+        self.monitor = monitor
+        if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
+            raise ValueError(f"Expected `update_every` to be an int >= 1, got {update_every!r}")
+        self.update_every = update_every
+        self.prog_bar = bool(prog_bar)
+        self.beta: float | None = None  # restored from a checkpoint, or set at the start of training
+        self.updates = 0
+        self._step_at_batch_start = -1
+
+    def next_beta(self, beta: float, kl: float) -> float:
+        """The β after one update from ``beta`` given the KL of the step (a pure function of its inputs)."""
+        if kl > self.target + self.tolerance:
+            return min(beta * (1.0 + self.step_size), self.beta_max)
+        if kl < self.target - self.tolerance:
+            return max(beta * (1.0 - self.step_size), self.beta_min)
+        return beta
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            require_attribute(pl_module, "beta", type(self).__name__)
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.beta is None:  # a fresh run; a resumed one has its β from load_state_dict
+            start = self.beta_init if self.beta_init is not None else float(getattr(pl_module, "beta"))  # noqa: B009
+            self.beta = min(max(start, self.beta_min), self.beta_max)
+            rank_zero_info(f"TargetRate: β starts at {self.beta:g}, target KL {self.target:g} nats")
+        setattr(pl_module, "beta", self.beta)  # noqa: B010 - a protocol attribute of any module
+
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        assert self.beta is not None
+        setattr(pl_module, "beta", self.beta)  # noqa: B010 - a protocol attribute of any module
+        self._step_at_batch_start = trainer.global_step
+        pl_module.log("train/beta", self.beta, prog_bar=self.prog_bar, on_step=True, on_epoch=False)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # Only after a batch that stepped the optimizer (not while gradients accumulate), every update_every steps.
+        if trainer.global_step == self._step_at_batch_start or trainer.global_step % self.update_every:
+            return
+        metrics = trainer.callback_metrics
+        if self.monitor not in metrics:
+            raise RuntimeError(
+                f"TargetRate reads the KL from the logged value {self.monitor!r}, which was not logged; "
+                f"logged: {sorted(metrics)}. Log it in training_step or set `monitor`"
+            )
+        kl = torch.as_tensor(metrics[self.monitor], dtype=torch.float32).detach().reshape(()).clone()
+        kl = trainer.strategy.reduce(kl.to(pl_module.device), reduce_op="mean")
+        assert self.beta is not None
+        self.beta = self.next_beta(self.beta, float(kl))
+        self.updates += 1
+        setattr(pl_module, "beta", self.beta)  # noqa: B010 - a protocol attribute of any module
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"beta": self.beta, "updates": self.updates}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        beta = state_dict.get("beta")
+        self.beta = None if beta is None else float(beta)
+        self.updates = int(state_dict.get("updates", 0))
+
+
+__all__ = ["TargetRate"]
