@@ -117,7 +117,7 @@ def cyclical_schedule(
     """Cyclical annealing (Fu et al. 2019): ``M`` cycles over ``T`` steps, each rising for a fraction ``R``.
 
     With period ``P = T / M`` and position in the cycle ``τ = (t mod P) / P``:
-    ``β_t = start + (end - start) · f(τ / R)`` while ``τ < R``, else ``end``; ``f`` is ``u``
+    ``β_t = start + (end - start) · f(τ / R)`` while ``τ ≤ R``, else ``end``; ``f`` is ``u``
     (``"linear"``), ``1 / (1 + exp(-(12u - 6)))`` (``"sigmoid"``) or ``(1 - cos(πu)) / 2``
     (``"cosine"``), as in the paper's reference code. From ``t = T`` on the value stays at ``end``.
     ``n_cycles = 1`` is the monotonic schedule (a single ramp over ``R · T`` steps).
@@ -131,7 +131,7 @@ def cyclical_schedule(
         return end
     period = length / n_cycles
     tau = (max(step, 0.0) % period) / period
-    if tau >= ratio:
+    if tau > ratio:
         return end
     return _lerp(start, end, _cycle_shape(tau / ratio, shape))
 
