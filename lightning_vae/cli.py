@@ -16,6 +16,7 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
+import lightning_vae.callbacks  # noqa: F401 - makes `--trainer.callbacks+=KLAnnealing` (short class names) resolve
 from lightning_vae.module import VAE
 
 
