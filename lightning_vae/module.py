@@ -175,7 +175,9 @@ class VAE(LightningModule):
         self._beta = _check_float("beta", beta, low=0.0, strict=True)
         self.free_bits = _check_float("free_bits", free_bits, low=0.0, strict=False)
         if free_bits_mode not in ("dim", "group", "total"):
-            raise ValueError(f"Expected `free_bits_mode` to be one of ('dim', 'group', 'total'), got {free_bits_mode!r}")
+            raise ValueError(
+                f"Expected `free_bits_mode` to be one of ('dim', 'group', 'total'), got {free_bits_mode!r}"
+            )
         self.free_bits_mode: FreeBitsMode = free_bits_mode
         self.free_bits_groups = int(free_bits_groups)
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
@@ -221,7 +223,9 @@ class VAE(LightningModule):
         if isinstance(likelihood, Likelihood):
             return likelihood
         if not isinstance(likelihood, str) or likelihood not in LIKELIHOODS:
-            raise ValueError(f"Expected `likelihood` to be one of {sorted(LIKELIHOODS)} or a Likelihood, got {likelihood!r}")
+            raise ValueError(
+                f"Expected `likelihood` to be one of {sorted(LIKELIHOODS)} or a Likelihood, got {likelihood!r}"
+            )
         return LIKELIHOODS[likelihood](data_shape)
 
     @staticmethod
@@ -333,7 +337,8 @@ class VAE(LightningModule):
     def reconstruct(self, x: Tensor) -> Tensor:
         """Decode the posterior mean of ``x`` and return the likelihood mean (in data space).
 
-        An autoregressive decoder sees ``x`` itself (teacher forcing): each pixel's mean given the true pixels before it.
+        An autoregressive decoder sees ``x`` itself (teacher forcing): each pixel's mean given the
+        true pixels before it.
         """
         return self.likelihood.mean(self.decode(self.encode(x).mean, x))
 
@@ -348,8 +353,13 @@ class VAE(LightningModule):
             for key in BATCH_KEYS:
                 if key in batch and isinstance(batch[key], Tensor):
                     return batch[key]
-            raise ValueError(f"Expected a dict batch to hold the data under one of {BATCH_KEYS}, got keys {sorted(batch)}")
-        raise TypeError(f"Expected a batch that is a tensor, a tuple/list starting with a tensor, or a dict, got {type(batch).__name__}")
+            raise ValueError(
+                f"Expected a dict batch to hold the data under one of {BATCH_KEYS}, got keys {sorted(batch)}"
+            )
+        raise TypeError(
+            "Expected a batch that is a tensor, a tuple/list starting with a tensor, or a dict, got "
+            f"{type(batch).__name__}"
+        )
 
     def _check_batch(self, x: Tensor) -> None:
         # On CPU the check is one fused reduction per batch; on accelerators it would cost a host sync
@@ -398,23 +408,28 @@ class VAE(LightningModule):
         terms, out = self.compute_terms(x, n_samples=1)
         n = x.shape[0]
         for term in _EVAL_TERMS:
-            metric = self.eval_metrics[f"{stage}_{term}"]
+            metric = self._metric(f"{stage}_{term}")
             metric.update(getattr(terms, term), weight=n)
             self.log(f"{stage}/{term}", metric, prog_bar=term == "elbo")
         if self.n_eval_samples > 1:
             iw, _ = self.compute_terms(x, n_samples=self.n_eval_samples)
             assert iw.iwae is not None
-            nll = self.eval_metrics[f"{stage}_nll_iw"]
+            nll = self._metric(f"{stage}_nll_iw")
             nll.update(-iw.iwae, weight=n)
             self.log(f"{stage}/nll_iw", nll)
         return {"loss": terms.loss, "posterior": out.posterior, "z": out.z[0], "kl_per_dim": terms.kl_per_dim}
 
+    def _metric(self, name: str) -> MeanMetric:
+        metric = self.eval_metrics[name]
+        assert isinstance(metric, MeanMetric)
+        return metric
+
     def _reset_eval_metrics(self, stage: str) -> None:
         # States left by a run under inference mode (trainer.validate) cannot be updated in place by a
         # later run under no_grad (validation inside fit); a reset at the start rebuilds them as normal tensors.
-        for name, metric in self.eval_metrics.items():
+        for name in self.eval_metrics:
             if name.startswith(f"{stage}_"):
-                metric.reset()
+                self._metric(name).reset()
 
     def on_validation_epoch_start(self) -> None:
         self._reset_eval_metrics("val")
@@ -433,7 +448,7 @@ class VAE(LightningModule):
         if self.data_shape is None:
             return
         key = "nll_iw" if self.n_eval_samples > 1 else "elbo"
-        metric = self.eval_metrics[f"{stage}_{key}"]
+        metric = self._metric(f"{stage}_{key}")
         if not metric.update_called:
             return
         nats = metric.compute() if key == "nll_iw" else -metric.compute()

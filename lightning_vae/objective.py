@@ -120,9 +120,7 @@ def free_bits_penalty(
     per_dim = kl_per_dim(elementwise)
     if mode == "group":
         if groups <= 0 or per_dim.numel() % groups:
-            raise ValueError(
-                f"Expected `free_bits_groups` to divide the latent size {per_dim.numel()}, got {groups}"
-            )
+            raise ValueError(f"Expected `free_bits_groups` to divide the latent size {per_dim.numel()}, got {groups}")
         per_dim = per_dim.view(groups, -1).sum(-1)
     return per_dim.clamp(min=free_bits).sum()
 

@@ -79,7 +79,15 @@ def test_overrides_fit_checkpoint_and_the_other_subcommands(tmp_path: Path, monk
     assert loaded.beta == 2.5
 
     for subcommand in ("validate", "test"):
-        other = build_cli(args=[subcommand, *common, f"--ckpt_path={ckpt}", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1"])
+        other = build_cli(
+            args=[
+                subcommand,
+                *common,
+                f"--ckpt_path={ckpt}",
+                "--trainer.limit_val_batches=1",
+                "--trainer.limit_test_batches=1",
+            ]
+        )
         stage = "val" if subcommand == "validate" else "test"
         assert f"{stage}/elbo" in other.trainer.callback_metrics
     predicted = build_cli(args=["predict", *common, f"--ckpt_path={ckpt}", "--trainer.limit_predict_batches=1"])
@@ -113,7 +121,17 @@ def test_console_script_prints_a_summary(tmp_path: Path) -> None:
 def test_bad_cli_values_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit):
-        build_cli(args=["fit", "--config=configs/shapes.yaml", "--model.likelihood=poisson", "--trainer.fast_dev_run=true"])
+        build_cli(
+            args=["fit", "--config=configs/shapes.yaml", "--model.likelihood=poisson", "--trainer.fast_dev_run=true"]
+        )
     with pytest.raises(ValueError, match="`beta` to be > 0"):
-        build_cli(args=["fit", "--config=configs/shapes.yaml", "--model.beta=-1", "--trainer.fast_dev_run=true",
-                        "--data.init_args.n_train=64", "--data.init_args.n_val=64"])
+        build_cli(
+            args=[
+                "fit",
+                "--config=configs/shapes.yaml",
+                "--model.beta=-1",
+                "--trainer.fast_dev_run=true",
+                "--data.init_args.n_train=64",
+                "--data.init_args.n_val=64",
+            ]
+        )

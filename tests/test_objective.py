@@ -6,12 +6,11 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_vae
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from lightning_vae.distributions import BernoulliLikelihood, DiagonalGaussian, StandardNormal
 from lightning_vae.objective import elbo, free_bits_penalty, kl_terms
-
-from helpers import tiny_vae
 
 
 def _batch(b: int = 16, d: int = 6, dx: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -25,7 +24,9 @@ def test_elbo_terms_match_torch_distributions() -> None:
     logits = torch.randn(1, 16, 10)
     terms = elbo(x, q, z, logits, BernoulliLikelihood(), StandardNormal(6), beta=2.5)
     recon = -Bernoulli(logits=logits[0]).log_prob(x).sum(-1).mean()
-    kl = kl_divergence(Independent(Normal(loc, torch.exp(0.5 * log_var)), 1), Independent(Normal(0.0, torch.ones(6)), 1))
+    kl = kl_divergence(
+        Independent(Normal(loc, torch.exp(0.5 * log_var)), 1), Independent(Normal(0.0, torch.ones(6)), 1)
+    )
     torch.testing.assert_close(terms.recon, recon)
     torch.testing.assert_close(terms.kl, kl.mean())
     torch.testing.assert_close(terms.elbo, -(recon + kl.mean()))
@@ -88,7 +89,16 @@ def test_free_bits_keeps_the_raw_kl_reported() -> None:
 def test_capacity_form() -> None:
     x, loc, log_var = _batch()
     q = DiagonalGaussian(loc, log_var)
-    terms = elbo(x, q, q.rsample((1,)), torch.zeros(1, 16, 10), BernoulliLikelihood(), StandardNormal(6), capacity=2.0, capacity_gamma=10.0)
+    terms = elbo(
+        x,
+        q,
+        q.rsample((1,)),
+        torch.zeros(1, 16, 10),
+        BernoulliLikelihood(),
+        StandardNormal(6),
+        capacity=2.0,
+        capacity_gamma=10.0,
+    )
     torch.testing.assert_close(terms.loss, terms.recon + 10.0 * (terms.kl - 2.0).abs())
 
 
@@ -97,7 +107,9 @@ def test_iwae_bound_is_above_the_elbo_and_grows_with_k() -> None:
     x = torch.rand(64, 1, 8, 8).round()
     with torch.no_grad():
         elbo_value = torch.stack([vae.compute_terms(x, n_samples=1)[0].elbo for _ in range(200)]).mean()
-        bounds = {k: torch.stack([vae.compute_terms(x, n_samples=k)[0].iwae for _ in range(50)]).mean() for k in (2, 10, 50)}
+        bounds = {
+            k: torch.stack([vae.compute_terms(x, n_samples=k)[0].iwae for _ in range(50)]).mean() for k in (2, 10, 50)
+        }
     assert bounds[2] >= elbo_value
     assert bounds[2] <= bounds[10] <= bounds[50]
 

@@ -38,7 +38,14 @@ MIRROR_MD5 = {
 }
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 class MissingDataError(FileNotFoundError, ValueError):
@@ -58,11 +65,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex()!r})")
     ndim = data[3]
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    dtype = _IDX_DTYPES[data[2]]
     expected = int(np.prod(dims)) * dtype.itemsize
     body = data[4 + 4 * ndim :]
     if len(body) != expected:
-        raise ValueError(f"{path} is truncated or corrupt: expected {expected} data bytes for shape {dims}, got {len(body)}")
+        raise ValueError(
+            f"{path} is truncated or corrupt: expected {expected} data bytes for shape {dims}, got {len(body)}"
+        )
     return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 
@@ -74,7 +83,9 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_file(name: str, data_dir: str | os.PathLike, mirrors: Sequence[str] = MIRRORS, md5: str | None = None) -> Path:
+def download_file(
+    name: str, data_dir: str | os.PathLike, mirrors: Sequence[str] = MIRRORS, md5: str | None = None
+) -> Path:
     """Download ``name`` from the first mirror that serves it, verify its MD5, and place it in ``data_dir``.
 
     Raises:
@@ -105,7 +116,9 @@ def download_file(name: str, data_dir: str | os.PathLike, mirrors: Sequence[str]
     raise ValueError(f"Could not download {name}: " + "; ".join(errors))
 
 
-def load_mnist(data_dir: str | os.PathLike, split: Literal["train", "test"], download: bool = False) -> tuple[Tensor, Tensor]:
+def load_mnist(
+    data_dir: str | os.PathLike, split: Literal["train", "test"], download: bool = False
+) -> tuple[Tensor, Tensor]:
     """Load a split as ``(images, labels)``: images ``(N, 1, 28, 28)`` float in [0, 1], labels ``(N,)`` int64.
 
     Raises:
@@ -126,7 +139,9 @@ def load_mnist(data_dir: str | os.PathLike, split: Literal["train", "test"], dow
     images = torch.from_numpy(read_idx(paths["images"]).copy()).float().div_(255.0).unsqueeze(1)
     labels = torch.from_numpy(read_idx(paths["labels"]).astype(np.int64))
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (1, 28, 28):
-        raise ValueError(f"MNIST files in {data_dir} disagree: images {tuple(images.shape)}, labels {tuple(labels.shape)}")
+        raise ValueError(
+            f"MNIST files in {data_dir} disagree: images {tuple(images.shape)}, labels {tuple(labels.shape)}"
+        )
     return images, labels
 
 
@@ -184,19 +199,21 @@ class MNISTDataModule(LightningDataModule):
             raise ValueError(f"Expected `batch_size` to be a positive int, got {batch_size!r}")
         if not 0 <= val_size < 60000:
             raise ValueError(f"Expected `val_size` in [0, 60000), got {val_size}")
+        self.data_dir, self.batch_size, self.val_size, self.binarize = data_dir, batch_size, val_size, binarize
+        self.download, self.num_workers, self.seed, self.train_subset = download, num_workers, seed, train_subset
         self.data_shape = (1, 28, 28)
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
 
     def prepare_data(self) -> None:
-        if self.hparams.download:
+        if self.download:
             for name in FILES.values():
-                if not (Path(self.hparams.data_dir) / name).exists():
-                    download_file(name, self.hparams.data_dir)
+                if not (Path(self.data_dir) / name).exists():
+                    download_file(name, self.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
-        hp = self.hparams
+        hp = self
         binary = hp.binarize != "none"
         if stage in (None, "fit", "validate") and self.train_set is None:
             images, labels = load_mnist(hp.data_dir, "train", download=False)
@@ -219,15 +236,15 @@ class MNISTDataModule(LightningDataModule):
             raise RuntimeError("Call `setup()` before asking for a dataloader")
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size,
+            batch_size=self.batch_size,
             shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
             collate_fn=_DynamicBinarize() if dynamic else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, dynamic=self.hparams.binarize == "dynamic")
+        return self._loader(self.train_set, shuffle=True, dynamic=self.binarize == "dynamic")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

@@ -22,7 +22,7 @@ SHAPE_NAMES = ("square", "ellipse", "heart")
 
 
 def factor_values(factors: Tensor) -> dict[str, Tensor]:
-    """Map integer factor indices ``(N, 5)`` to their values (scale in [0.5, 1], angle in radians, positions in [0, 1])."""
+    """Map integer factor indices ``(N, 5)`` to values: scale in [0.5, 1], angle in radians, positions in [0, 1]."""
     f = factors.long()
     return {
         "shape": f[:, 0],
@@ -135,12 +135,14 @@ class ShapesDataModule(LightningDataModule):
                 raise ValueError(f"Expected `{name}` to be a positive int, got {value!r}")
         if image_size not in (28, 32, 64):
             raise ValueError(f"Expected `image_size` to be one of (28, 32, 64), got {image_size!r}")
+        self.image_size, self.n_train, self.n_val, self.batch_size = image_size, n_train, n_val, batch_size
+        self.num_workers, self.seed = num_workers, seed
         self.data_shape = (1, image_size, image_size)
         self.train_set: ShapesDataset | None = None
         self.val_set: ShapesDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        hp = self.hparams
+        hp = self
         if self.train_set is None and stage in (None, "fit"):
             self.train_set = ShapesDataset(hp.n_train, hp.image_size, hp.seed)
         if self.val_set is None:
@@ -151,10 +153,10 @@ class ShapesDataModule(LightningDataModule):
             raise RuntimeError("Call `setup()` before asking for a dataloader")
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size,
+            batch_size=self.batch_size,
             shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

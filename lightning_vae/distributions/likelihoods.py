@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
-
 _LOG_2PI = math.log(2 * math.pi)
 
 

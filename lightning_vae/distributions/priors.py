@@ -73,7 +73,8 @@ class StandardNormalPrior(Prior):
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
     def forward(self, encoder: nn.Module | None = None) -> Distribution:
-        return StandardNormal(self._require_latent_dim(), device=self._anchor.device)
+        anchor: torch.Tensor = self._anchor  # type: ignore[assignment]
+        return StandardNormal(self._require_latent_dim(), device=anchor.device)
 
 
 class LearnableGaussianPrior(Prior):
@@ -176,5 +177,3 @@ PRIORS = {
 def is_standard_normal(p: Distribution) -> bool:
     """Whether ``p`` is the standard normal built by :class:`StandardNormalPrior`."""
     return isinstance(p, StandardNormal)
-
-

@@ -6,7 +6,9 @@ import torch
 from torch import Tensor
 
 
-def gaussian_kl(loc_q: Tensor, log_var_q: Tensor, loc_p: Tensor | None = None, log_var_p: Tensor | None = None) -> Tensor:
+def gaussian_kl(
+    loc_q: Tensor, log_var_q: Tensor, loc_p: Tensor | None = None, log_var_p: Tensor | None = None
+) -> Tensor:
     """Elementwise ``KL(N(loc_q, exp(log_var_q)) || N(loc_p, exp(log_var_p)))`` in nats.
 
     With ``loc_p`` and ``log_var_p`` left out the prior is the standard normal:

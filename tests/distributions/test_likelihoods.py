@@ -109,7 +109,9 @@ def test_discretized_logistic_mixture_matches_reference() -> None:
     params = torch.randn(B, 3 * k, *SHAPE)
     params[:, 2 * k :] = params[:, 2 * k :].clamp(-3, 0)  # scales where the reference's float64 CDF is accurate
     lik = DiscretizedLogisticMixtureLikelihood(n_components=k)
-    torch.testing.assert_close(lik.log_prob(x, params).double(), _logistic_mixture_reference(x, params, k), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(
+        lik.log_prob(x, params).double(), _logistic_mixture_reference(x, params, k), rtol=1e-4, atol=1e-3
+    )
 
 
 def test_discretized_logistic_mixture_is_normalised() -> None:
@@ -139,7 +141,9 @@ def test_bad_targets_are_named(lik, bad: torch.Tensor, match: str) -> None:
 
 def test_wrong_decoder_shape_is_named() -> None:
     x = torch.rand(4, 1, 28, 28)
-    with pytest.raises(ValueError, match=r"decoder returned a tensor of shape \(4, 784\).*\(batch=4, \*\(1, 28, 28\)\)"):
+    with pytest.raises(
+        ValueError, match=r"decoder returned a tensor of shape \(4, 784\).*\(batch=4, \*\(1, 28, 28\)\)"
+    ):
         BernoulliLikelihood().check_params(x, torch.zeros(4, 784))
     with pytest.raises(ValueError, match=r"categorical likelihood expects \(batch=4, \*\(256, 1, 28, 28\)\)"):
         CategoricalLikelihood().check_params(x, torch.zeros(4, 1, 28, 28))

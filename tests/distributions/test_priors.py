@@ -68,7 +68,10 @@ def test_mixture_prior_log_prob_matches_hand_sum() -> None:
         prior.logits.copy_(torch.tensor([0.1, -0.3, 0.7]))
     z = torch.randn(10, 2)
     w = torch.softmax(prior.logits.detach(), 0)
-    comps = [Normal(prior.locs[k].detach(), torch.exp(0.5 * prior.log_vars[k].detach())).log_prob(z).sum(-1) for k in range(3)]
+    comps = [
+        Normal(prior.locs[k].detach(), torch.exp(0.5 * prior.log_vars[k].detach())).log_prob(z).sum(-1)
+        for k in range(3)
+    ]
     expected = torch.logsumexp(torch.stack([c + torch.log(w[k]) for k, c in enumerate(comps)]), 0)
     torch.testing.assert_close(prior().log_prob(z), expected)
 
