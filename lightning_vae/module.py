@@ -213,7 +213,13 @@ class VAE(LightningModule):
         """Save the arguments; modules only as reloadable descriptions, never pickled into ``hparams``."""
         ignore = [name for name, m in zip(_MODULE_ARGS, modules) if isinstance(m, nn.Module)]
         ignore += [n for n in ("optimizer", "lr_scheduler") if not isinstance(getattr(self, f"{n}_factory"), Mapping)]
-        self.save_hyperparameters(ignore=ignore, frame=inspect.currentframe().f_back)  # type: ignore[union-attr]
+        frame = inspect.currentframe().f_back  # type: ignore[union-attr]
+        self.save_hyperparameters(ignore=ignore, frame=frame)
+        if "_instantiator" in self.hparams:
+            # Built by LightningCLI: the hparams are its parsed config, where every network is a
+            # class_path/init_args dict. Keep all of it so any network, built-in or not, reloads alone.
+            self.save_hyperparameters(frame=frame)
+            return
         extra = {name: d for name, m in zip(_MODULE_ARGS, modules) if (d := _describe(m)) is not None}
         if extra:
             self.save_hyperparameters({**dict(self.hparams), **extra})

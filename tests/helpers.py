@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 from lightning_vae import VAE
+import torch
+from torch import nn
+
 from lightning_vae.nets import MLPDecoder, MLPEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,3 +41,27 @@ def trainer_kwargs(tmp_path: Path, **overrides) -> dict:
     )
     kwargs.update(overrides)
     return kwargs
+
+
+class PlainEncoder(nn.Module):
+    """A user's encoder that records nothing about itself (flattens ``x`` to ``(loc, log_var)``)."""
+
+    def __init__(self, in_features: int = 64, latent_dim: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Linear(in_features, 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, log_var = self.net(x.flatten(1)).chunk(2, -1)
+        return loc, log_var
+
+
+class PlainDecoder(nn.Module):
+    """A user's decoder that records nothing about itself (``z`` to logits of shape ``(..., *shape)``)."""
+
+    def __init__(self, latent_dim: int = 4, shape: tuple[int, ...] = (1, 8, 8)) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.net = nn.Linear(latent_dim, int(torch.tensor(self.shape).prod()))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(*z.shape[:-1], *self.shape)

@@ -94,6 +94,30 @@ def test_overrides_fit_checkpoint_and_the_other_subcommands(tmp_path: Path, monk
     assert predicted.trainer.predict_loop.predictions[0].shape == (64, 10)
 
 
+def test_user_networks_trained_through_the_cli_reload_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    cli = build_cli(
+        args=[
+            "fit",
+            "--model.encoder=helpers.PlainEncoder",
+            "--model.encoder.init_args.in_features=1024",
+            "--model.decoder=helpers.PlainDecoder",
+            "--model.decoder.init_args.shape=[1, 32, 32]",
+            "--data.init_args.n_train=128",
+            "--data.init_args.n_val=64",
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    loaded = VAE.load_from_checkpoint(cli.trainer.checkpoint_callback.best_model_path)
+    assert type(loaded.encoder).__name__ == "PlainEncoder"
+    x = torch.rand(3, 1, 32, 32).round()
+    cli.model.eval(), loaded.eval()
+    torch.testing.assert_close(loaded.encode(x).mean, cli.model.encode(x).mean, rtol=0, atol=0)
+
+
 def test_console_script_prints_a_summary(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("lightning-vae")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "lightning_vae.cli"]

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_vae, trainer_kwargs
+from helpers import PlainDecoder, PlainEncoder, tiny_vae, trainer_kwargs
 from lightning.pytorch import Trainer
-from torch import nn
 
 from lightning_vae import VAE
 from lightning_vae.data import MNISTDataModule, ShapesDataModule, TensorDataModule
@@ -152,35 +151,16 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     assert type(loaded.encoder) is MLPEncoder and loaded.hparams["likelihood"] == "gaussian_learned"
 
 
-class _UserEncoder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Linear(64, 8)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, log_var = self.net(x.flatten(1)).chunk(2, -1)
-        return loc, log_var
-
-
-class _UserDecoder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Linear(4, 64)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(*z.shape[:-1], 1, 8, 8)
-
-
 def test_user_networks_train_and_reload_when_passed_again(tmp_path: Path) -> None:
     dm = TensorDataModule(torch.rand(64, 1, 8, 8).round(), batch_size=16)
-    vae = VAE(encoder=_UserEncoder(), decoder=_UserDecoder(), likelihood="bernoulli", beta=1.0)
+    vae = VAE(encoder=PlainEncoder(), decoder=PlainDecoder(), likelihood="bernoulli", beta=1.0)
     trainer = Trainer(**trainer_kwargs(tmp_path, max_epochs=1))
     trainer.fit(vae, datamodule=dm)
     path = tmp_path / "user.ckpt"
     trainer.save_checkpoint(path)
     with pytest.raises(ValueError, match=r"load_from_checkpoint\(path, encoder=..., decoder=...\)"):
         VAE.load_from_checkpoint(path)
-    loaded = VAE.load_from_checkpoint(path, encoder=_UserEncoder(), decoder=_UserDecoder())
+    loaded = VAE.load_from_checkpoint(path, encoder=PlainEncoder(), decoder=PlainDecoder())
     x = torch.rand(3, 1, 8, 8)
     torch.testing.assert_close(loaded.encode(x).mean, vae.encode(x).mean)
     assert vae.prior.latent_dim == 4  # learned from the first posterior
