@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lightning_vae import VAE
 import torch
 from torch import nn
 
+from lightning_vae import VAE
 from lightning_vae.nets import MLPDecoder, MLPEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
