@@ -23,6 +23,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_vae.data.common import make_loader
+
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -232,15 +234,13 @@ class MNISTDataModule(LightningDataModule):
             self.test_set = TensorDataset(_static_binarize(images, hp.seed + 2) if binary else images, labels)
 
     def _loader(self, dataset: TensorDataset | None, shuffle: bool, dynamic: bool = False) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("Call `setup()` before asking for a dataloader")
-        return DataLoader(
+        return make_loader(
             dataset,
-            batch_size=self.batch_size,
+            self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
             collate_fn=_DynamicBinarize() if dynamic else None,
+            evaluation=not shuffle,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -15,6 +15,8 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_vae.data.common import make_loader
+
 #: Names and sizes of the factors, in the column order of the factor tensor.
 FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
@@ -148,19 +150,13 @@ class ShapesDataModule(LightningDataModule):
         if self.val_set is None:
             self.val_set = ShapesDataset(hp.n_val, hp.image_size, hp.seed + 1)
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("Call `setup()` before asking for a dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+    def _loader(self, dataset: Dataset | None, shuffle: bool, evaluation: bool = True) -> DataLoader:
+        return make_loader(
+            dataset, self.batch_size, shuffle=shuffle, num_workers=self.num_workers, evaluation=evaluation
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, shuffle=True, evaluation=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

@@ -11,6 +11,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset, random_split
 
+from lightning_vae.data.common import make_loader
 from lightning_vae.data.mnist import MissingDataError
 
 
@@ -56,6 +57,7 @@ class TensorDataModule(LightningDataModule):
         key: Array name inside ``.npz`` files.
         num_workers: DataLoader workers.
         seed: Seed of the hold-out split.
+        shuffle: Shuffle the training data each epoch.
 
     Example::
 
@@ -75,6 +77,7 @@ class TensorDataModule(LightningDataModule):
         key: str | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        shuffle: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=[n for n, v in (("train", train), ("val", val)) if isinstance(v, Tensor)])
@@ -84,7 +87,7 @@ class TensorDataModule(LightningDataModule):
             raise ValueError(f"Expected `batch_size` to be a positive int, got {batch_size!r}")
         self._train_source, self._val_source = train, val
         self.val_fraction, self.batch_size, self.key = val_fraction, batch_size, key
-        self.num_workers, self.seed = num_workers, seed
+        self.num_workers, self.seed, self.shuffle = num_workers, seed, shuffle
         self.train_set: torch.utils.data.Dataset | None = None
         self.val_set: torch.utils.data.Dataset | None = None
 
@@ -101,12 +104,12 @@ class TensorDataModule(LightningDataModule):
             self.train_set, self.val_set = random_split(full, [len(full) - n_val, n_val], generator=generator)
 
     def _loader(self, dataset: torch.utils.data.Dataset | None, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("Call `setup()` before asking for a dataloader")
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
+        evaluation = dataset is not self.train_set
+        workers = self.num_workers
+        return make_loader(dataset, self.batch_size, shuffle=shuffle, num_workers=workers, evaluation=evaluation)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, shuffle=self.shuffle)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
