@@ -43,6 +43,21 @@ def require_attribute(pl_module: LightningModule, name: str, owner: str) -> None
         )
 
 
+def epoch_of_step(trainer: Trainer) -> int:
+    """The epoch of the current optimizer step, counted from ``trainer.global_step``.
+
+    Every epoch has ``ceil(num_training_batches / accumulate_grad_batches)`` optimizer steps, so the
+    epoch is ``global_step`` divided by that. Unlike ``trainer.current_epoch``, this agrees between
+    an uninterrupted run and one resumed from a checkpoint (Lightning's own epoch counter can be off
+    by one batch after resuming from a mid-epoch or end-of-epoch checkpoint). With a training set of
+    unknown length it falls back to ``trainer.current_epoch``.
+    """
+    batches = trainer.num_training_batches
+    if isinstance(batches, int) and batches > 0:
+        return trainer.global_step // math.ceil(batches / trainer.accumulate_grad_batches)
+    return trainer.current_epoch
+
+
 class ScheduledAttribute(Callback):
     """Base of the callbacks that set one module attribute from a :class:`Schedule` before every training batch.
 
@@ -65,7 +80,7 @@ class ScheduledAttribute(Callback):
 
     def value_at(self, trainer: Trainer) -> float:
         """The scheduled value for the trainer's current optimizer step (or epoch, with ``interval="epoch"``)."""
-        return self.schedule(trainer.global_step if self.interval == "step" else trainer.current_epoch)
+        return self.schedule(trainer.global_step if self.interval == "step" else epoch_of_step(trainer))
 
     def check_module(self, pl_module: LightningModule) -> None:
         """Check that ``pl_module`` keeps the part of the protocol this callback writes."""
@@ -114,9 +129,10 @@ class KLAnnealing(ScheduledAttribute):
 
     Before every training batch ``pl_module.beta`` is set to the schedule's value at
     ``trainer.global_step`` (optimizer steps, so gradient accumulation keeps one β per step), or at
-    ``trainer.current_epoch`` with ``interval="epoch"``; ``train/beta`` is logged at every step and
-    shown in the progress bar. Nothing but the step counter is needed, so a run resumed with
-    ``ckpt_path=`` and every DDP rank use the same β as an uninterrupted run.
+    the epoch with ``interval="epoch"`` (counted from the step, see :func:`epoch_of_step`);
+    ``train/beta`` is logged at every step and shown in the progress bar. Nothing but the step counter
+    is needed, so a run resumed with ``ckpt_path=`` and every DDP rank use the same β as an
+    uninterrupted run.
 
     Schedules (formulas in :mod:`lightning_vae.functional.schedules`): ``"constant"`` (β = ``end``),
     ``"linear"`` warm-up and ``"logistic"`` (Bowman et al. 2016), ``"cosine"``, and ``"cyclical"``
@@ -250,4 +266,4 @@ class CapacityAnnealing(ScheduledAttribute):
         return super().apply(trainer, pl_module)
 
 
-__all__ = ["CapacityAnnealing", "Interval", "KLAnnealing", "ScheduledAttribute", "require_attribute"]
+__all__ = ["CapacityAnnealing", "Interval", "KLAnnealing", "ScheduledAttribute", "epoch_of_step", "require_attribute"]
