@@ -126,6 +126,8 @@ class VAE(LightningModule):
         prior_components: Components of the mixture prior or pseudo-inputs of the VampPrior.
         optimizer: Callable that builds the optimiser from the parameters (default Adam, lr 1e-3).
         lr_scheduler: Optional callable that builds a scheduler from the optimiser.
+        compile: Compile the encoder and decoder with ``torch.compile`` (in place: parameter names and
+            checkpoints are those of the uncompiled networks).
 
     Raises:
         ValueError: For a missing encoder/decoder, an unknown likelihood or prior, or bad numbers.
@@ -159,6 +161,7 @@ class VAE(LightningModule):
         prior_components: int = 10,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         encoder, decoder = _build(encoder, "encoder"), _build(decoder, "decoder")
@@ -194,6 +197,10 @@ class VAE(LightningModule):
         self.capacity_gamma = _check_float("capacity_gamma", capacity_gamma, low=0.0, strict=True)
 
         self.encoder, self.decoder = encoder, decoder
+        if compile:
+            # nn.Module.compile compiles forward in place, keeping state_dict keys unchanged.
+            encoder.compile()
+            decoder.compile()
         # New names for the derived values: hparams record the arguments as given (as LightningCLI does).
         derived_latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
         derived_shape = data_shape if data_shape is not None else getattr(encoder, "input_shape", None)
@@ -377,6 +384,8 @@ class VAE(LightningModule):
     def compute_terms(self, x: Tensor, n_samples: int | None = None) -> tuple[ELBOTerms, VAEOutput]:
         """Evaluate the objective on ``x`` with the module's current β, free bits and capacity."""
         self._check_batch(x)
+        if self.data_shape is None:  # learned from the data when neither given nor known to the encoder
+            self.data_shape = tuple(x.shape[1:])
         out = self(x, n_samples or self.n_samples)
         self.likelihood.check_params(x, out.decoder_output[0])
         terms = elbo(
@@ -458,7 +467,8 @@ class VAE(LightningModule):
         if not metric.update_called:
             return
         nats = metric.compute() if key == "nll_iw" else -metric.compute()
-        self.log(f"{stage}/bits_per_dim", bits_per_dim(nats, math.prod(self.data_shape)))
+        # The metric is already reduced across ranks; sync_dist only states that the value is global.
+        self.log(f"{stage}/bits_per_dim", bits_per_dim(nats, math.prod(self.data_shape)), sync_dist=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         return self._eval_step(batch, "val")

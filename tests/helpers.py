@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lightning_vae import VAE
+from lightning_vae.distributions import DiagonalGaussian
 from lightning_vae.nets import MLPDecoder, MLPEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,3 +66,23 @@ class PlainDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(*z.shape[:-1], *self.shape)
+
+
+class MeanSampleGaussian(DiagonalGaussian):
+    """A diagonal Gaussian whose "samples" are its mean: every loss and metric becomes deterministic."""
+
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+        return self.loc.expand(torch.Size(sample_shape) + self.loc.shape)
+
+
+class DeterministicEncoder(nn.Module):
+    """An encoder returning :class:`MeanSampleGaussian`, so runs that differ only in how the data are split
+    (one process vs DDP ranks) can be compared to float precision."""
+
+    def __init__(self, in_features: int = 64, latent_dim: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_features, 32), nn.Tanh(), nn.Linear(32, 2 * latent_dim))
+
+    def forward(self, x: torch.Tensor) -> MeanSampleGaussian:
+        loc, log_var = self.net(x.flatten(1)).chunk(2, -1)
+        return MeanSampleGaussian(loc, log_var)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 
 def make_loader(
@@ -25,16 +25,21 @@ def make_loader(
     gets the same number, which biases validation means. For evaluation loaders, when a process group
     is running, this uses Lightning's ``UnrepeatedDistributedSampler`` instead: ranks get uneven shards
     with no repeats, and the module's torchmetrics states (weighted by batch size) then reduce to
-    exactly the one-process value. Lightning keeps a ``DistributedSampler`` it is given.
+    exactly the one-process value. A training loader with ``shuffle=False`` keeps its order under DDP
+    too (rank r takes examples r, r + W, ...). Lightning keeps a ``DistributedSampler`` it is given.
 
     Raises:
         RuntimeError: If ``dataset`` is ``None`` (``setup()`` was not called).
     """
     if dataset is None:
         raise RuntimeError("Call `setup()` before asking for a dataloader")
-    sampler = None
-    if evaluation and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)  # type: ignore[arg-type]
+    sampler: Sampler | None = None
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if evaluation:
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)  # type: ignore[arg-type]
+        elif not shuffle:
+            # Lightning would inject a shuffling DistributedSampler into any training loader; keep the order asked for.
+            sampler = DistributedSampler(dataset, shuffle=False)  # type: ignore[arg-type]
     return DataLoader(
         dataset,
         batch_size=batch_size,
