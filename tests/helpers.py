@@ -71,7 +71,7 @@ class PlainDecoder(nn.Module):
 class MeanSampleGaussian(DiagonalGaussian):
     """A diagonal Gaussian whose "samples" are its mean: every loss and metric becomes deterministic."""
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         return self.loc.expand(torch.Size(sample_shape) + self.loc.shape)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, PlainDecoder, DeterministicEncoder, trainer_kwargs
+from helpers import ROOT, DeterministicEncoder, PlainDecoder, trainer_kwargs
 from lightning.pytorch import Trainer, seed_everything
 
 from lightning_vae import VAE
