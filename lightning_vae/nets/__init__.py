@@ -2,5 +2,7 @@
 
 from lightning_vae.nets.conv import ConvDecoder, ConvEncoder
 from lightning_vae.nets.mlp import MLPDecoder, MLPEncoder
+from lightning_vae.nets.pixelcnn import MaskedConv2d, PixelCNNDecoder
 
 __all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder"]
+__all__ += ["MaskedConv2d", "PixelCNNDecoder"]

@@ -35,6 +35,7 @@ class MaskedConv2d(nn.Conv2d):
         out_channels: Output channels.
         kernel_size: Odd side of the square kernel.
         mask_type: ``"A"`` or ``"B"``.
+        dilation: Spacing of the kernel taps (the mask applies to the taps, so the order is kept).
 
     Example::
 
@@ -48,12 +49,16 @@ class MaskedConv2d(nn.Conv2d):
 
     mask: Tensor
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, mask_type: Literal["A", "B"]) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, mask_type: Literal["A", "B"], dilation: int = 1
+    ) -> None:
         if mask_type not in ("A", "B"):
             raise ValueError(f"Expected `mask_type` to be 'A' or 'B', got {mask_type!r}")
         if kernel_size % 2 != 1:
             raise ValueError(f"Expected an odd `kernel_size`, got {kernel_size}")
-        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        super().__init__(
+            in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation
+        )
         mask = torch.ones(kernel_size, kernel_size)
         centre = kernel_size // 2
         mask[centre, centre + (mask_type == "B") :] = 0.0
@@ -68,10 +73,10 @@ class PixelCNNDecoder(HyperparametersMixin, nn.Module):
     """A PixelCNN over images conditioned on ``z`` by a learned per-channel bias in every layer.
 
     Layers: a masked ``first_kernel_size`` convolution (mask A), ``n_layers`` masked
-    ``kernel_size`` convolutions (mask B) with ReLU, then two 1x1 convolutions to the likelihood
-    parameters. ``z`` enters every masked layer through a linear map added to the feature maps
-    (the conditional PixelCNN of van den Oord et al. 2016). A few layers of 32 channels already
-    model binarised MNIST well enough to ignore ``z``.
+    ``kernel_size`` convolutions (mask B, optionally dilated to see further at the same cost) with
+    ReLU, then two 1x1 convolutions to the likelihood parameters. ``z`` enters every masked layer
+    through a linear map added to the feature maps (the conditional PixelCNN of van den Oord et al.
+    2016).
 
     Args:
         latent_dim: Size D of z.
@@ -80,6 +85,7 @@ class PixelCNNDecoder(HyperparametersMixin, nn.Module):
         n_layers: Masked layers after the first one.
         kernel_size: Odd kernel size of the later masked layers.
         first_kernel_size: Odd kernel size of the first (mask A) layer.
+        dilations: Dilation of each later masked layer (``n_layers`` ints); all 1 when left out.
         params_per_element: Parameters per pixel and channel (1 for Bernoulli logits, 256 for the
             categorical likelihood); above 1 the output is ``(B, params_per_element, C, H, W)``.
 
@@ -102,6 +108,7 @@ class PixelCNNDecoder(HyperparametersMixin, nn.Module):
         n_layers: int = 4,
         kernel_size: int = 3,
         first_kernel_size: int = 7,
+        dilations: Sequence[int] | None = None,
         params_per_element: int = 1,
     ) -> None:
         super().__init__()
@@ -113,9 +120,14 @@ class PixelCNNDecoder(HyperparametersMixin, nn.Module):
         check_positive_int("channels", channels)
         check_positive_int("n_layers", n_layers)
         self.params_per_element = check_positive_int("params_per_element", params_per_element)
+        dilations = [1] * n_layers if dilations is None else list(dilations)
+        if len(dilations) != n_layers or not all(isinstance(d, int) and d > 0 for d in dilations):
+            raise ValueError(
+                f"Expected `dilations` to hold {n_layers} positive ints (one per layer), got {dilations!r}"
+            )
         c_img = self.image_shape[0]
         self.first = MaskedConv2d(c_img, channels, first_kernel_size, "A")
-        self.layers = nn.ModuleList(MaskedConv2d(channels, channels, kernel_size, "B") for _ in range(n_layers))
+        self.layers = nn.ModuleList(MaskedConv2d(channels, channels, kernel_size, "B", d) for d in dilations)
         # One linear map gives the conditioning bias of every masked layer.
         self.condition = nn.Linear(latent_dim, channels * (n_layers + 1))
         self.head = nn.Sequential(
@@ -127,12 +139,13 @@ class PixelCNNDecoder(HyperparametersMixin, nn.Module):
         self.channels = channels
 
     def forward(self, z: Tensor, x: Tensor) -> Tensor:
-        """Parameters of ``p(x_i | x_<i, z)`` for every pixel: ``z`` of shape ``(..., D)``, ``x`` of ``(..., C, H, W)``."""
+        """Parameters of ``p(x_i | x_<i, z)`` of every pixel for ``z`` ``(..., D)`` and ``x`` ``(..., C, H, W)``."""
         lead = z.shape[:-1]
         if x.shape[: len(lead)] != lead or tuple(x.shape[len(lead) :]) != self.image_shape:
             raise ValueError(
                 f"PixelCNNDecoder expects z of shape (..., {self.latent_dim}) and images of shape "
-                f"(..., *{self.image_shape}) with the same leading dimensions, got z {tuple(z.shape)} and x {tuple(x.shape)}"
+                f"(..., *{self.image_shape}) with the same leading dimensions, got z {tuple(z.shape)} and "
+                f"x {tuple(x.shape)}"
             )
         z = z.reshape(-1, z.shape[-1])
         x = x.reshape(-1, *self.image_shape).to(z.dtype)

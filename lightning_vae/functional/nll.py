@@ -1,0 +1,105 @@
+"""The importance-weighted estimate of log p(x) (Burda et al. 2015), in bounded memory.
+
+The model protocol it needs (``VAE`` keeps it; any other module can): ``encode(x)`` returns
+``q(z|x)`` as a distribution with batch shape ``(B,)`` and event shape ``(D,)``, and
+``log_joint(x, z)`` returns ``log p(x, z) = log p(x|z) + log p(z)`` in nats, shape ``(S, B)``, for
+latents ``z`` of shape ``(S, B, D)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+
+@runtime_checkable
+class SupportsLogJoint(Protocol):
+    """What the importance-weighted NLL needs of a model: ``encode`` and ``log_joint``."""
+
+    def encode(self, x: Tensor) -> Distribution: ...
+
+    def log_joint(self, x: Tensor, z: Tensor) -> Tensor: ...
+
+
+def iw_log_likelihood(
+    x: Tensor,
+    posterior: Distribution,
+    log_joint: Callable[[Tensor, Tensor], Tensor],
+    n_samples: int = 5000,
+    chunk_size: int = 10000,
+) -> Tensor:
+    """``log p(x) ≈ logsumexp_i [log p(x, z_i) − log q(z_i|x)] − log k`` with ``z_i ~ q(z|x)``, per example.
+
+    The estimate is a stochastic lower bound whose expectation does not decrease with ``k`` and tends
+    to ``log p(x)`` (Burda et al. 2015); ``k = 1`` gives the ELBO in expectation. Samples are drawn
+    and decoded in chunks of at most ``chunk_size`` (sample, example) pairs, and the log-sum-exp is
+    accumulated across chunks, so memory does not grow with ``k``.
+
+    Args:
+        x: Data ``(B, *data_shape)``.
+        posterior: ``q(z|x)`` with batch shape ``(B,)`` and event shape ``(D,)``.
+        log_joint: ``(x, z) -> log p(x, z)`` for ``z`` of shape ``(S, B, D)``, returning ``(S, B)``.
+        n_samples: Importance samples ``k`` per example.
+        chunk_size: Most (sample, example) pairs decoded at once; at least one sample of the whole batch.
+
+    Returns:
+        The estimate of ``log p(x)`` of each example in nats, shape ``(B,)``, float32.
+
+    Example::
+
+        >>> import torch
+        >>> from torch.distributions import Independent, Normal
+        >>> q = Independent(Normal(torch.zeros(3, 2), torch.ones(3, 2)), 1)
+        >>> iw_log_likelihood(torch.zeros(3, 1), q, lambda x, z: q.log_prob(z), n_samples=10)  # q = p: log 1
+        tensor([0., 0., 0.])
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"Expected `n_samples` to be an int >= 1, got {n_samples!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"Expected `chunk_size` to be an int >= 1, got {chunk_size!r}")
+    batch = x.shape[0]
+    per_pass = max(1, chunk_size // max(batch, 1))
+    total: Tensor | None = None
+    done = 0
+    with torch.no_grad():
+        while done < n_samples:
+            s = min(per_pass, n_samples - done)
+            z = posterior.sample((s,))
+            log_pxz = log_joint(x, z)
+            if log_pxz.shape != (s, batch):
+                raise ValueError(
+                    f"Expected `log_joint` to return shape {(s, batch)} for z of shape {tuple(z.shape)}, "
+                    f"got {tuple(log_pxz.shape)}"
+                )
+            log_w = log_pxz.float() - posterior.log_prob(z).float()
+            chunk = torch.logsumexp(log_w, dim=0)
+            total = chunk if total is None else torch.logaddexp(total, chunk)
+            done += s
+    assert total is not None
+    return total - math.log(n_samples)
+
+
+def iw_nll(model: Any, x: Tensor, n_samples: int = 5000, chunk_size: int = 10000) -> Tensor:
+    """Importance-weighted negative log-likelihood ``-log p(x)`` of each example of ``x`` under ``model``, ``(B,)``.
+
+    ``model`` keeps the protocol of :class:`SupportsLogJoint`; see :func:`iw_log_likelihood`.
+
+    Raises:
+        TypeError: If ``model`` has no ``encode`` or ``log_joint``.
+    """
+    if not isinstance(model, SupportsLogJoint):
+        raise TypeError(
+            "Expected a model with `encode(x) -> Distribution` and `log_joint(x, z) -> Tensor`, got "
+            f"{type(model).__name__}"
+        )
+    with torch.no_grad():
+        posterior = model.encode(x)
+        return -iw_log_likelihood(x, posterior, model.log_joint, n_samples=n_samples, chunk_size=chunk_size)
+
+
+__all__ = ["SupportsLogJoint", "iw_log_likelihood", "iw_nll"]

@@ -1,0 +1,155 @@
+"""The metrics accumulate over batches to the whole-set value, checked against NumPy/SciPy references."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch.distributions import Independent, MultivariateNormal, Normal
+
+from lightning_vae.distributions import DiagonalGaussian
+from lightning_vae.functional.collapse import kl_to_standard_normal, mutual_information
+from lightning_vae.functional.disentanglement import mutual_information_gap
+from lightning_vae.metrics import (
+    ActiveUnits,
+    CollapsedDimensions,
+    ImportanceWeightedNLL,
+    KLPerDimension,
+    MutualInformation,
+    MutualInformationGap,
+    PosteriorMeanVariance,
+)
+
+SIZES = (16, 16, 16, 5)  # an uneven last batch
+
+
+def _posteriors(seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.tensor([0.0, 0.05, 0.3, 1.0, 2.0])
+    locs = [torch.randn(n, 5, generator=g) * scale + 0.1 for n in SIZES]
+    log_vars = [torch.randn(n, 5, generator=g) * 0.3 - 1.0 for n in SIZES]
+    return locs, log_vars
+
+
+def test_kl_per_dimension_over_batches_matches_torch_distributions():
+    locs, log_vars = _posteriors()
+    metric, from_means = KLPerDimension(), KLPerDimension()
+    for loc, lv in zip(locs, log_vars):
+        kl = kl_to_standard_normal(loc, lv.exp())
+        metric.update(kl)
+        from_means.update(kl.mean(0), batch_size=loc.shape[0])  # the form VAE's steps return
+    loc, lv = torch.cat(locs), torch.cat(log_vars)
+    reference = torch.distributions.kl_divergence(Normal(loc, (0.5 * lv).exp()), Normal(0.0, 1.0)).double().mean(0)
+    torch.testing.assert_close(metric.compute(), reference, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(from_means.compute(), reference, rtol=1e-5, atol=1e-7)
+    collapsed = CollapsedDimensions(threshold=0.5)
+    for loc, lv in zip(locs, log_vars):
+        collapsed.update(kl_to_standard_normal(loc, lv.exp()))
+    assert int(collapsed.compute()) == int((reference < 0.5).sum())
+
+
+def test_active_units_over_batches_match_numpy_on_the_whole_set():
+    locs, _ = _posteriors()
+    variance, au = PosteriorMeanVariance(), ActiveUnits()
+    for loc in locs:
+        variance.update(loc)
+        au.update(loc)
+    reference = np.var(torch.cat(locs).numpy().astype(np.float64), axis=0, ddof=1)
+    np.testing.assert_allclose(variance.compute().numpy(), reference, rtol=1e-6)
+    assert int(au.compute()) == int((reference > 0.01).sum()) == 3
+    # Not the mean of per-batch counts: a dimension that varies only between batches is active over the set.
+    between = ActiveUnits()
+    for i in range(4):
+        between.update(torch.full((8, 1), float(i)))
+    assert int(between.compute()) == 1
+
+
+def test_mutual_information_is_the_size_weighted_mean_of_batch_estimates():
+    locs, log_vars = _posteriors()
+    metric = MutualInformation()
+    per_batch = []
+    for loc, lv in zip(locs, log_vars):
+        q = DiagonalGaussian(loc, lv)
+        z = q.sample()
+        metric.update(q, z)
+        per_batch.append(mutual_information(q, z).item())
+    expected = sum(m * n for m, n in zip(per_batch, SIZES)) / sum(SIZES)
+    assert metric.compute().item() == pytest.approx(expected, rel=1e-12)
+    assert metric.compute().item() <= math.log(16)
+
+
+class _ExactLinearGaussian(torch.nn.Module):
+    """p(z) = N(0, I), p(x|z) = N(Wz, I), with the exact (full-covariance) posterior as q."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.W = torch.tensor([[1.0, 0.5], [-0.3, 2.0], [0.2, 0.1]], dtype=torch.float64)
+
+    def encode(self, x):
+        cov = torch.linalg.inv(torch.eye(2, dtype=torch.float64) + self.W.T @ self.W)
+        return MultivariateNormal(x @ self.W @ cov.T, covariance_matrix=cov)
+
+    def log_joint(self, x, z):
+        return Independent(Normal(z @ self.W.T, 1.0), 1).log_prob(x) + Independent(Normal(0.0 * z, 1.0), 1).log_prob(z)
+
+
+def test_importance_weighted_nll_in_nats_and_bits_matches_scipy():
+    model = _ExactLinearGaussian()
+    xs = [torch.randn(n, 3, dtype=torch.float64) for n in (4, 3)]
+    nats, bits = (
+        ImportanceWeightedNLL(n_samples=9, chunk_size=5),
+        ImportanceWeightedNLL(n_samples=2, unit="bits_per_dim"),
+    )
+    for x in xs:
+        nats.update(model, x)
+        bits.update(model, x)
+    w = model.W.numpy()
+    reference = -stats.multivariate_normal(np.zeros(3), w @ w.T + np.eye(3)).logpdf(torch.cat(xs).numpy()).mean()
+    assert nats.compute().item() == pytest.approx(reference, rel=1e-5)
+    assert bits.compute().item() == pytest.approx(reference / (3 * math.log(2)), rel=1e-5)
+
+
+def test_mig_metric_over_batches_equals_the_whole_set():
+    g = torch.Generator().manual_seed(2)
+    factors = torch.randint(0, 5, (90, 3), generator=g)
+    codes = factors.float() @ torch.randn(3, 4, generator=g) + 0.5 * torch.randn(90, 4, generator=g)
+    metric = MutualInformationGap(n_bins=10)
+    for c, f in zip(codes.split(32), factors.split(32)):
+        metric.update(c, f)
+    assert metric.compute().item() == pytest.approx(mutual_information_gap(codes, factors, 10).item(), rel=1e-12)
+
+
+def test_metrics_reset_and_pickle():
+    metric = ActiveUnits()
+    metric.update(torch.randn(10, 3))
+    metric.reset()
+    metric.update(torch.zeros(10, 3))
+    assert int(metric.compute()) == 0
+    clone = pickle.loads(pickle.dumps(KLPerDimension()))
+    clone.update(torch.ones(2, 3))
+    torch.testing.assert_close(clone.compute(), torch.ones(3, dtype=torch.float64))
+
+
+def test_metric_arguments_are_validated():
+    with pytest.raises(ValueError, match="threshold"):
+        ActiveUnits(threshold=-1.0)
+    with pytest.raises(ValueError, match="threshold"):
+        CollapsedDimensions(threshold="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n_samples"):
+        ImportanceWeightedNLL(n_samples=0)
+    with pytest.raises(ValueError, match="unit"):
+        ImportanceWeightedNLL(unit="bits")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n_bins"):
+        MutualInformationGap(n_bins=1)
+    with pytest.raises(ValueError, match="entropy"):
+        MutualInformation(entropy="mc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"\(D,\) with `batch_size`"):
+        KLPerDimension().update(torch.ones(2, 3), batch_size=2)
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        metric = ActiveUnits()
+        metric.update(torch.zeros(1, 3))
+        metric.compute()
