@@ -5,11 +5,20 @@ Examples::
     lightning-vae fit --config configs/shapes.yaml
     lightning-vae fit --config configs/mnist_mlp.yaml --model.beta=4 --trainer.max_epochs=5
     lightning-vae test --config configs/shapes.yaml --ckpt_path logs/shapes/.../last.ckpt
+
+After training (see :mod:`lightning_vae.generate`)::
+
+    lightning-vae sample --ckpt_path last.ckpt --output samples.png
+    lightning-vae reconstruct --ckpt_path last.ckpt --config configs/shapes.yaml --output reconstructions.png
+    lightning-vae predict --config configs/shapes.yaml --ckpt_path last.ckpt \\
+        --trainer.callbacks+=PosteriorMeanWriter --trainer.callbacks.output_path=latents.npy
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, Trainer
@@ -59,6 +68,13 @@ def summarize(trainer: Trainer) -> str:
     return "\n".join(lines)
 
 
+_DESCRIPTION = (
+    "Train and evaluate a VAE (fit, validate, test, predict). After training: `lightning-vae sample --ckpt_path CKPT` "
+    "writes a PNG grid of prior samples, `lightning-vae reconstruct --ckpt_path CKPT` one of reconstructions "
+    "(see `lightning-vae sample --help`)."
+)
+
+
 def build_cli(args: Any = None) -> VAECLI:
     """Build and run the CLI (``args`` as a list or dict for programmatic use and tests); return it."""
     return VAECLI(
@@ -66,13 +82,20 @@ def build_cli(args: Any = None) -> VAECLI:
         LightningDataModule,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": _DESCRIPTION},
         args=args,
     )
 
 
-def main() -> None:
-    """Console-script entry point of ``lightning-vae``."""
-    build_cli()
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``lightning-vae``: LightningCLI plus the ``sample`` and ``reconstruct`` commands."""
+    from lightning_vae import generate
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in generate.COMMANDS:
+        generate.main(args)
+    else:
+        build_cli(None if argv is None else args)
 
 
 if __name__ == "__main__":

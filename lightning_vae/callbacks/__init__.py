@@ -1,7 +1,22 @@
 """Callbacks that plug into any Lightning pipeline training a VAE (or any module keeping the annealing protocol)."""
 
 from lightning_vae.callbacks.annealing import CapacityAnnealing, KLAnnealing
+from lightning_vae.callbacks.embedding import LatentEmbeddingLogger
 from lightning_vae.callbacks.free_bits import FreeBits
+from lightning_vae.callbacks.images import LatentTraversalLogger, PriorSampleLogger, ReconstructionLogger
+from lightning_vae.callbacks.latents import PosteriorMeanWriter
 from lightning_vae.callbacks.target_rate import TargetRate
+from lightning_vae.callbacks.tensorboard import TensorBoardDashboard
 
-__all__ = ["CapacityAnnealing", "FreeBits", "KLAnnealing", "TargetRate"]
+__all__ = [
+    "CapacityAnnealing",
+    "FreeBits",
+    "KLAnnealing",
+    "LatentEmbeddingLogger",
+    "LatentTraversalLogger",
+    "PosteriorMeanWriter",
+    "PriorSampleLogger",
+    "ReconstructionLogger",
+    "TargetRate",
+    "TensorBoardDashboard",
+]

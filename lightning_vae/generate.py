@@ -1,0 +1,219 @@
+"""What a user does after training, from the command line: prior samples and reconstructions as PNG grids.
+
+    lightning-vae sample --ckpt_path last.ckpt --output samples.png --n 64 --seed 0
+    lightning-vae reconstruct --ckpt_path last.ckpt --config configs/shapes.yaml --output reconstructions.png
+
+Posterior means of a whole dataset go to ``.npy`` through LightningCLI ``predict`` with
+:class:`~lightning_vae.callbacks.PosteriorMeanWriter` (see the README).
+
+The data of ``reconstruct`` come from, in this order: ``--config`` (a LightningCLI YAML with a
+``data`` section, or a Hydra config with ``data._target_``, e.g. a run's ``.hydra/config.yaml``); the
+DataModule class LightningCLI recorded in the checkpoint; the ``.hydra/config.yaml`` of the Hydra run
+the checkpoint belongs to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule
+from torch import Tensor
+
+from lightning_vae.callbacks.images import PriorSampleLogger, encode_png, interleave_rows, make_grid, to_display
+
+#: The subcommands this module adds to ``lightning-vae``.
+COMMANDS = ("sample", "reconstruct")
+
+
+def write_png(path: str | os.PathLike, image: Tensor) -> Path:
+    """Write ``image`` ``(C, H, W)`` in [0, 1] to ``path`` as PNG (folders are created); return the path."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(encode_png(image))
+    return target
+
+
+def _import(dotted: str, what: str) -> Any:
+    module_name, _, name = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"Cannot import the {what} {dotted!r}: {err}") from err
+
+
+def load_model(ckpt_path: str | os.PathLike, model_class: str = "lightning_vae.VAE", device: str = "cpu") -> Any:
+    """Load a module from a checkpoint alone (networks rebuilt from its hyperparameters), in eval mode."""
+    if not Path(ckpt_path).is_file():
+        raise ValueError(f"Expected `ckpt_path` to be a checkpoint file, got {str(ckpt_path)!r}")
+    cls = _import(model_class, "model class")
+    model = cls.load_from_checkpoint(ckpt_path, map_location=device)
+    return model.eval()
+
+
+def sample_images(model: Any, n: int = 64, seed: int = 0) -> Tensor:
+    """``n`` prior samples in data space, drawn as :class:`~lightning_vae.callbacks.PriorSampleLogger` draws them.
+
+    With the same ``n`` and ``seed``, these are the images the logger shows in TensorBoard for the same weights.
+    """
+    with torch.no_grad():
+        return PriorSampleLogger(n_images=n, seed=seed).samples(model)
+
+
+def _data_from_mapping(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> LightningDataModule:
+    data = config.get("data")
+    if isinstance(data, str):
+        data = {"class_path": data}
+    if isinstance(data, Mapping) and "_target_" in data:
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        node = OmegaConf.create(dict(config))
+        for key, value in overrides.items():
+            OmegaConf.update(node, f"data.{key}", value, force_add=True)
+        return instantiate(node.data, _convert_="all")  # type: ignore[no-any-return]
+    if isinstance(data, Mapping) and "class_path" in data:
+        cls = _import(str(data["class_path"]), "DataModule class")
+        return cls(**{**dict(data.get("init_args") or {}), **overrides})  # type: ignore[no-any-return]
+    raise ValueError(
+        "Expected a config with a `data` section (`class_path`/`init_args` as LightningCLI writes it, or `_target_` "
+        f"as in Hydra), got {sorted(config) if isinstance(config, Mapping) else type(config).__name__}"
+    )
+
+
+def load_datamodule(
+    config: str | os.PathLike | None, ckpt_path: str | os.PathLike, overrides: Mapping[str, Any] | None = None
+) -> LightningDataModule:
+    """The DataModule of ``config``, else of the checkpoint (LightningCLI) or of its Hydra run.
+
+    Raises:
+        ValueError: If none of those describes a DataModule.
+    """
+    overrides = dict(overrides or {})
+    if config is not None:
+        with open(config) as f:
+            return _data_from_mapping(yaml.safe_load(f) or {}, overrides)
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    if "_class_path" in hparams:
+        init_args = {k: v for k, v in hparams.items() if not k.startswith("_")}
+        return _data_from_mapping({"data": {"class_path": hparams["_class_path"], "init_args": init_args}}, overrides)
+    for parent in Path(ckpt_path).resolve().parents[:3]:
+        hydra_config = parent / ".hydra" / "config.yaml"
+        if hydra_config.is_file():
+            with open(hydra_config) as f:
+                return _data_from_mapping(yaml.safe_load(f) or {}, overrides)
+    raise ValueError(
+        f"The checkpoint {str(ckpt_path)!r} does not say which data it was trained on; pass --config with the "
+        "LightningCLI or Hydra config of the run"
+    )
+
+
+def first_examples(datamodule: LightningDataModule, split: str, n: int, model: Any) -> Tensor:
+    """The first ``n`` examples of a split (``train``, ``val``, ``test`` or ``predict``) of ``datamodule``."""
+    stages = {"train": "fit", "val": "validate", "test": "test", "predict": "predict"}
+    if split not in stages:
+        raise ValueError(f"Expected `split` to be one of {tuple(stages)}, got {split!r}")
+    datamodule.setup(stages[split])
+    loader = getattr(datamodule, f"{split}_dataloader")()
+    parts, have = [], 0
+    for batch in loader:
+        x = model.unpack_batch(batch)
+        parts.append(x[: n - have])
+        have += parts[-1].shape[0]
+        if have >= n:
+            break
+    if not parts:
+        raise ValueError(f"The {split} split of {type(datamodule).__name__} is empty")
+    return torch.cat(parts)
+
+
+def reconstruction_images(model: Any, x: Tensor, nrow: int = 8) -> Tensor:
+    """Rows of inputs, each followed by their reconstructions (as ``ReconstructionLogger`` shows them)."""
+    with torch.no_grad():
+        x = x.to(model.device).float()
+        recon = model.reconstruct(x).float().reshape(x.shape)
+    return interleave_rows(x, recon, nrow)
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"Expected --data_arg as KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``lightning-vae sample`` and ``lightning-vae reconstruct``."""
+    parser = argparse.ArgumentParser(prog="lightning-vae", description="Generate images from a trained VAE.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--ckpt_path", required=True, help="checkpoint written by lightning-vae or lightning-vae-hydra")
+    common.add_argument("--nrow", type=int, default=8, help="images per row of the grid")
+    common.add_argument(
+        "--value_range",
+        type=float,
+        nargs=2,
+        default=(0.0, 1.0),
+        metavar=("LOW", "HIGH"),
+        help="data values shown as black and white",
+    )
+    common.add_argument("--model_class", default="lightning_vae.VAE", help="LightningModule class of the checkpoint")
+    common.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+    sample = commands.add_parser("sample", parents=[common], help="PNG grid of samples from the prior")
+    sample.add_argument("--n", type=int, default=64, help="number of samples")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the latent noise")
+    sample.add_argument("--output", default="samples.png", help="PNG file to write")
+
+    recon = commands.add_parser("reconstruct", parents=[common], help="PNG grid of inputs and their reconstructions")
+    recon.add_argument("--config", default=None, help="LightningCLI or Hydra config whose `data` section to use")
+    recon.add_argument(
+        "--data_arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a DataModule argument, e.g. --data_arg data_dir=/data/mnist (repeatable)",
+    )
+    recon.add_argument("--split", default="val", choices=("train", "val", "test", "predict"), help="which split")
+    recon.add_argument("--n", type=int, default=16, help="number of examples")
+    recon.add_argument("--output", default="reconstructions.png", help="PNG file to write")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Run ``sample`` or ``reconstruct`` with ``argv`` (e.g. ``["sample", "--ckpt_path", "last.ckpt"]``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.n <= 0 or args.nrow <= 0:
+        parser.error(f"--n and --nrow must be positive, got {args.n} and {args.nrow}")
+    try:
+        model: LightningModule = load_model(args.ckpt_path, args.model_class, args.device)
+        if args.command == "sample":
+            images = sample_images(model, args.n, args.seed)
+        else:
+            datamodule = load_datamodule(args.config, args.ckpt_path, _parse_overrides(args.data_arg))
+            images = reconstruction_images(model, first_examples(datamodule, args.split, args.n, model), args.nrow)
+    except ValueError as err:
+        parser.error(str(err))
+    low, high = args.value_range
+    grid = make_grid(to_display(images, (low, high)), nrow=args.nrow)
+    path = write_png(args.output, grid)
+    print(
+        f"lightning-vae {args.command}: wrote a {grid.shape[2]}x{grid.shape[1]} grid of {images.shape[0]} images "
+        f"to {path}"
+    )
+    return path
+
+
+if __name__ == "__main__":
+    main()

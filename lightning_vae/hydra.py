@@ -1,0 +1,179 @@
+"""The ``lightning-vae-hydra`` command: compose the Hydra tree in ``configs/``, instantiate, fit.
+
+Examples::
+
+    lightning-vae-hydra                                   # configs/train.yaml: conv VAE on shapes
+    lightning-vae-hydra experiment=mnist_mlp trainer.max_epochs=2
+    lightning-vae-hydra -m model.beta=1,4,8               # one job, one TensorBoard folder per value
+    python -m lightning_vae.hydra debug=fdr               # the same entry point without the console script
+
+Where the configs come from, first match wins:
+
+1. ``--config-dir DIR`` (``-cd``) on the command line (Hydra's own flag; ``DIR`` holds ``train.yaml``);
+2. the environment variable ``LIGHTNING_VAE_CONFIG_DIR``;
+3. the ``configs/`` folder of the source checkout this package is imported from (also an editable install);
+4. ``./configs`` in the current directory.
+
+An installed wheel carries no YAML files: copy the repository's ``configs/`` next to your project (or anywhere,
+then point 1. or 2. at it). Outputs go under ``./logs/<task_name>/`` of the directory the command starts in.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from omegaconf import DictConfig
+
+#: Environment variable naming a config directory (one that holds ``train.yaml``).
+CONFIG_DIR_ENV = "LIGHTNING_VAE_CONFIG_DIR"
+#: Name of the primary config inside the config directory.
+CONFIG_NAME = "train"
+
+
+def find_config_dir(package_file: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None) -> Path | None:
+    """The config directory from the environment, the source checkout or ``./configs``; ``None`` if none has one.
+
+    Args:
+        package_file: This module's file (a test may pretend the package is installed elsewhere).
+        cwd: The directory to look for ``configs/`` in (default: the current directory).
+
+    Raises:
+        ValueError: If ``LIGHTNING_VAE_CONFIG_DIR`` is set but holds no ``train.yaml``.
+
+    Example::
+
+        >>> find_config_dir().name
+        'configs'
+    """
+    primary = f"{CONFIG_NAME}.yaml"
+    env = os.environ.get(CONFIG_DIR_ENV)
+    if env:
+        path = Path(env).expanduser().resolve()
+        if not (path / primary).is_file():
+            raise ValueError(f"Expected {CONFIG_DIR_ENV}={env!r} to be a directory holding {primary}, got none there")
+        return path
+    checkout = Path(package_file if package_file is not None else __file__).resolve().parents[1] / "configs"
+    local = Path(cwd if cwd is not None else os.getcwd()).resolve() / "configs"
+    for candidate in (checkout, local):
+        if (candidate / primary).is_file():
+            return candidate
+    return None
+
+
+def instantiate_group(config: Mapping[str, Any] | None, kind: type, name: str) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a group such as ``callbacks`` or ``logger``.
+
+    ``None`` entries are skipped, and so (with a warning) are entries without ``_target_``: settings
+    left behind for an object whose config was not selected.
+
+    Raises:
+        TypeError: If the group or an entry is not a mapping, or an entry builds something that is not a ``kind``.
+    """
+    from hydra.utils import instantiate
+
+    if not config:
+        return []
+    if not isinstance(config, Mapping):
+        raise TypeError(f"Expected `{name}` to be a mapping of name -> config with `_target_`, got {config!r}")
+    objects = []
+    for key, entry in config.items():
+        if entry is None:
+            continue
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"Expected `{name}.{key}` to be a config with `_target_`, got {entry!r}")
+        if "_target_" not in entry:
+            # Settings for an entry whose config is not selected (e.g. an experiment tuning a callback that a
+            # `callbacks=...` override left out): nothing to build.
+            rank_zero_warn(f"`{name}.{key}` has settings {dict(entry)} but no `_target_`; skipped")
+            continue
+        obj = instantiate(entry)
+        if not isinstance(obj, kind):
+            raise TypeError(f"Expected `{name}.{key}` to build a {kind.__name__}, got {type(obj).__name__}")
+        objects.append(obj)
+    return objects
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Instantiate data, model, callbacks, loggers and trainer from a composed config; fit (and test).
+
+    Returns the trainer's final scalar metrics (``val/elbo``, ``train/loss``, ...) as floats.
+
+    Raises:
+        TypeError: If ``data``, ``model`` or a callback/logger entry builds the wrong kind of object.
+    """
+    from hydra.utils import instantiate
+
+    if cfg.get("seed") is not None:
+        seed_everything(int(cfg.seed), workers=True)
+    datamodule = instantiate(cfg.data)
+    if not isinstance(datamodule, LightningDataModule):
+        raise TypeError(f"Expected `data` to build a LightningDataModule, got {type(datamodule).__name__}")
+    model = instantiate(cfg.model)
+    if not isinstance(model, LightningModule):
+        raise TypeError(f"Expected `model` to build a LightningModule, got {type(model).__name__}")
+    callbacks = instantiate_group(cfg.get("callbacks"), Callback, "callbacks")
+    loggers = instantiate_group(cfg.get("logger"), Logger, "logger")
+    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = _scalars(trainer)
+    if cfg.get("test", False):
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.get("train", True) else ""
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or cfg.get("ckpt_path"))
+        metrics.update(_scalars(trainer))
+    if trainer.is_global_zero:
+        from lightning_vae.cli import summarize
+
+        print(summarize(trainer), flush=True)
+    return metrics
+
+
+def _scalars(trainer: Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def _task(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if name not in metrics:
+        raise ValueError(
+            f"Expected `optimized_metric` to name one of the final metrics {sorted(metrics)}, got {name!r}"
+        )
+    rank_zero_info(f"{name} = {metrics[name]:.4f}")
+    return metrics[name]
+
+
+def _has_config_dir_flag(argv: Sequence[str]) -> bool:
+    return any(a in ("--config-dir", "-cd") or a.startswith(("--config-dir=", "-cd=")) for a in argv)
+
+
+def main() -> None:
+    """Console-script entry point of ``lightning-vae-hydra``."""
+    import hydra
+
+    # Hydra searches its primary config path before --config-dir; with the flag, the flag's directory is the one used.
+    config_dir = None if _has_config_dir_flag(sys.argv[1:]) else find_config_dir()
+    if config_dir is None and not _has_config_dir_flag(sys.argv[1:]):
+        sys.exit(
+            "lightning-vae-hydra: no Hydra config directory found. Pass --config-dir DIR, or set "
+            f"{CONFIG_DIR_ENV}=DIR, "
+            f"where DIR holds {CONFIG_NAME}.yaml (copy the repository's configs/ folder), or run from a folder that "
+            "has configs/."
+        )
+    hydra.main(
+        version_base="1.3", config_path=None if config_dir is None else str(config_dir), config_name=CONFIG_NAME
+    )(_task)()
+
+
+if __name__ == "__main__":
+    main()

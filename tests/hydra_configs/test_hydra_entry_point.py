@@ -1,0 +1,121 @@
+"""The `lightning-vae-hydra` entry point: finds its configs also outside a checkout, and `-m` runs one job per value."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra_configs.hydra_helpers import CONFIG_DIR, SMALL_SHAPES, env_without_config_dir
+
+from lightning_vae import hydra as entry
+from lightning_vae.hydra import CONFIG_DIR_ENV, find_config_dir
+
+
+def _command() -> list[str]:
+    exe = Path(sys.executable).with_name("lightning-vae-hydra")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "lightning_vae.hydra"]
+
+
+def _copy_configs(target: Path, beta: float) -> Path:
+    """A copy of configs/ as a user of an installed wheel would keep it, with the shapes experiment's β changed."""
+    shutil.copytree(CONFIG_DIR, target)
+    experiment = target / "experiment" / "shapes.yaml"
+    experiment.write_text(experiment.read_text().replace("  beta: 1.0\n", f"  beta: {beta}\n"))
+    return target
+
+
+def test_find_config_dir_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CONFIG_DIR_ENV, raising=False)
+    assert find_config_dir() == CONFIG_DIR  # the source checkout (or an editable install)
+    installed = tmp_path / "site-packages" / "lightning_vae" / "hydra.py"  # an installed wheel: no configs/ beside
+    assert find_config_dir(package_file=installed, cwd=tmp_path) is None
+    local = _copy_configs(tmp_path / "configs", beta=2.0)
+    assert find_config_dir(package_file=installed, cwd=tmp_path) == local
+    elsewhere = _copy_configs(tmp_path / "elsewhere", beta=3.0)
+    monkeypatch.setenv(CONFIG_DIR_ENV, str(elsewhere))
+    assert find_config_dir(package_file=installed, cwd=tmp_path) == elsewhere
+    monkeypatch.setenv(CONFIG_DIR_ENV, str(tmp_path / "nothing"))
+    with pytest.raises(ValueError, match=rf"Expected {CONFIG_DIR_ENV}=.*nothing.* holding train.yaml"):
+        find_config_dir()
+
+
+def test_without_configs_the_command_says_how_to_point_at_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(entry, "find_config_dir", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["lightning-vae-hydra", "experiment=shapes"])
+    with pytest.raises(
+        SystemExit, match=r"no Hydra config directory found\. Pass --config-dir DIR, or set " + CONFIG_DIR_ENV
+    ):
+        entry.main()
+
+
+def test_configs_outside_the_checkout_are_used(tmp_path: Path) -> None:
+    """As from an installed package: run in another folder with a copy of configs/ named by the environment."""
+    copy = _copy_configs(tmp_path / "my_configs", beta=7.5)
+    env = {**env_without_config_dir(), CONFIG_DIR_ENV: str(copy)}
+    result = subprocess.run(
+        [*_command(), "experiment=shapes", "--cfg", "job"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = yaml.safe_load(result.stdout)
+    assert printed["model"]["beta"] == 7.5 and printed["task_name"] == "shapes"
+
+
+@pytest.mark.parametrize("flag", [["--config-dir", "X"], ["--config-dir=X"], ["-cd", "X"]])
+def test_the_config_dir_flag_wins_over_the_checkout(flag: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import hydra
+
+    seen = {}
+
+    def fake_main(**kwargs):
+        seen.update(kwargs)
+        return lambda task: lambda: None
+
+    monkeypatch.setattr(hydra, "main", fake_main)
+    monkeypatch.setattr(sys, "argv", ["lightning-vae-hydra", *flag, "experiment=shapes"])
+    entry.main()
+    assert seen == {"version_base": "1.3", "config_path": None, "config_name": "train"}
+    monkeypatch.setattr(sys, "argv", ["lightning-vae-hydra", "experiment=shapes"])
+    entry.main()
+    assert seen["config_path"] == str(CONFIG_DIR)
+
+
+def test_multirun_writes_one_run_and_one_tensorboard_folder_per_value(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *_command(),
+            "-m",
+            "model.beta=1.0,4.0",
+            *SMALL_SHAPES,
+            "model.encoder.latent_dim=4",
+            "trainer.max_steps=2",
+            "trainer.limit_val_batches=1",
+            "trainer.enable_progress_bar=false",
+            "callbacks=[images,dashboard]",
+            f"paths.log_dir={tmp_path}",
+            "task_name=sweep",
+        ],
+        cwd=tmp_path,
+        env=env_without_config_dir(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "sweep" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    betas = []
+    for job in jobs:
+        assert list((job / "tensorboard").glob("events.out.tfevents.*")), f"no TensorBoard events in {job}"
+        betas.append(yaml.safe_load((job / "tensorboard" / "hparams.yaml").read_text())["beta"])
+        assert "model.beta=" in (job / ".hydra" / "overrides.yaml").read_text()
+    assert betas == [1.0, 4.0]
