@@ -129,7 +129,10 @@ def write_projector_embedding(
                 f"at most "
                 f"{MAX_SPRITE_SIDE}x{MAX_SPRITE_SIDE} (log fewer points or smaller thumbnails)"
             )
-        sprite = make_grid(thumbnails.float().cpu(), nrow=side, padding=0, pad_value=0.0)
+        # A square of side x side cells, row by row, as the projector's sprite format describes.
+        cells = torch.zeros(side * side, *thumbnails.shape[1:])
+        cells[:n] = thumbnails.float().cpu()
+        sprite = make_grid(cells, nrow=side, padding=0)
         with open(os.path.join(target, "sprite.png"), "wb") as f:
             f.write(encode_png(sprite))
         entry.sprite.image_path = f"{folder}/sprite.png".replace(os.sep, "/")

@@ -25,6 +25,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_vae.functional import posterior_mean_variance
+
 __all__ = [
     "LatentTraversalLogger",
     "PriorSampleLogger",
@@ -438,7 +440,7 @@ class LatentTraversalLogger(_ImageView):
     def traversal(self, pl_module: Any, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(images (k * n_steps, *data), dims (k,), activity (D,))`` for examples ``x``; dims by falling activity."""
         means = pl_module.encode(x).mean.float()
-        activity = means.var(0)  # Var_x E_q[z_d] over the fixed examples (unbiased)
+        activity = posterior_mean_variance(means).float()
         k = min(self.n_dims, means.shape[-1])
         dims = torch.argsort(activity, descending=True, stable=True)[:k]
         values = torch.linspace(-self.limit, self.limit, self.n_steps, device=means.device)

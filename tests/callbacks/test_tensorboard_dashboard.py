@@ -1,0 +1,141 @@
+"""HPARAMS session and CUSTOM SCALARS layout, read back from the event file a real run writes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import trainer_kwargs
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import api_pb2, metadata
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+from lightning_vae import VAE
+from lightning_vae.callbacks import TensorBoardDashboard
+from lightning_vae.callbacks.tensorboard import DEFAULT_LAYOUT, flatten_hparams, session_end_summary
+from lightning_vae.data import ShapesDataModule
+from lightning_vae.nets import MLPDecoder, MLPEncoder
+
+
+def small_vae(**kwargs) -> VAE:
+    shape = (1, 28, 28)
+    return VAE(MLPEncoder(shape, latent_dim=3, hidden_sizes=(16,)), MLPDecoder(3, shape, hidden_sizes=(16,)), **kwargs)
+
+
+def run(tmp_path: Path, model: VAE, dashboard: TensorBoardDashboard, **overrides) -> tuple[Trainer, list]:
+    """Fit on a few shapes with Lightning's default `hp_metric` on, as LightningCLI's default logger has it."""
+    logger = TensorBoardLogger(tmp_path, name="tb", version=0, default_hp_metric=True)
+    kwargs = trainer_kwargs(tmp_path, logger=logger, callbacks=[dashboard], log_every_n_steps=1, **overrides)
+    trainer = Trainer(**kwargs)
+    data = ShapesDataModule(image_size=28, n_train=64, n_val=32, batch_size=16)
+    try:
+        trainer.fit(model, data)
+    finally:
+        logger.experiment.flush()
+    (events_file,) = Path(logger.log_dir).glob("events.out.tfevents.*")
+    return trainer, list(LegacyEventFileLoader(str(events_file)).Load())
+
+
+def values(events: list, tag: str) -> list:
+    return [v for e in events for v in e.summary.value if v.tag == tag]
+
+
+def plugin_data(value) -> HParamsPluginData:
+    assert value.metadata.plugin_data.plugin_name == metadata.PLUGIN_NAME
+    return HParamsPluginData.FromString(value.metadata.plugin_data.content)
+
+
+def scalar_tags(events: list) -> set[str]:
+    return {v.tag for e in events for v in e.summary.value if v.HasField("simple_value")}
+
+
+def test_flatten_hparams() -> None:
+    flat = flatten_hparams(
+        {
+            "beta": 4.0,
+            "ok": True,
+            "shape": (1, 2),
+            "none": None,
+            "enc": {"init_args": {"d": 3}},
+            "t": torch.tensor(2.5),
+            "_x": 1,
+        }
+    )
+    assert flat == {"beta": 4.0, "ok": True, "shape": "(1, 2)", "none": "None", "enc/init_args/d": 3, "t": 2.5}
+
+
+def test_hparams_session_holds_the_run_hyperparameters_and_no_placeholder_metric(tmp_path: Path) -> None:
+    dashboard = TensorBoardDashboard(extra_hparams={"max_epochs": 2})
+    trainer, events = run(tmp_path, small_vae(beta=2.5, free_bits=0.1), dashboard)
+    (start,) = values(events, metadata.SESSION_START_INFO_TAG)
+    hparams = plugin_data(start).session_start_info.hparams
+    assert hparams["beta"].number_value == 2.5 and hparams["free_bits"].number_value == 0.1
+    assert hparams["likelihood"].string_value == "bernoulli"
+    assert hparams["encoder/init_args/latent_dim"].number_value == 3  # networks as their recorded arguments
+    assert hparams["n_train"].number_value == 64  # the DataModule's too
+    assert hparams["max_epochs"].number_value == 2
+    (end,) = values(events, metadata.SESSION_END_INFO_TAG)
+    assert plugin_data(end).session_end_info.status == api_pb2.Status.Value("STATUS_SUCCESS")
+    # No experiment summary and no `hp_metric`: TensorBoard then lists every scalar as a metric, at its last value.
+    assert not values(events, metadata.EXPERIMENT_TAG) and "hp_metric" not in scalar_tags(events)
+    assert {"train/loss", "val/elbo", "val/kl", "val/recon"} <= scalar_tags(events)
+
+
+def test_custom_scalars_layout_groups_the_curves_of_the_run(tmp_path: Path) -> None:
+    _, events = run(tmp_path, small_vae(), TensorBoardDashboard())
+    (value,) = values(events, "custom_scalars__config__")
+    assert value.metadata.plugin_data.plugin_name == "custom_scalars"
+    layout = layout_pb2.Layout.FromString(value.tensor.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for c in layout.category for chart in c.chart}
+    assert [c.title for c in layout.category] == ["VAE"]
+    assert charts == DEFAULT_LAYOUT["VAE"]
+    logged = scalar_tags(events)
+    for title in (
+        "loss",
+        "ELBO (nats per example)",
+        "reconstruction log-likelihood",
+        "KL(q(z|x) || p(z))",
+        "beta",
+        "free bits (nats)",
+    ):
+        matched = {t for t in logged for regex in charts[title] if re.match(regex, t)}
+        assert matched, f"chart {title!r} draws no logged tag"
+    assert {t for t in logged for r in charts["loss"] if re.match(r, t)} == {"train/loss", "val/loss"}
+
+
+class FailingVAE(VAE):
+    def training_step(self, batch, batch_idx):  # type: ignore[override]
+        if self.global_step == 1:
+            raise RuntimeError("boom")
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_failed_run_closes_its_session_as_failed(tmp_path: Path) -> None:
+    shape = (1, 28, 28)
+    model = FailingVAE(MLPEncoder(shape, latent_dim=3, hidden_sizes=(16,)), MLPDecoder(3, shape, hidden_sizes=(16,)))
+    with pytest.raises(RuntimeError, match="boom"):
+        run(tmp_path, model, TensorBoardDashboard())
+    (events_file,) = Path(tmp_path, "tb", "version_0").glob("events.out.tfevents.*")
+    events = list(LegacyEventFileLoader(str(events_file)).Load())
+    (end,) = values(events, metadata.SESSION_END_INFO_TAG)
+    assert plugin_data(end).session_end_info.status == api_pb2.Status.Value("STATUS_FAILURE")
+
+
+def test_switches_are_respected(tmp_path: Path) -> None:
+    _, events = run(tmp_path, small_vae(), TensorBoardDashboard(layout={}, hparams=False))
+    assert not values(events, "custom_scalars__config__")
+    # HPARAMS left to Lightning: its experiment summary with the placeholder `hp_metric`, written once.
+    assert len(values(events, metadata.SESSION_START_INFO_TAG)) == 1 and values(events, metadata.EXPERIMENT_TAG)
+    assert "hp_metric" in scalar_tags(events)
+
+
+def test_validation() -> None:
+    with pytest.raises(ValueError, match="`layout` to map category -> chart title -> list of tag regexes"):
+        TensorBoardDashboard(layout={"VAE": {"loss": "train/loss"}})  # a string, not a list
+    with pytest.raises(ValueError, match="`status` to be one of"):
+        session_end_summary("DONE")
