@@ -1,6 +1,8 @@
 """Callbacks that plug into any Lightning pipeline training a VAE (or any module keeping the annealing protocol)."""
 
+from lightning_vae.callbacks.aggressive import AggressiveEncoderTraining
 from lightning_vae.callbacks.annealing import CapacityAnnealing, KLAnnealing
+from lightning_vae.callbacks.collapse import PosteriorCollapseMonitor
 from lightning_vae.callbacks.embedding import LatentEmbeddingLogger
 from lightning_vae.callbacks.free_bits import FreeBits
 from lightning_vae.callbacks.images import LatentTraversalLogger, PriorSampleLogger, ReconstructionLogger
@@ -20,3 +22,4 @@ __all__ = [
     "TargetRate",
     "TensorBoardDashboard",
 ]
+__all__ += ["AggressiveEncoderTraining", "PosteriorCollapseMonitor"]
