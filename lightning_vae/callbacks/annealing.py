@@ -58,13 +58,36 @@ def epoch_of_step(trainer: Trainer) -> int:
     return trainer.current_epoch
 
 
+class StepValueLogger:
+    """Log one value per training step under ``key``, calling ``pl_module.log`` only when the value changed.
+
+    Lightning keeps the last value of an ``on_step`` key and hands it to the loggers and the progress
+    bar at every following step of the epoch, so the logged series still has the current value at
+    every step; ``self.log`` (far costlier than computing a schedule) runs only when the value moved,
+    and once more at the start of each epoch, when Lightning clears the step values. Call
+    :meth:`reset` from ``on_train_start`` and ``on_train_epoch_start``.
+    """
+
+    def __init__(self, key: str, prog_bar: bool) -> None:
+        self.key, self.prog_bar = key, prog_bar
+        self._last: float | None = None
+
+    def reset(self) -> None:
+        self._last = None
+
+    def __call__(self, pl_module: LightningModule, value: float) -> None:
+        if value != self._last:
+            pl_module.log(self.key, value, prog_bar=self.prog_bar, on_step=True, on_epoch=False)
+            self._last = value
+
+
 class ScheduledAttribute(Callback):
     """Base of the callbacks that set one module attribute from a :class:`Schedule` before every training batch.
 
     Subclasses name the attribute (``attribute``) and the logged key (``log_key``). The value is
-    logged at every step with ``on_step=True``; a module that logs the same key itself (``VAE``
-    logs ``train/beta`` and ``train/free_bits``) logs the same number, and Lightning keeps both
-    entries apart (they come from different hooks), so nothing clashes.
+    logged for every step with ``on_step=True`` (through :class:`StepValueLogger`); a module that logs
+    the same key itself (``VAE`` logs ``train/beta`` and ``train/free_bits``) logs the same number, and
+    Lightning keeps both entries apart (they come from different hooks), so nothing clashes.
     """
 
     attribute: str = ""
@@ -77,6 +100,7 @@ class ScheduledAttribute(Callback):
         if not isinstance(prog_bar, bool):
             raise TypeError(f"Expected `prog_bar` to be a bool, got {prog_bar!r}")
         self.prog_bar = prog_bar
+        self._logger = StepValueLogger(self.log_key, prog_bar)
 
     def value_at(self, trainer: Trainer) -> float:
         """The scheduled value for the trainer's current optimizer step (or epoch, with ``interval="epoch"``)."""
@@ -100,12 +124,16 @@ class ScheduledAttribute(Callback):
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The loops (global_step, current_epoch) are restored from a checkpoint before this hook.
+        self._logger.reset()
         self.apply(trainer, pl_module)
 
     @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._logger.reset()
+
+    @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        value = self.apply(trainer, pl_module)
-        pl_module.log(self.log_key, value, prog_bar=self.prog_bar, on_step=True, on_epoch=False)
+        self._logger(pl_module, self.apply(trainer, pl_module))
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -266,4 +294,12 @@ class CapacityAnnealing(ScheduledAttribute):
         return super().apply(trainer, pl_module)
 
 
-__all__ = ["CapacityAnnealing", "Interval", "KLAnnealing", "ScheduledAttribute", "epoch_of_step", "require_attribute"]
+__all__ = [
+    "CapacityAnnealing",
+    "Interval",
+    "KLAnnealing",
+    "ScheduledAttribute",
+    "StepValueLogger",
+    "epoch_of_step",
+    "require_attribute",
+]

@@ -16,7 +16,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lightning_vae.callbacks.annealing import require_attribute
+from lightning_vae.callbacks.annealing import StepValueLogger, require_attribute
 
 
 def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -106,6 +106,7 @@ class TargetRate(Callback):
             raise ValueError(f"Expected `update_every` to be an int >= 1, got {update_every!r}")
         self.update_every = update_every
         self.prog_bar = bool(prog_bar)
+        self._logger = StepValueLogger("train/beta", self.prog_bar)
         self.beta: float | None = None  # restored from a checkpoint, or set at the start of training
         self.updates = 0
         self._step_at_batch_start = -1
@@ -130,13 +131,18 @@ class TargetRate(Callback):
             self.beta = min(max(start, self.beta_min), self.beta_max)
             rank_zero_info(f"TargetRate: β starts at {self.beta:g}, target KL {self.target:g} nats")
         setattr(pl_module, "beta", self.beta)  # noqa: B010 - a protocol attribute of any module
+        self._logger.reset()
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._logger.reset()
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         assert self.beta is not None
         setattr(pl_module, "beta", self.beta)  # noqa: B010 - a protocol attribute of any module
         self._step_at_batch_start = trainer.global_step
-        pl_module.log("train/beta", self.beta, prog_bar=self.prog_bar, on_step=True, on_epoch=False)
+        self._logger(pl_module, self.beta)
 
     @override
     def on_train_batch_end(

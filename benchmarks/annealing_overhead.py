@@ -1,0 +1,154 @@
+"""Training throughput of `VAE` with `KLAnnealing` + `FreeBits` on against the same run without them.
+
+MNIST (dynamically binarised), MLP 784-400-20, Bernoulli likelihood, Adam (lr 1e-3), batch 128.
+Each run trains a fixed number of optimizer steps (200 by default) and is timed from step 20 to
+its end (the first steps pay for start-up). "on" adds `KLAnnealing("cyclical")` and
+`FreeBits(0.5, mode="dim")` with λ decaying linearly to 0.1, so the free-bits clamp is active at
+every step; "off" is the plain `VAE` (β = 1, no free bits). The contenders alternate run by run
+(off-on, then on-off, ...) and the medians of the runs are compared; the median of the per-pair
+ratios is reported too. Because a shared machine makes run-to-run noise larger than the effect,
+the wall time spent inside the two callbacks' per-step hooks is also measured directly and given
+as a fraction of the step time (the free-bits clamp itself runs inside the loss and is only in the
+throughput comparison).
+
+    python benchmarks/annealing_overhead.py --runs 7 --steps 200
+
+MNIST is read from $LIGHTNING_VAE_MNIST_DIR (default: ../shared/data/mnist beside the checkout).
+Both contenders run under the same `Trainer` settings: default TensorBoard logger (every 50 steps),
+no progress bar, no checkpointing, no validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+
+from lightning_vae import VAE
+from lightning_vae.callbacks import FreeBits, KLAnnealing
+from lightning_vae.data import MNISTDataModule
+from lightning_vae.nets import MLPDecoder, MLPEncoder
+
+DEFAULT_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+WARMUP_STEPS = 20
+
+
+class _HookClock:
+    """Wraps the per-step hooks of callbacks on the instances and sums the wall time spent in them."""
+
+    HOOKS = ("on_train_batch_start", "on_train_batch_end")
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.active = False
+
+    def wrap(self, callback: Callback) -> Callback:
+        for name in self.HOOKS:
+            hook = getattr(callback, name)
+
+            def timed(*args, _hook=hook, **kwargs):
+                start = time.perf_counter()
+                result = _hook(*args, **kwargs)
+                if self.active:
+                    self.seconds += time.perf_counter() - start
+                return result
+
+            setattr(callback, name, timed)
+        return callback
+
+
+class _StepTimer(Callback):
+    """Wall time from the start of step ``WARMUP_STEPS`` to the end of the last step."""
+
+    def __init__(self, clock: _HookClock) -> None:
+        self.start: float | None = None
+        self.end = 0.0
+        self.steps = 0
+        self.clock = clock
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == WARMUP_STEPS and self.start is None:
+            self.start = time.perf_counter()
+            self.clock.active = True
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        if self.start is not None:
+            self.end = time.perf_counter()
+            self.steps += 1
+
+
+def run(dm: MNISTDataModule, steps: int, annealed: bool) -> tuple[float, float]:
+    """Training samples per second of one run, and the seconds per step spent in the annealing callbacks' hooks."""
+    seed_everything(0, verbose=False)
+    model = VAE(MLPEncoder((1, 28, 28), 20, (400,)), MLPDecoder(20, (1, 28, 28), (400,)), likelihood="bernoulli")
+    clock = _HookClock()
+    timer = _StepTimer(clock)
+    callbacks: list[Callback] = [timer]
+    if annealed:
+        # The timer's on_train_batch_start runs first, so the hooks of the first timed step are counted.
+        callbacks = [
+            timer,
+            clock.wrap(KLAnnealing("cyclical", length=steps, n_cycles=4, ratio=0.5)),
+            clock.wrap(FreeBits(0.5, mode="dim", schedule="linear", end=0.1, length=steps)),
+        ]
+    with tempfile.TemporaryDirectory() as root:
+        trainer = Trainer(
+            accelerator="cpu",
+            max_steps=steps,
+            max_epochs=-1,
+            limit_val_batches=0,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            default_root_dir=root,
+            callbacks=callbacks,
+        )
+        trainer.fit(model, train_dataloaders=dm.train_dataloader())
+    assert timer.start is not None and timer.steps == steps - WARMUP_STEPS
+    if annealed:
+        assert model.free_bits > 0  # the clamp was active to the end
+    return timer.steps * dm.batch_size / (timer.end - timer.start), clock.seconds / timer.steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="runs of each contender (>= 3)")
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
+    parser.add_argument("--data-dir", default=os.environ.get("LIGHTNING_VAE_MNIST_DIR", str(DEFAULT_MNIST)))
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args()
+    if args.runs < 3 or args.steps <= WARMUP_STEPS:
+        parser.error(f"need --runs >= 3 and --steps > {WARMUP_STEPS}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    dm = MNISTDataModule(args.data_dir, batch_size=128, binarize="dynamic")
+    dm.setup("fit")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.runs} runs x {args.steps} steps")
+    results: dict[bool, list[float]] = {False: [], True: []}
+    hook_seconds: list[float] = []
+    for i in range(args.runs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        for annealed in order:
+            throughput, in_hooks = run(dm, args.steps, annealed)
+            results[annealed].append(throughput)
+            if annealed:
+                hook_seconds.append(in_hooks)
+        print(f"run {i + 1}: off {results[False][-1]:8.1f} samples/s   on {results[True][-1]:8.1f} samples/s")
+    off, on = statistics.median(results[False]), statistics.median(results[True])
+    pairs = statistics.median(a / b for a, b in zip(results[True], results[False]))
+    print(f"median off {off:.1f} samples/s, median on {on:.1f} samples/s")
+    print(f"throughput ratio on/off: {on / off:.4f} (medians), {pairs:.4f} (median of paired ratios)")
+    print(f"overhead: {100 * (1 - on / off):+.2f}% (medians), {100 * (1 - pairs):+.2f}% (pairs)")
+    hooks, step = statistics.median(hook_seconds), dm.batch_size / on
+    print(f"time in the callbacks' hooks: {1e6 * hooks:.1f} us per step = {100 * hooks / step:.2f}% of a step")
+
+
+if __name__ == "__main__":
+    main()
