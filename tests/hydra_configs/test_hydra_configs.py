@@ -26,7 +26,7 @@ def test_the_groups_of_the_issue_exist() -> None:
     assert {"bernoulli", "gaussian", "categorical", "logistic_mixture"} <= set(options("model/likelihood"))
     assert {"standard_normal", "learnable", "mixture", "vamp"} <= set(options("model/prior"))
     assert {"cpu", "gpu", "ddp", "bf16", "fp16"} <= set(options("trainer"))
-    assert {"annealing", "free_bits", "images", "model_checkpoint"} <= set(options("callbacks"))
+    assert {"annealing", "free_bits", "collapse", "images", "model_checkpoint"} <= set(options("callbacks"))
     assert {"tensorboard", "csv"} <= set(options("logger"))
     assert {"shapes_beta_vae", "mnist_mlp", "mnist_conv"} <= set(options("experiment"))
     assert {"default", "fdr"} <= set(options("debug"))
@@ -122,9 +122,9 @@ def test_callback_options(option: str, tmp_path: Path) -> None:
 
 
 def test_callback_groups_combine_as_a_list(tmp_path: Path) -> None:
-    cfg = compose_cfg(["callbacks=[default,annealing,free_bits]"], tmp_path)
+    cfg = compose_cfg(["callbacks=[default,annealing,free_bits,collapse]"], tmp_path)
     names = {type(c).__name__ for c in instantiate_group(cfg.callbacks, Callback, "callbacks")}
-    assert {"KLAnnealing", "FreeBits", "ModelCheckpoint", "ReconstructionLogger"} <= names
+    assert {"KLAnnealing", "FreeBits", "PosteriorCollapseMonitor", "ModelCheckpoint", "ReconstructionLogger"} <= names
 
 
 @pytest.mark.parametrize("option", options("logger"))
