@@ -34,6 +34,9 @@ LikelihoodName = Literal[
 ]
 PriorName = Literal["standard_normal", "learnable", "mixture", "vamp"]
 
+#: Data are checked (NaN/inf, range of the likelihood) on this many first batches, then every Nth batch.
+CHECKED_FIRST_BATCHES, CHECK_EVERY_N_BATCHES = 10, 50
+
 #: Dict keys under which ``VAE`` looks for the data in a dict batch, in this order.
 BATCH_KEYS = ("x", "image", "images", "input", "inputs", "data")
 
@@ -101,6 +104,10 @@ class VAE(LightningModule):
 
     The annealing protocol: callbacks may set :attr:`beta`, :attr:`free_bits` and :attr:`capacity`
     between steps; the loss reads them at every step.
+
+    Data are checked against the likelihood (finite, within its range, e.g. [0, 1] for Bernoulli) on
+    the first 10 batches and every 50th batch after, so a bad data set stops at once with a message
+    that names the problem, at a negligible cost per step.
 
     Args:
         encoder: Network ``x -> (loc, log_var)``.
@@ -375,11 +382,11 @@ class VAE(LightningModule):
         )
 
     def _check_batch(self, x: Tensor) -> None:
-        # On CPU the check is one fused reduction per batch; on accelerators it would cost a host sync
-        # per step, so only the first batches of the run are checked there.
-        if x.device.type == "cpu" or self._checked_batches < 2:
+        # The check is one fused min/max reduction and one host read (a sync on accelerators), about 3%
+        # of a small model's step: run it on the first batches, where bad data shows, then every 50th.
+        if self._checked_batches < CHECKED_FIRST_BATCHES or self._checked_batches % CHECK_EVERY_N_BATCHES == 0:
             self.likelihood.check_target(x)
-            self._checked_batches += 1
+        self._checked_batches += 1
 
     def compute_terms(self, x: Tensor, n_samples: int | None = None) -> tuple[ELBOTerms, VAEOutput]:
         """Evaluate the objective on ``x`` with the module's current β, free bits and capacity."""

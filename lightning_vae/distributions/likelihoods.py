@@ -112,6 +112,11 @@ class BernoulliLikelihood(Likelihood):
     def elementwise_log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         return -F.binary_cross_entropy_with_logits(params, x.expand_as(params), reduction="none")
 
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        # Sum the cross-entropy first and negate the (*S, B) result: one elementwise pass fewer per step.
+        nll = F.binary_cross_entropy_with_logits(params.float(), x.float().expand_as(params), reduction="none")
+        return -nll.flatten(start_dim=nll.dim() - (x.dim() - 1)).sum(-1)
+
     def mean(self, params: Tensor) -> Tensor:
         return torch.sigmoid(params.float())
 

@@ -71,10 +71,16 @@ class StandardNormalPrior(Prior):
         self.save_hyperparameters()
         self.latent_dim = None if latent_dim is None else _check_positive_int("latent_dim", latent_dim)
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+        self._cached: tuple[tuple[int, torch.device], StandardNormal] | None = None
 
     def forward(self, encoder: nn.Module | None = None) -> Distribution:
         anchor: torch.Tensor = self._anchor  # type: ignore[assignment]
-        return StandardNormal(self._require_latent_dim(), device=anchor.device)
+        latent_dim = self._require_latent_dim()
+        # The distribution holds no learned state: build it once per size and device, not at every step.
+        key = (latent_dim, anchor.device)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, StandardNormal(latent_dim, device=anchor.device))
+        return self._cached[1]
 
 
 class LearnableGaussianPrior(Prior):
