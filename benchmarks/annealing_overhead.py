@@ -6,12 +6,14 @@ its end (the first steps pay for start-up). "on" adds `KLAnnealing("cyclical")` 
 `FreeBits(0.5, mode="dim")` with λ decaying linearly to 0.1, so the free-bits clamp is active at
 every step; "off" is the plain `VAE` (β = 1, no free bits). The contenders alternate run by run
 (off-on, then on-off, ...) and the medians of the runs are compared; the median of the per-pair
-ratios is reported too. Because a shared machine makes run-to-run noise larger than the effect,
-the wall time spent inside the two callbacks' per-step hooks is also measured directly and given
-as a fraction of the step time (the free-bits clamp itself runs inside the loss and is only in the
-throughput comparison).
+ratios is reported too. Throughput is given per wall-clock second and per CPU second of the
+process (`time.process_time`); on a machine shared with other jobs the CPU clock is far less
+disturbed by them (use `--threads 1` there so that idle worker threads do not count). The time
+spent inside the two callbacks' per-step hooks is also measured directly and given as a fraction
+of the step time (the free-bits clamp itself runs inside the loss and is only in the throughput
+comparison).
 
-    python benchmarks/annealing_overhead.py --runs 7 --steps 200
+    python benchmarks/annealing_overhead.py --runs 7 --steps 200 [--threads 1]
 
 MNIST is read from $LIGHTNING_VAE_MNIST_DIR (default: ../shared/data/mnist beside the checkout).
 Both contenders run under the same `Trainer` settings: default TensorBoard logger (every 50 steps),
@@ -46,6 +48,7 @@ class _HookClock:
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
         self.active = False
 
     def wrap(self, callback: Callback) -> Callback:
@@ -53,10 +56,11 @@ class _HookClock:
             hook = getattr(callback, name)
 
             def timed(*args, _hook=hook, **kwargs):
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 result = _hook(*args, **kwargs)
                 if self.active:
                     self.seconds += time.perf_counter() - start
+                    self.cpu_seconds += time.process_time() - cpu_start
                 return result
 
             setattr(callback, name, timed)
@@ -69,22 +73,24 @@ class _StepTimer(Callback):
     def __init__(self, clock: _HookClock) -> None:
         self.start: float | None = None
         self.end = 0.0
+        self.cpu_start = self.cpu_end = 0.0
         self.steps = 0
         self.clock = clock
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step == WARMUP_STEPS and self.start is None:
-            self.start = time.perf_counter()
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
             self.clock.active = True
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         if self.start is not None:
-            self.end = time.perf_counter()
+            self.end, self.cpu_end = time.perf_counter(), time.process_time()
             self.steps += 1
 
 
-def run(dm: MNISTDataModule, steps: int, annealed: bool) -> tuple[float, float]:
-    """Training samples per second of one run, and the seconds per step spent in the annealing callbacks' hooks."""
+def run(dm: MNISTDataModule, steps: int, annealed: bool) -> dict[str, float]:
+    """Samples per second of one run (per wall second and per CPU second of the process), and the wall and CPU
+    seconds per step spent in the annealing callbacks' hooks."""
     seed_everything(0, verbose=False)
     model = VAE(MLPEncoder((1, 28, 28), 20, (400,)), MLPDecoder(20, (1, 28, 28), (400,)), likelihood="bernoulli")
     clock = _HookClock()
@@ -113,7 +119,13 @@ def run(dm: MNISTDataModule, steps: int, annealed: bool) -> tuple[float, float]:
     assert timer.start is not None and timer.steps == steps - WARMUP_STEPS
     if annealed:
         assert model.free_bits > 0  # the clamp was active to the end
-    return timer.steps * dm.batch_size / (timer.end - timer.start), clock.seconds / timer.steps
+    samples = timer.steps * dm.batch_size
+    return {
+        "wall": samples / (timer.end - timer.start),
+        "cpu": samples / (timer.cpu_end - timer.cpu_start),
+        "hook_wall": clock.seconds / timer.steps,
+        "hook_cpu": clock.cpu_seconds / timer.steps,
+    }
 
 
 def main() -> None:
@@ -131,23 +143,27 @@ def main() -> None:
     dm = MNISTDataModule(args.data_dir, batch_size=128, binarize="dynamic")
     dm.setup("fit")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.runs} runs x {args.steps} steps")
-    results: dict[bool, list[float]] = {False: [], True: []}
-    hook_seconds: list[float] = []
+    results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     for i in range(args.runs):
         order = (False, True) if i % 2 == 0 else (True, False)
         for annealed in order:
-            throughput, in_hooks = run(dm, args.steps, annealed)
-            results[annealed].append(throughput)
-            if annealed:
-                hook_seconds.append(in_hooks)
-        print(f"run {i + 1}: off {results[False][-1]:8.1f} samples/s   on {results[True][-1]:8.1f} samples/s")
-    off, on = statistics.median(results[False]), statistics.median(results[True])
-    pairs = statistics.median(a / b for a, b in zip(results[True], results[False]))
-    print(f"median off {off:.1f} samples/s, median on {on:.1f} samples/s")
-    print(f"throughput ratio on/off: {on / off:.4f} (medians), {pairs:.4f} (median of paired ratios)")
-    print(f"overhead: {100 * (1 - on / off):+.2f}% (medians), {100 * (1 - pairs):+.2f}% (pairs)")
-    hooks, step = statistics.median(hook_seconds), dm.batch_size / on
-    print(f"time in the callbacks' hooks: {1e6 * hooks:.1f} us per step = {100 * hooks / step:.2f}% of a step")
+            results[annealed].append(run(dm, args.steps, annealed))
+        off_run, on_run = results[False][-1], results[True][-1]
+        print(
+            f"run {i + 1}: off {off_run['wall']:8.1f} samples/s ({off_run['cpu']:7.1f} per CPU s)   "
+            f"on {on_run['wall']:8.1f} samples/s ({on_run['cpu']:7.1f} per CPU s)"
+        )
+    for clock in ("wall", "cpu"):
+        off = statistics.median(r[clock] for r in results[False])
+        on = statistics.median(r[clock] for r in results[True])
+        pairs = statistics.median(a[clock] / b[clock] for a, b in zip(results[True], results[False]))
+        print(
+            f"{clock:>4} clock: median off {off:.1f}, on {on:.1f} samples/s; ratio on/off {on / off:.4f} (medians), "
+            f"{pairs:.4f} (median of paired ratios); overhead {100 * (1 - on / off):+.2f}% / {100 * (1 - pairs):+.2f}%"
+        )
+        hooks = statistics.median(r[f"hook_{clock}"] for r in results[True])
+        share = 100 * hooks * on / dm.batch_size
+        print(f"           time in the callbacks' hooks: {1e6 * hooks:.1f} us per step = {share:.2f}% of a step")
 
 
 if __name__ == "__main__":

@@ -59,13 +59,16 @@ def epoch_of_step(trainer: Trainer) -> int:
 
 
 class StepValueLogger:
-    """Log one value per training step under ``key``, calling ``pl_module.log`` only when the value changed.
+    """Log one value per training step under ``key`` (``on_step=True``), calling ``pl_module.log`` only when needed.
 
-    Lightning keeps the last value of an ``on_step`` key and hands it to the loggers and the progress
-    bar at every following step of the epoch, so the logged series still has the current value at
-    every step; ``self.log`` (far costlier than computing a schedule) runs only when the value moved,
-    and once more at the start of each epoch, when Lightning clears the step values. Call
-    :meth:`reset` from ``on_train_start`` and ``on_train_epoch_start``.
+    ``self.log`` costs far more than computing a schedule (hundreds of microseconds on a CPU), so it
+    runs only (a) at the first batch of each epoch, and (b) when the value changed since it was last
+    logged *and* Lightning hands step values to the loggers after this step (every
+    ``log_every_n_steps``; the same test ``LearningRateMonitor`` makes in ``on_train_batch_start``).
+    Lightning keeps the last value of an ``on_step`` key and writes it again at every logging step
+    of the epoch, so every row the loggers receive holds the value of its own step. The progress bar
+    and ``trainer.callback_metrics`` show the value as of the last logging step. Call :meth:`reset`
+    from ``on_train_start`` and ``on_train_epoch_start``.
     """
 
     def __init__(self, key: str, prog_bar: bool) -> None:
@@ -75,8 +78,9 @@ class StepValueLogger:
     def reset(self) -> None:
         self._last = None
 
-    def __call__(self, pl_module: LightningModule, value: float) -> None:
-        if value != self._last:
+    def __call__(self, trainer: Trainer, pl_module: LightningModule, value: float) -> None:
+        writes = getattr(getattr(trainer, "_logger_connector", None), "should_update_logs", True)
+        if self._last is None or (writes and value != self._last):
             pl_module.log(self.key, value, prog_bar=self.prog_bar, on_step=True, on_epoch=False)
             self._last = value
 
@@ -133,7 +137,7 @@ class ScheduledAttribute(Callback):
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        self._logger(pl_module, self.apply(trainer, pl_module))
+        self._logger(trainer, pl_module, self.apply(trainer, pl_module))
 
     @override
     def state_dict(self) -> dict[str, Any]:

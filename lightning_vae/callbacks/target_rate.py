@@ -142,7 +142,7 @@ class TargetRate(Callback):
         assert self.beta is not None
         setattr(pl_module, "beta", self.beta)  # noqa: B010 - a protocol attribute of any module
         self._step_at_batch_start = trainer.global_step
-        self._logger(pl_module, self.beta)
+        self._logger(trainer, pl_module, self.beta)
 
     @override
     def on_train_batch_end(

@@ -110,6 +110,17 @@ def test_unchanged_values_are_still_logged_at_every_step_of_every_epoch(tmp_path
     assert trainer.progress_bar_metrics["train/beta"] == 2.0
 
 
+def test_rows_written_every_n_steps_hold_the_value_of_their_step(tmp_path: Path, datamodule) -> None:
+    # log_every_n_steps=3: Lightning writes after steps 2, 5, 8 (epochs of 4 steps); the callbacks log only then.
+    logger = MemoryLogger()
+    callbacks = [KLAnnealing("linear", length=8), FreeBits(0.4)]
+    fit(tmp_path, UserVAE(log_kl=True), datamodule, callbacks, max_steps=11, limit_train_batches=4, logger=logger,
+        log_every_n_steps=3)
+    assert logger.series("train/beta") == {2: 0.25, 5: 0.625, 8: 1.0}  # t / 8
+    assert logger.series("train/free_bits") == pytest.approx({2: 0.4, 5: 0.4, 8: 0.4})
+    assert sorted(logger.series("train/kl")) == [2, 5, 8]
+
+
 class NotAnnealable(LightningModule):
     def __init__(self) -> None:
         super().__init__()
