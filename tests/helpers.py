@@ -74,6 +74,9 @@ class MeanSampleGaussian(DiagonalGaussian):
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         return self.loc.expand(torch.Size(sample_shape) + self.loc.shape)
 
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        return self.rsample(sample_shape).detach()
+
 
 class DeterministicEncoder(nn.Module):
     """An encoder returning :class:`MeanSampleGaussian`, so runs that differ only in how the data are split
