@@ -2,7 +2,7 @@
 
 Both work on any LightningModule that keeps the annealing protocol (DESIGN.md): float attributes
 that its loss reads at every step (``beta``; ``capacity`` and ``capacity_gamma`` for the capacity
-form). Values are recomputed from ``trainer.global_step`` (or ``trainer.current_epoch``) before
+form). Values are recomputed from ``trainer.global_step`` (or the epoch counted from it) before
 every training batch, so a run resumed from a checkpoint, or any rank under DDP, uses exactly the
 value an uninterrupted single-process run would use at that step.
 """
@@ -48,8 +48,9 @@ def epoch_of_step(trainer: Trainer) -> int:
 
     Every epoch has ``ceil(num_training_batches / accumulate_grad_batches)`` optimizer steps, so the
     epoch is ``global_step`` divided by that. Unlike ``trainer.current_epoch``, this agrees between
-    an uninterrupted run and one resumed from a checkpoint (Lightning's own epoch counter can be off
-    by one batch after resuming from a mid-epoch or end-of-epoch checkpoint). With a training set of
+    an uninterrupted run and one resumed from a checkpoint (with Lightning 2.6, a run resumed from a
+    mid-epoch or an end-of-epoch checkpoint puts one batch into a different epoch than the
+    uninterrupted run did). With a training set of
     unknown length it falls back to ``trainer.current_epoch``.
     """
     batches = trainer.num_training_batches
@@ -162,9 +163,9 @@ class KLAnnealing(ScheduledAttribute):
     Before every training batch ``pl_module.beta`` is set to the schedule's value at
     ``trainer.global_step`` (optimizer steps, so gradient accumulation keeps one β per step), or at
     the epoch with ``interval="epoch"`` (counted from the step, see :func:`epoch_of_step`);
-    ``train/beta`` is logged at every step and shown in the progress bar. Nothing but the step counter
-    is needed, so a run resumed with ``ckpt_path=`` and every DDP rank use the same β as an
-    uninterrupted run.
+    ``train/beta`` is logged for every step the loggers record and shown in the progress bar.
+    Nothing but the step counter is needed, so a run resumed with ``ckpt_path=`` and every DDP rank
+    use the same β as an uninterrupted run.
 
     Schedules (formulas in :mod:`lightning_vae.functional.schedules`): ``"constant"`` (β = ``end``),
     ``"linear"`` warm-up and ``"logistic"`` (Bowman et al. 2016), ``"cosine"``, and ``"cyclical"``
@@ -233,7 +234,7 @@ class CapacityAnnealing(ScheduledAttribute):
     ``C_t = c_start + (c_max − c_start) · min(t / length, 1)`` (after ``delay`` steps at
     ``c_start``) and, unless ``gamma`` is ``None``, ``pl_module.capacity_gamma`` to ``gamma``; the
     module's loss must then be the capacity form (``VAE`` switches to it as soon as ``capacity`` is
-    set). ``train/capacity`` is logged at every step and shown in the progress bar.
+    set). ``train/capacity`` is logged for every step the loggers record and shown in the progress bar.
 
     Args:
         c_max: Final capacity C in nats per example (the paper: 25 nats on dSprites).

@@ -40,9 +40,10 @@ class TargetRate(Callback):
 
     β changes by at most a factor ``1 ± step_size`` per update, so going from 1 to 0.1 takes
     ``log(10) / step_size`` updates (230 with the default 0.01). β is the only state that cannot be
-    derived from the step counter: it is saved in the checkpoint and restored on resume. ``train/beta``
-    is logged every step and shown in the progress bar. Reading the KL costs one host synchronisation
-    (and one all-reduce under DDP) per update; raise ``update_every`` to amortise it on accelerators.
+    derived from the step counter: it is saved in the checkpoint and restored on resume.
+    ``train/beta`` is logged for every step the loggers record and shown in the progress bar. Reading
+    the KL costs one host synchronisation (and one all-reduce under DDP) per update; raise
+    ``update_every`` to amortise it on accelerators.
 
     Args:
         target: Target KL (rate) in nats per example.
