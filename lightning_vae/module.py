@@ -28,6 +28,7 @@ from lightning_vae.distributions.priors import (
 )
 from lightning_vae.functional.math import bits_per_dim
 from lightning_vae.objective import ELBOTerms, FreeBitsMode, elbo
+from lightning_vae.utilities import logs_this_step
 
 LikelihoodName = Literal[
     "bernoulli", "gaussian", "gaussian_learned", "gaussian_per_dim", "laplace", "categorical", "logistic_mixture"
@@ -99,7 +100,9 @@ class VAE(LightningModule):
 
     Every logged value is in nats per example (summed over data and latent dimensions, averaged
     over the batch). Training logs ``train/loss``, ``train/elbo``, ``train/recon``, ``train/kl``,
-    ``train/beta`` and ``train/free_bits`` every step without host synchronisation; validation and
+    ``train/beta`` and ``train/free_bits`` without host synchronisation, on the steps whose values
+    reach the loggers (every ``Trainer(log_every_n_steps=...)``, 50 by default) and on the first and
+    last batch of each epoch; the progress bar shows the loss of the last such step. Validation and
     test log ``val/...`` and ``test/...`` epoch values through torchmetrics, identical under DDP.
 
     The annealing protocol: callbacks may set :attr:`beta`, :attr:`free_bits` and :attr:`capacity`
@@ -412,18 +415,29 @@ class VAE(LightningModule):
         return terms, out
 
     # ------------------------------------------------------------------ Lightning hooks
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Minimise the loss; return ``{"loss", "kl"}`` (the raw KL of the step, detached, for callbacks)."""
         x = self.unpack_batch(batch)
         terms, _ = self.compute_terms(x)
-        self.log("train/loss", terms.loss, prog_bar=True, batch_size=x.shape[0])
-        self.log_dict(
-            {"train/elbo": terms.elbo, "train/recon": terms.recon, "train/kl": terms.kl},
-            batch_size=x.shape[0],
-        )
-        self.log_dict({"train/beta": self.beta, "train/free_bits": self.free_bits}, batch_size=x.shape[0])
-        if terms.iwae is not None:
-            self.log("train/iwae", terms.iwae, batch_size=x.shape[0])
-        return terms.loss
+        # Step values reach the loggers (and the progress bar) every `log_every_n_steps`; calling self.log on
+        # the steps in between would cost more Python time than a small model's loss itself.
+        if self._trainer is None or logs_this_step(self._trainer) or self._epoch_edge(batch_idx):
+            values: dict[str, Tensor | float] = {
+                "train/elbo": terms.elbo,
+                "train/recon": terms.recon,
+                "train/kl": terms.kl,
+            }
+            values.update({"train/beta": self.beta, "train/free_bits": self.free_bits})
+            if terms.iwae is not None:
+                values["train/iwae"] = terms.iwae
+            self.log("train/loss", terms.loss, prog_bar=True, batch_size=x.shape[0])
+            self.log_dict(values, batch_size=x.shape[0])
+        return {"loss": terms.loss, "kl": terms.kl.detach()}
+
+    def _epoch_edge(self, batch_idx: int) -> bool:
+        """First or last training batch of the epoch: logged too, so short runs and epoch ends have values."""
+        n = self.trainer.num_training_batches
+        return batch_idx == 0 or (isinstance(n, int) and batch_idx == n - 1)
 
     def _eval_step(self, batch: Any, stage: str) -> dict[str, Any]:
         x = self.unpack_batch(batch)

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lightning_vae.functional.schedules import CycleShape, Schedule, ScheduleName
+from lightning_vae.utilities import logs_this_step
 
 Interval = Literal["step", "epoch"]
 
@@ -80,8 +81,7 @@ class StepValueLogger:
         self._last = None
 
     def __call__(self, trainer: Trainer, pl_module: LightningModule, value: float) -> None:
-        writes = getattr(getattr(trainer, "_logger_connector", None), "should_update_logs", True)
-        if self._last is None or (writes and value != self._last):
+        if self._last is None or (logs_this_step(trainer) and value != self._last):
             pl_module.log(self.key, value, prog_bar=self.prog_bar, on_step=True, on_epoch=False)
             self._last = value
 

@@ -9,6 +9,7 @@ settles at the target without the zero gradient of hard free bits.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -30,8 +31,9 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float
 class TargetRate(Callback):
     """Hold the KL near ``target`` nats by adjusting ``pl_module.beta`` (soft free bits, Chen et al. 2017).
 
-    After every ``update_every``-th optimizer step the KL of that step, read from
-    ``trainer.callback_metrics[monitor]`` and averaged over all DDP ranks (so every rank makes the
+    After every ``update_every``-th optimizer step the KL of that step, read from the ``"kl"`` entry of
+    what ``training_step`` returned (``VAE`` returns ``{"loss", "kl"}``) or else from
+    ``trainer.callback_metrics[monitor]``, and averaged over all DDP ranks (so every rank makes the
     same decision and keeps the same β), moves β:
 
     - ``KL > target + tolerance``: ``β ← min(β · (1 + step_size), beta_max)``;
@@ -53,14 +55,16 @@ class TargetRate(Callback):
             ``[beta_min, beta_max]``).
         beta_min: Lower bound of β (> 0: a multiplicative update cannot leave 0).
         beta_max: Upper bound of β.
-        monitor: The logged key that holds the KL of the step (``VAE`` logs ``train/kl``).
+        monitor: The logged key that holds the KL of the step, for modules whose ``training_step`` does not
+            return a ``"kl"`` entry (it must then be logged at every step).
         update_every: Optimizer steps between updates.
         prog_bar: Show ``train/beta`` in the progress bar.
 
     Raises:
         ValueError: For numbers out of range (the message names the argument).
         TypeError: If the module has no ``beta`` attribute (raised at ``setup``).
-        RuntimeError: If ``monitor`` was not logged by the time of an update (the message lists the logged keys).
+        RuntimeError: If neither a ``"kl"`` output nor ``monitor`` is available at an update (the message lists
+            the logged keys).
 
     Example::
 
@@ -152,13 +156,18 @@ class TargetRate(Callback):
         # Only after a batch that stepped the optimizer (not while gradients accumulate), every update_every steps.
         if trainer.global_step == self._step_at_batch_start or trainer.global_step % self.update_every:
             return
-        metrics = trainer.callback_metrics
-        if self.monitor not in metrics:
-            raise RuntimeError(
-                f"TargetRate reads the KL from the logged value {self.monitor!r}, which was not logged; "
-                f"logged: {sorted(metrics)}. Log it in training_step or set `monitor`"
-            )
-        kl = torch.as_tensor(metrics[self.monitor], dtype=torch.float32).detach().reshape(()).clone()
+        if isinstance(outputs, Mapping) and "kl" in outputs:  # this step's KL, returned by training_step
+            value = outputs["kl"]
+        else:
+            metrics = trainer.callback_metrics
+            if self.monitor not in metrics:
+                raise RuntimeError(
+                    f"TargetRate reads the KL from the training step's output (a dict with a 'kl' entry) or the "
+                    f"logged value {self.monitor!r}, and found neither; logged: {sorted(metrics)}. Return "
+                    "{'loss': ..., 'kl': ...} from training_step, log the KL every step, or set `monitor`"
+                )
+            value = metrics[self.monitor]
+        kl = torch.as_tensor(value, dtype=torch.float32).detach().reshape(()).clone()
         kl = trainer.strategy.reduce(kl.to(pl_module.device), reduce_op="mean")
         assert self.beta is not None
         self.beta = self.next_beta(self.beta, float(kl))
