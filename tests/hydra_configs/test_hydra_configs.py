@@ -28,7 +28,7 @@ def test_the_groups_of_the_issue_exist() -> None:
     assert {"cpu", "gpu", "ddp", "bf16", "fp16"} <= set(options("trainer"))
     assert {"annealing", "free_bits", "collapse", "images", "model_checkpoint"} <= set(options("callbacks"))
     assert {"tensorboard", "csv"} <= set(options("logger"))
-    assert {"shapes_beta_vae", "mnist_mlp", "mnist_conv"} <= set(options("experiment"))
+    assert {"shapes_beta_vae", "mnist_mlp", "mnist_conv", "mnist_collapse"} <= set(options("experiment"))
     assert {"default", "fdr"} <= set(options("debug"))
 
 
@@ -64,6 +64,15 @@ def test_encoder_decoder_options_fit_together(net: str, tmp_path: Path) -> None:
     terms, _ = model.compute_terms(x.round())
     assert torch.isfinite(terms.loss)
     assert model.hparams.encoder["init_args"]["latent_dim"] == model.hparams.decoder["init_args"]["latent_dim"]
+
+
+def test_the_autoregressive_decoder_follows_the_conv_encoder(tmp_path: Path) -> None:
+    model, x = _model_and_batch(
+        ["model/decoder=pixelcnn", "model.encoder.image_size=28", "model.encoder.latent_dim=6"], tmp_path
+    )
+    assert model.autoregressive and model.hparams.decoder["init_args"]["image_shape"] == [1, 28, 28]
+    assert model.hparams.decoder["init_args"]["latent_dim"] == 6
+    assert torch.isfinite(model.compute_terms(x.round())[0].loss)
 
 
 @pytest.mark.parametrize("likelihood", options("model/likelihood"))

@@ -37,7 +37,7 @@ def _skip_without_mnist(cfg) -> None:
 
 
 def test_every_experiment_has_a_lightning_cli_twin_and_back() -> None:
-    assert {"shapes", "shapes_beta_vae", "mnist_mlp", "mnist_conv"} <= set(EXPERIMENTS)
+    assert {"shapes", "shapes_beta_vae", "mnist_mlp", "mnist_conv", "mnist_collapse"} <= set(EXPERIMENTS)
     assert sorted(CLI_CONFIGS) == EXPERIMENTS, "each configs/experiment/<name>.yaml needs configs/<name>.yaml"
 
 
@@ -63,7 +63,9 @@ def test_hydra_and_lightning_cli_build_the_same_experiment(
     assert cfg.seed == cli.config.seed_everything
 
     hydra_callbacks = [
-        (c["_target_"], {k: v for k, v in c.items() if k != "_target_"}) for c in plain(cfg.callbacks).values()
+        (c["_target_"], {k: v for k, v in c.items() if k != "_target_"})
+        for c in plain(cfg.callbacks).values()
+        if c is not None  # an entry an experiment switched off
     ]
     cli_callbacks = [(c.class_path, plain(c.init_args)) for c in (cli.config.trainer.callbacks or [])]
     assert training_callbacks(hydra_callbacks) == training_callbacks(cli_callbacks)
@@ -121,3 +123,23 @@ def test_a_hydra_checkpoint_reloads_with_load_from_checkpoint_alone(tmp_path: Pa
     loaded.eval(), reference.eval()
     torch.testing.assert_close(loaded.encode(x).mean, reference.encode(x).mean, rtol=0, atol=0)
     torch.testing.assert_close(loaded.reconstruct(x), reference.reconstruct(x), rtol=0, atol=0)
+
+
+def test_the_collapse_experiment_watches_the_posterior(tmp_path: Path) -> None:
+    cfg = compose_cfg(["experiment=mnist_collapse"], tmp_path)
+    names = {type(c).__name__ for c in instantiate_group(cfg.callbacks, Callback, "callbacks")}
+    assert {"PosteriorCollapseMonitor", "ReconstructionLogger"} <= names and "PriorSampleLogger" not in names
+    assert type(instantiate(cfg.model).decoder).__name__ == "PixelCNNDecoder"
+
+
+def test_the_task_returns_the_optimized_metric_to_a_sweeper(tmp_path: Path) -> None:
+    from lightning_vae.hydra import _task
+
+    overrides = ["experiment=shapes", "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false", *SMALL_SHAPES]
+    value = _task(compose_cfg([*overrides, "optimized_metric=val/elbo"], tmp_path))
+    assert isinstance(value, float) and value < 0
+    assert _task(compose_cfg(overrides, tmp_path)) is None
+    with pytest.raises(
+        ValueError, match=r"`optimized_metric` to name one of the final metrics \[.*'val/elbo'.*\], got 'val/nope'"
+    ):
+        _task(compose_cfg([*overrides, "optimized_metric=val/nope"], tmp_path))
