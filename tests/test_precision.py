@@ -34,6 +34,7 @@ def _train(tmp_path: Path, model_fn, dm, precision: str, steps: int, **extra) ->
         ),
         precision=precision,  # type: ignore[arg-type]
         val_check_interval=steps,
+        check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=dm)
