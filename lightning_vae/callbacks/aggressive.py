@@ -243,7 +243,7 @@ class AggressiveEncoderTraining(Callback):
         self.aggressive_epochs += 1
         mi = self._mutual_information(trainer, pl_module)
         self.mi_history.append(mi)
-        pl_module.log("aggressive/mutual_info", mi)
+        pl_module.log("aggressive/mutual_info", mi, sync_dist=True)  # equal on every rank already
         reason = None
         if self.previous_mi is not None and mi < self.previous_mi:
             reason = f"I(x; z) stopped improving ({mi:.3f} < {self.previous_mi:.3f} nats)"
@@ -258,7 +258,7 @@ class AggressiveEncoderTraining(Callback):
                 f"AggressiveEncoderTraining: switched off after {self.aggressive_epochs} epochs (step "
                 f"{trainer.global_step}): {reason}; training continues with joint updates."
             )
-        pl_module.log("aggressive/active", float(self.active))
+        pl_module.log("aggressive/active", float(self.active), sync_dist=True)
 
     def _mutual_information(self, trainer: Trainer, pl_module: LightningModule) -> float:
         """I(x; z) on ``mi_batches`` fixed training batches with fixed posterior samples (the same every epoch)."""

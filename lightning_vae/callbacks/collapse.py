@@ -265,11 +265,12 @@ class PosteriorCollapseMonitor(Callback):
             "latent_dim": int(kl_per_dim.numel()),
             "kl_per_dim": kl_per_dim.cpu(),
         }
+        # The values are already reduced over processes (equal on every rank); sync_dist only keeps Lightning quiet.
         for name in ("active_units", "mutual_info", "collapsed_dims"):
-            pl_module.log(f"collapse/{name}", float(values[name]))
+            pl_module.log(f"collapse/{name}", float(values[name]), sync_dist=True)
         if self.iw_samples:
             values["nll_iw"] = float(self.nll.compute())
-            pl_module.log("collapse/nll_iw", values["nll_iw"])
+            pl_module.log("collapse/nll_iw", values["nll_iw"], sync_dist=True)
         self.last = {k: v for k, v in values.items() if not isinstance(v, Tensor)}
         return values
 

@@ -184,7 +184,11 @@ def mutual_information(
                 f"got {tuple(z.shape)}"
             )
         batch = z.shape[0]
-        log_density = posterior.log_prob(z.unsqueeze(1)).double()  # [i, j] = log q(z_i | x_j)
+        # [i, j] = log q(z_i | x_j), in row chunks so memory stays near 2^24 elements for any batch size.
+        rows = max(1, (1 << 24) // max(batch * z.shape[-1], 1))
+        log_density = torch.cat(
+            [posterior.log_prob(z[i : i + rows].unsqueeze(1)).double() for i in range(0, batch, rows)]
+        )
         neg_entropy = log_density.diagonal() if entropy == "sampled" else -posterior.entropy().double()
         log_qz = torch.logsumexp(log_density, dim=1) - math.log(batch)
         return neg_entropy.mean() - log_qz.mean()

@@ -195,13 +195,21 @@ class _DumpHistory(Callback):
         torch.save({"history": monitor.history, "last": monitor.last}, f"{self.path}.rank{trainer.global_rank}")
 
 
+class _SeedPerBatch(Callback):
+    """Seeds each batch by its first example, so the monitor's importance samples match on any process."""
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        torch.manual_seed(int(batch[1][0]))
+
+
 def _validate(tmp_path: Path, tag: str, **kwargs) -> dict:
     torch.manual_seed(0)
     model = ProtocolModule(n_data=sum(VAL_SIZES), val_batch_sizes=VAL_SIZES)
     dump = str(tmp_path / tag)
+    monitor = PosteriorCollapseMonitor(kl_threshold=0.05, iw_samples=8)
     trainer = Trainer(
         **trainer_kwargs(tmp_path, limit_val_batches=None, use_distributed_sampler=False, **kwargs),
-        callbacks=[PosteriorCollapseMonitor(kl_threshold=0.05), _DumpHistory(dump)],
+        callbacks=[_SeedPerBatch(), monitor, _DumpHistory(dump)],
     )
     metrics = trainer.validate(model, verbose=False)[0]
     return {"metrics": metrics, **torch.load(f"{dump}.rank0")}
@@ -210,7 +218,7 @@ def _validate(tmp_path: Path, tag: str, **kwargs) -> dict:
 def test_ddp_gives_the_numbers_of_one_process(tmp_path):
     single = _validate(tmp_path, "single")
     ddp = _validate(tmp_path, "ddp", strategy="ddp_spawn", devices=2)
-    for key in ("collapse/active_units", "collapse/mutual_info", "collapse/collapsed_dims"):
+    for key in ("collapse/active_units", "collapse/mutual_info", "collapse/collapsed_dims", "collapse/nll_iw"):
         assert float(ddp["metrics"][key]) == pytest.approx(float(single["metrics"][key]), rel=1e-6, abs=1e-9), key
     np.testing.assert_allclose(ddp["history"][-1], single["history"][-1], rtol=1e-6)
     rank1 = torch.load(str(tmp_path / "ddp") + ".rank1")
