@@ -397,7 +397,7 @@ class VAE(LightningModule):
         if self.data_shape is None:  # learned from the data when neither given nor known to the encoder
             self.data_shape = tuple(x.shape[1:])
         out = self(x, n_samples or self.n_samples)
-        self.likelihood.check_params(x, out.decoder_output[0])
+        self.likelihood.check_params(x, out.decoder_output, sample_dims=1)
         terms = elbo(
             x,
             out.posterior,

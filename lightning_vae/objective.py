@@ -37,6 +37,9 @@ class ELBOTerms(NamedTuple):
             ``|KL - C|`` in capacity form.
         iwae: The importance-weighted bound ``E[log 1/k sum_i w_i]`` for k > 1 samples, else ``None``.
         log_weights: ``log p(x, z_i) - log q(z_i | x)`` of shape ``(k, B)``.
+
+    ``loss``, ``recon``, ``kl`` and ``kl_penalty`` carry gradients; ``elbo``, ``kl_per_dim``, ``iwae``
+    and ``log_weights`` are reported values, detached from the graph (differentiate ``loss``).
     """
 
     loss: Tensor
@@ -50,8 +53,10 @@ class ELBOTerms(NamedTuple):
 
 
 def _float32_region(device: torch.device) -> AbstractContextManager[None]:
-    """Disable autocast so the objective's exp/log/softplus run in float32."""
+    """Disable autocast so the objective's exp/log/softplus run in float32 (a no-op when autocast is off)."""
     try:
+        if not torch.is_autocast_enabled(device.type):
+            return nullcontext()
         return torch.autocast(device_type=device.type, enabled=False)
     except RuntimeError:  # a device type autocast does not know
         return nullcontext()
@@ -186,34 +191,40 @@ def elbo(
         )
     with _float32_region(x.device):
         z = z.float()
-        log_px_z = likelihood.log_prob(x, decoder_output)  # (k, B)
+        nll = likelihood.nll(x, decoder_output)  # (k, B): -log p(x|z)
         kl, elementwise = kl_terms(posterior, prior, z)
-        recon = -log_px_z.mean()
+        recon = nll.mean()
         kl_mean = kl.mean()
-        log_q = posterior.log_prob(z).float() if k > 1 or elementwise is None else None
-        log_p = prior.log_prob(z).float() if log_q is not None else None
-        if log_q is not None and log_p is not None:
-            log_weights = log_px_z + log_p - log_q
-        else:  # closed-form KL: the single-sample weight uses it directly (lower variance, same mean)
-            log_weights = log_px_z - kl.unsqueeze(0)
-        per_dim = kl_per_dim(elementwise) if elementwise is not None else None
+        log_weights: Tensor | None = None
         if k > 1:
-            assert log_q is not None and log_p is not None
-            iwae = iwae_bound(log_weights)
-            weighted = log_px_z + beta * (log_p - log_q)
+            log_q, log_p = posterior.log_prob(z).float(), prior.log_prob(z).float()
+            log_weights = (log_p - log_q) - nll
+            weighted = log_weights if beta == 1.0 else beta * (log_p - log_q) - nll
             loss = -log_mean_exp(weighted, dim=0).mean()
             penalty = kl_mean
+        elif capacity is not None:
+            if capacity < 0:
+                raise ValueError(f"Expected `capacity` to be >= 0 nats, got {capacity}")
+            penalty = (kl_mean - capacity).abs()
+            loss = recon + capacity_gamma * penalty
         else:
-            iwae = None
-            if capacity is not None:
-                if capacity < 0:
-                    raise ValueError(f"Expected `capacity` to be >= 0 nats, got {capacity}")
-                penalty = (kl_mean - capacity).abs()
-                loss = recon + capacity_gamma * penalty
+            penalty = (
+                kl_mean
+                if free_bits == 0
+                else free_bits_penalty(kl, elementwise, free_bits, free_bits_mode, free_bits_groups)
+            )
+            loss = recon + penalty if beta == 1.0 else recon + beta * penalty
+        # The reported terms stay out of the autograd graph: they are read, never differentiated.
+        with torch.no_grad():
+            if log_weights is None:
+                # One sample: log p(x|z) - KL, with the KL in closed form where it exists (its Monte Carlo
+                # estimate otherwise; same mean, and the closed form has lower variance).
+                log_weights = -(nll + kl.unsqueeze(0) if kl.dim() == 1 else nll + kl)
             else:
-                penalty = free_bits_penalty(kl, elementwise, free_bits, free_bits_mode, free_bits_groups)
-                loss = recon + beta * penalty
-        elbo_value = log_weights.mean()
+                log_weights = log_weights.detach()
+            iwae = iwae_bound(log_weights) if k > 1 else None
+            elbo_value = log_weights.mean()
+            per_dim = kl_per_dim(elementwise) if elementwise is not None else None
     return ELBOTerms(
         loss=loss,
         elbo=elbo_value,

@@ -61,11 +61,17 @@ class Likelihood(HyperparametersMixin, nn.Module):
                     "another likelihood (e.g. 'gaussian')"
                 )
 
-    def check_params(self, x: Tensor, params: Tensor) -> None:
-        """Raise ``ValueError`` if the decoder output does not fit data of the shape of ``x``."""
+    def check_params(self, x: Tensor, params: Tensor, sample_dims: int = 0) -> None:
+        """Raise ``ValueError`` if the decoder output does not fit data of the shape of ``x``.
+
+        Args:
+            x: Data ``(B, *data_shape)``.
+            params: Decoder output ``(*S, B, *param_shape)``.
+            sample_dims: Number of leading sample dimensions ``S`` in ``params`` (not checked).
+        """
         expected = self.param_shape(x.shape[1:])
         n = len(expected)
-        got = tuple(params.shape)
+        got = tuple(params.shape)[sample_dims:]
         if len(got) < n + 1 or got[-n:] != expected or got[-n - 1] != x.shape[0]:
             raise ValueError(
                 f"The decoder returned a tensor of shape {got}, but the {self.name} likelihood expects "
@@ -81,6 +87,14 @@ class Likelihood(HyperparametersMixin, nn.Module):
         """``log p(x | params)`` summed over data dimensions, shape ``(*S, B)``, float32."""
         lp = self.elementwise_log_prob(x.float(), params.float())
         return lp.flatten(start_dim=lp.dim() - (x.dim() - 1)).sum(-1)
+
+    def nll(self, x: Tensor, params: Tensor) -> Tensor:
+        """``-log p(x | params)`` summed over data dimensions, shape ``(*S, B)``, float32.
+
+        The objective minimises this; a subclass may compute it directly (one operation fewer than
+        negating :meth:`log_prob`).
+        """
+        return -self.log_prob(x, params)
 
     def mean(self, params: Tensor) -> Tensor:  # pragma: no cover - abstract
         """The mean of p(x|z) in data space (used for reconstructions)."""
@@ -113,9 +127,12 @@ class BernoulliLikelihood(Likelihood):
         return -F.binary_cross_entropy_with_logits(params, x.expand_as(params), reduction="none")
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
-        # Sum the cross-entropy first and negate the (*S, B) result: one elementwise pass fewer per step.
-        nll = F.binary_cross_entropy_with_logits(params.float(), x.float().expand_as(params), reduction="none")
-        return -nll.flatten(start_dim=nll.dim() - (x.dim() - 1)).sum(-1)
+        return -self.nll(x, params)
+
+    def nll(self, x: Tensor, params: Tensor) -> Tensor:
+        # The cross-entropy summed over data dimensions: no elementwise negation.
+        ce = F.binary_cross_entropy_with_logits(params.float(), x.float().expand_as(params), reduction="none")
+        return ce.flatten(start_dim=ce.dim() - (x.dim() - 1)).sum(-1)
 
     def mean(self, params: Tensor) -> Tensor:
         return torch.sigmoid(params.float())

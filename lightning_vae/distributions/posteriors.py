@@ -43,16 +43,30 @@ class DiagonalGaussian(Independent):
         if loc.dim() < 1:
             raise ValueError(f"Expected posterior parameters of shape (B, D), got a scalar of shape {tuple(loc.shape)}")
         self.log_var = soft_clamp(log_var.float(), *LOG_VAR_RANGE)
-        super().__init__(Normal(loc.float(), torch.exp(0.5 * self.log_var), validate_args=False), 1, validate_args)
+        super().__init__(_normal(loc.float(), torch.exp(0.5 * self.log_var)), 1, validate_args)
 
     @property
     def loc(self) -> Tensor:
         """The mean of each latent dimension."""
         return self.base_dist.loc
 
+    def rsample(self, sample_shape: Any = ()) -> Tensor:  # noqa: D102
+        # What Normal.rsample computes, without its shape bookkeeping (this runs at every training step).
+        loc, scale = self.base_dist.loc, self.base_dist.scale
+        eps = torch.randn(torch.Size(sample_shape) + loc.shape, dtype=loc.dtype, device=loc.device)
+        return loc + eps * scale
+
     def expand(self, batch_shape: Any, _instance: Any = None) -> DiagonalGaussian:  # noqa: D102
         shape = torch.Size(batch_shape) + self.event_shape
         return DiagonalGaussian(self.loc.expand(shape), self.log_var.expand(shape))
+
+
+def _normal(loc: Tensor, scale: Tensor) -> Normal:
+    """``Normal(loc, scale)`` for parameters of one shape, without argument validation or broadcasting."""
+    normal = Normal.__new__(Normal)
+    normal.loc, normal.scale = loc, scale
+    Distribution.__init__(normal, loc.shape, validate_args=False)
+    return normal
 
 
 def as_posterior(params: Any) -> Distribution:
