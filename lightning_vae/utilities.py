@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import Tensor
+
 
 def logs_this_step(trainer: Any) -> bool:
     """Whether the loggers receive step values after the current (or next) training step.
@@ -17,3 +19,25 @@ def logs_this_step(trainer: Any) -> bool:
     """
     connector = getattr(trainer, "_logger_connector", None)
     return bool(getattr(connector, "should_update_logs", True))
+
+
+def batch_data(pl_module: Any, batch: Any) -> Tensor:
+    """The data tensor of a batch, for callbacks that work on any module.
+
+    ``pl_module.unpack_batch(batch)`` when the module has it (as ``VAE``), else the batch itself when
+    it is a tensor, else the first element of a tuple or list.
+
+    Raises:
+        TypeError: When the data cannot be found; the message says to add ``unpack_batch``.
+    """
+    unpack = getattr(pl_module, "unpack_batch", None)
+    if callable(unpack):
+        return unpack(batch)
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    raise TypeError(
+        f"Cannot find the data in a batch of type {type(batch).__name__}; "
+        "give the module an `unpack_batch(batch)` method that returns it"
+    )

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from typing_extensions import override
 
 from lightning_vae.metrics.collapse import MutualInformation
+from lightning_vae.utilities import batch_data
 
 
 def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
@@ -125,17 +126,6 @@ class AggressiveEncoderTraining(Callback):
                 f"AggressiveEncoderTraining needs a module with `encoder` and `decoder` (nn.Modules), "
                 f"`training_loss(batch)` and `encode(x)`; {type(pl_module).__name__} lacks {', '.join(missing)}"
             )
-
-    @staticmethod
-    def _data(pl_module: LightningModule, batch: Any) -> Tensor:
-        unpack = getattr(pl_module, "unpack_batch", None)
-        if callable(unpack):
-            return unpack(batch)
-        if isinstance(batch, Tensor):
-            return batch
-        if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-            return batch[0]
-        raise TypeError(f"Cannot find the data in a batch of type {type(batch).__name__}; add `unpack_batch(batch)`")
 
     @staticmethod
     def _encoder(pl_module: LightningModule) -> nn.Module:
@@ -272,7 +262,7 @@ class AggressiveEncoderTraining(Callback):
             for i, batch in enumerate(loader):
                 if i >= self.mi_batches:
                     break
-                x = self._data(pl_module, trainer.strategy.batch_to_device(batch))
+                x = batch_data(pl_module, trainer.strategy.batch_to_device(batch))
                 metric.update(cast(Any, pl_module).encode(x))
         pl_module.train(was_training)
         return float(metric.compute())

@@ -18,6 +18,7 @@ from lightning_vae.functional.collapse import ACTIVITY_THRESHOLD, KL_THRESHOLD, 
 from lightning_vae.functional.nll import SupportsLogJoint
 from lightning_vae.metrics.collapse import KLPerDimension, MutualInformation, PosteriorMeanVariance
 from lightning_vae.metrics.nll import ImportanceWeightedNLL
+from lightning_vae.utilities import batch_data
 
 #: Anchors of the viridis colour map (dark blue -> green -> yellow), interpolated linearly.
 _VIRIDIS = (
@@ -88,20 +89,6 @@ def kl_heatmap(history: Tensor, floor: float = 1e-3, cell: int = 12, max_side: i
     image = colorize(canvas.nan_to_num(0.0))
     image[:, canvas.isnan()] = 1.0  # white gap between the map and the colour bar
     return image, vmax
-
-
-def _batch_data(pl_module: LightningModule, batch: Any) -> Tensor:
-    unpack = getattr(pl_module, "unpack_batch", None)
-    if callable(unpack):
-        return unpack(batch)
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
-    raise TypeError(
-        f"Cannot find the data in a batch of type {type(batch).__name__}; "
-        "give the module an `unpack_batch(batch)` method"
-    )
 
 
 def _check_number(name: str, value: Any, *, integer: bool = False, low: float = 0.0, strict: bool = False) -> Any:
@@ -251,7 +238,7 @@ class PosteriorCollapseMonitor(Callback):
             z = z[0]
         self.mutual_info.update(posterior, z.detach() if isinstance(z, Tensor) else None)
         if self.iw_samples:
-            self.nll.update(pl_module, _batch_data(pl_module, batch))
+            self.nll.update(pl_module, batch_data(pl_module, batch))
 
     def _finish(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any] | None:
         if not self.kl_per_dim.update_called:
