@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 
 import torch
+from lightning.pytorch import Callback
 from torch import nn
 
 from lightning_vae import VAE
@@ -15,6 +17,23 @@ from lightning_vae.nets import MLPDecoder, MLPEncoder
 ROOT = Path(__file__).resolve().parents[1]
 #: Real MNIST lives beside the checkout; override with LIGHTNING_VAE_MNIST_DIR.
 MNIST_DIR = Path(os.environ.get("LIGHTNING_VAE_MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+class DestroyProcessGroupAtExit(Callback):
+    """Destroy the process group when a spawned worker's interpreter exits.
+
+    Lightning does this for NCCL only; a gloo group left to the C++ static destructors can abort
+    the worker at exit ("terminate called without an active exception") after a successful run.
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            atexit.register(_destroy_process_group)
 
 
 def tiny_vae(data_shape: tuple[int, ...] = (1, 8, 8), latent_dim: int = 4, **kwargs) -> VAE:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 from callbacks.test_collapse_helpers import ProtocolModule, train_loader
-from helpers import tiny_vae, trainer_kwargs
+from helpers import DestroyProcessGroupAtExit, tiny_vae, trainer_kwargs
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
@@ -222,7 +222,11 @@ def test_ddp_keeps_the_encoder_identical_on_every_rank(tmp_path):
     trainer = Trainer(
         **trainer_kwargs(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0, devices=2),
         strategy="ddp_spawn",
-        callbacks=[AggressiveEncoderTraining(max_inner_steps=4, check_every=2, mi_batches=2), _DumpEncoder(dump)],
+        callbacks=[
+            AggressiveEncoderTraining(max_inner_steps=4, check_every=2, mi_batches=2),
+            _DumpEncoder(dump),
+            DestroyProcessGroupAtExit(),
+        ],
     )
     trainer.fit(ProtocolModule(), train_loader(128, batch_size=16))
     ranks = [torch.load(f"{dump}.rank{r}") for r in range(2)]

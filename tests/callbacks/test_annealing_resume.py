@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from callbacks.annealing_helpers import MemoryLogger, Recorder, UserVAE, binary_images
-from helpers import tiny_vae, trainer_kwargs
+from helpers import DestroyProcessGroupAtExit, tiny_vae, trainer_kwargs
 from lightning.pytorch import Callback, Trainer
 
 from lightning_vae.callbacks import FreeBits, KLAnnealing, TargetRate
@@ -90,7 +90,7 @@ def _ddp_trainer(tmp_path: Path, callbacks: list[Callback], max_steps: int) -> T
             max_epochs=-1,
             limit_train_batches=4,
             limit_val_batches=0,
-            callbacks=callbacks,
+            callbacks=[*callbacks, DestroyProcessGroupAtExit()],
         )
     )
 

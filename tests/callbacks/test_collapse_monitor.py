@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from callbacks.test_collapse_helpers import ProtocolModule, train_loader
-from helpers import trainer_kwargs
+from helpers import DestroyProcessGroupAtExit, trainer_kwargs
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -209,7 +209,7 @@ def _validate(tmp_path: Path, tag: str, **kwargs) -> dict:
     monitor = PosteriorCollapseMonitor(kl_threshold=0.05, iw_samples=8)
     trainer = Trainer(
         **trainer_kwargs(tmp_path, limit_val_batches=None, use_distributed_sampler=False, **kwargs),
-        callbacks=[_SeedPerBatch(), monitor, _DumpHistory(dump)],
+        callbacks=[_SeedPerBatch(), monitor, _DumpHistory(dump), DestroyProcessGroupAtExit()],
     )
     metrics = trainer.validate(model, verbose=False)[0]
     return {"metrics": metrics, **torch.load(f"{dump}.rank0")}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import trainer_kwargs
+from helpers import DestroyProcessGroupAtExit, trainer_kwargs
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -27,7 +27,7 @@ def test_views_under_ddp_spawn_write_one_image_per_epoch(tmp_path: Path) -> None
             strategy="ddp_spawn",
             devices=2,
             logger=TensorBoardLogger(tmp_path, name="tb", version=0),
-            callbacks=[*callbacks, TensorBoardDashboard()],
+            callbacks=[*callbacks, TensorBoardDashboard(), DestroyProcessGroupAtExit()],
         )
     )
     trainer.fit(model, data)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, DeterministicEncoder, PlainDecoder, trainer_kwargs
+from helpers import ROOT, DestroyProcessGroupAtExit, DeterministicEncoder, PlainDecoder, trainer_kwargs
 from lightning.pytorch import Trainer, seed_everything
 
 from lightning_vae import VAE
@@ -43,7 +43,7 @@ def _fit(tmp_path: Path, devices: int) -> tuple[dict[str, float], dict[str, torc
     trainer = Trainer(
         **trainer_kwargs(tmp_path, max_epochs=2, limit_train_batches=None, limit_val_batches=None, **extra),
         num_sanity_val_steps=0,
-        callbacks=[monitor],
+        callbacks=[monitor, DestroyProcessGroupAtExit()],
     )
     trainer.fit(vae, datamodule=dm)
     # collapse/mutual_info is left out: its estimator is defined within each batch (He et al. 2019), and the
