@@ -197,9 +197,9 @@ def elbo(
         kl_mean = kl.mean()
         log_weights: Tensor | None = None
         if k > 1:
-            log_q, log_p = posterior.log_prob(z).float(), prior.log_prob(z).float()
-            log_weights = (log_p - log_q) - nll
-            weighted = log_weights if beta == 1.0 else beta * (log_p - log_q) - nll
+            log_ratio = prior.log_prob(z).float() - posterior.log_prob(z).float()  # log p(z) - log q(z|x)
+            log_weights = log_ratio - nll
+            weighted = log_weights if beta == 1.0 else beta * log_ratio - nll
             loss = -log_mean_exp(weighted, dim=0).mean()
             penalty = kl_mean
         elif capacity is not None:
@@ -219,7 +219,7 @@ def elbo(
             if log_weights is None:
                 # One sample: log p(x|z) - KL, with the KL in closed form where it exists (its Monte Carlo
                 # estimate otherwise; same mean, and the closed form has lower variance).
-                log_weights = -(nll + kl.unsqueeze(0) if kl.dim() == 1 else nll + kl)
+                log_weights = -(nll + kl)  # (1, B) + (B,) or (1, B)
             else:
                 log_weights = log_weights.detach()
             iwae = iwae_bound(log_weights) if k > 1 else None
