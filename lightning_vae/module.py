@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.core.mixins import HyperparametersMixin
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.distributions import Distribution
 from torchmetrics import MeanMetric
 
+from lightning_vae.building import build, check_checkpoint_classes, describe, load_checkpoint
 from lightning_vae.distributions.likelihoods import LIKELIHOODS, Likelihood
 from lightning_vae.distributions.posteriors import as_posterior
 from lightning_vae.distributions.priors import (
@@ -27,6 +28,8 @@ from lightning_vae.distributions.priors import (
     VampPrior,
 )
 from lightning_vae.functional.math import bits_per_dim
+from lightning_vae.functional.nll import iw_nll
+from lightning_vae.guard import NonFiniteError, NonFiniteGuard, NonFinitePolicy
 from lightning_vae.objective import ELBOTerms, FreeBitsMode, elbo
 from lightning_vae.utilities import logs_this_step
 
@@ -59,26 +62,6 @@ class VAEOutput(NamedTuple):
     z: Tensor
     decoder_output: Tensor
     prior: Distribution
-
-
-def _describe(module: Any) -> dict[str, Any] | None:
-    """A ``class_path``/``init_args`` description of a module that recorded its arguments, else ``None``."""
-    if isinstance(module, HyperparametersMixin) and not isinstance(module, LightningModule):
-        cls = type(module)
-        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(module.hparams)}
-    return None
-
-
-def _build(spec: Any, name: str) -> Any:
-    """Instantiate a ``{"class_path": ..., "init_args": ...}`` description; pass anything else through."""
-    if not (isinstance(spec, Mapping) and "class_path" in spec):
-        return spec
-    module_name, _, cls_name = str(spec["class_path"]).rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"Cannot import `{name}` class {spec['class_path']!r}: {err}") from err
-    return cls(**dict(spec.get("init_args") or {}))
 
 
 def _check_float(name: str, value: Any, *, low: float, strict: bool) -> float:
@@ -138,6 +121,13 @@ class VAE(LightningModule):
         lr_scheduler: Optional callable that builds a scheduler from the optimiser.
         compile: Compile the encoder and decoder with ``torch.compile`` (in place: parameter names and
             checkpoints are those of the uncompiled networks).
+        on_nonfinite: What a NaN or inf training loss does: ``"raise"`` stops the run with an error that
+            names the step, the batch and the term (the last checkpoint on disk stays the last finite
+            state); ``"skip"`` skips the step (no parameter or optimizer-state change) and stops after
+            ``max_nonfinite_skips`` such steps in a row. See :mod:`lightning_vae.guard`.
+        max_nonfinite_skips: With ``on_nonfinite="skip"``, the most non-finite steps in a row.
+        iw_chunk_size: Most (sample, example) pairs decoded at once for ``val/nll_iw`` and ``test/nll_iw``,
+            so memory stays bounded for any ``n_eval_samples`` (5000 is the standard protocol).
 
     Raises:
         ValueError: For a missing encoder/decoder, an unknown likelihood or prior, or bad numbers.
@@ -172,10 +162,13 @@ class VAE(LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
+        on_nonfinite: NonFinitePolicy = "raise",
+        max_nonfinite_skips: int = 10,
+        iw_chunk_size: int = 2048,
     ) -> None:
         super().__init__()
-        encoder, decoder = _build(encoder, "encoder"), _build(decoder, "decoder")
-        likelihood, prior = _build(likelihood, "likelihood"), _build(prior, "prior")
+        encoder, decoder = build(encoder, "encoder"), build(decoder, "decoder")
+        likelihood, prior = build(likelihood, "likelihood"), build(prior, "prior")
         if encoder is None or decoder is None:
             missing = " and ".join(n for n, m in (("encoder", encoder), ("decoder", decoder)) if m is None)
             raise ValueError(
@@ -205,6 +198,13 @@ class VAE(LightningModule):
         self.n_samples, self.n_eval_samples = n_samples, n_eval_samples
         self.capacity = None if capacity is None else _check_float("capacity", capacity, low=0.0, strict=False)
         self.capacity_gamma = _check_float("capacity_gamma", capacity_gamma, low=0.0, strict=True)
+        if on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"Expected `on_nonfinite` to be one of ('raise', 'skip'), got {on_nonfinite!r}")
+        for name, value in (("max_nonfinite_skips", max_nonfinite_skips), ("iw_chunk_size", iw_chunk_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expected `{name}` to be an int >= 1, got {value!r}")
+        self.guard = NonFiniteGuard(on_nonfinite, max_nonfinite_skips)
+        self.iw_chunk_size = iw_chunk_size
 
         self.encoder, self.decoder = encoder, decoder
         if compile:
@@ -219,10 +219,16 @@ class VAE(LightningModule):
         self.prior = self._make_prior(prior, derived_latent_dim, self.data_shape, prior_components)
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
 
-        metrics = {f"{stage}_{term}": MeanMetric() for stage in ("val", "test") for term in _EVAL_TERMS}
-        metrics.update({f"{stage}_nll_iw": MeanMetric() for stage in ("val", "test")})
+        # NaN enters the means (nan_strategy="disable"): a non-finite batch makes the epoch value NaN, never
+        # optimistic; the module counts such batches and raises or warns at the end of the epoch.
+        metrics = {
+            f"{stage}_{term}": MeanMetric(nan_strategy="disable")
+            for stage in ("val", "test")
+            for term in (*_EVAL_TERMS, "nll_iw")
+        }
         self.eval_metrics = nn.ModuleDict(metrics)
         self._checked_batches = 0
+        self._eval_losses: list[tuple[int, Tensor]] = []
         self._save_hparams(encoder, decoder, likelihood, prior)
 
     # ------------------------------------------------------------------ construction helpers
@@ -237,7 +243,7 @@ class VAE(LightningModule):
             # class_path/init_args dict. Keep all of it so any network, built-in or not, reloads alone.
             self.save_hyperparameters(frame=frame)
             return
-        extra = {name: d for name, m in zip(_MODULE_ARGS, modules) if (d := _describe(m)) is not None}
+        extra = {name: d for name, m in zip(_MODULE_ARGS, modules) if (d := describe(m)) is not None}
         if extra:
             self.save_hyperparameters({**dict(self.hparams), **extra})
 
@@ -320,6 +326,21 @@ class VAE(LightningModule):
         """The loss :meth:`training_step` minimises on ``batch``, without logging (for extra inner updates)."""
         return self.compute_terms(self.unpack_batch(batch))[0].loss
 
+    def _ensure_latent_dim(self) -> None:
+        """Give a prior that learns its size from the encoder that size before sampling (one encoder pass)."""
+        if not isinstance(self.prior, StandardNormalPrior) or self.prior.latent_dim is not None:
+            return
+        if self.data_shape is None:
+            raise ValueError(
+                "Cannot sample: the latent size is unknown (the encoder has no `latent_dim` attribute and no data "
+                "was seen). Pass VAE(latent_dim=...) or data_shape=..., or encode a batch first"
+            )
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            self.encode(torch.zeros(1, *self.data_shape, device=self.device))
+        self.train(was_training)
+
     def prior_distribution(self) -> Distribution:
         """p(z) as a distribution with event shape ``(D,)``."""
         return self.prior(self.encoder)
@@ -342,6 +363,7 @@ class VAE(LightningModule):
         An autoregressive decoder is sampled pixel by pixel in raster order (one decoder pass per
         pixel); ``mean=True`` then returns the mean of each pixel given the pixels drawn before it.
         """
+        self._ensure_latent_dim()
         z = self.prior_distribution().sample((n,)).to(self.device)
         if not self.autoregressive:
             params = self.decoder(z)
@@ -415,10 +437,18 @@ class VAE(LightningModule):
         return terms, out
 
     # ------------------------------------------------------------------ Lightning hooks
-    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        """Minimise the loss; return ``{"loss", "kl"}`` (the raw KL of the step, detached, for callbacks)."""
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor] | None:
+        """Minimise the loss; return ``{"loss", "kl"}`` (the raw KL of the step, detached, for callbacks).
+
+        Returns ``None`` (Lightning then skips the backward pass and the optimizer step) for a step whose
+        loss is non-finite under ``on_nonfinite="skip"``.
+        """
         x = self.unpack_batch(batch)
         terms, _ = self.compute_terms(x)
+        trainer = self._trainer
+        step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
+        if self.guard.observe(self, x, terms, step=step, batch_idx=batch_idx, epoch=epoch):
+            return None
         # Step values reach the loggers (and the progress bar) every `log_every_n_steps`; calling self.log on
         # the steps in between would cost more Python time than a small model's loss itself.
         if self._trainer is None or logs_this_step(self._trainer) or self._epoch_edge(batch_idx):
@@ -434,24 +464,119 @@ class VAE(LightningModule):
             self.log_dict(values, batch_size=x.shape[0])
         return {"loss": terms.loss, "kl": terms.kl.detach()}
 
+    # ------------------------------------------------------------------ the non-finite policy
+    def on_fit_start(self) -> None:
+        # On a CPU reading the loss costs nothing; elsewhere the guard keeps device values and reads them later.
+        self.guard.deferred = self.device.type != "cpu"
+        if self.guard.policy == "skip" and self._world_size() > 1:
+            rank_zero_warn("on_nonfinite='skip' under several processes: a step is skipped on every rank when any "
+                           "rank's loss is non-finite (one all-reduce per step).")
+            self.guard.agree = self._all_ranks_finite
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def _all_ranks_finite(self, finite: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        flag = finite.float().reshape(1)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return flag[0] > 0
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.guard.pending and (logs_this_step(self._trainer) or self._epoch_edge(batch_idx)):
+            self.guard.flush(self)
+
+    def on_train_epoch_end(self) -> None:
+        self.guard.flush(self)
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        # Under 16-bit mixed precision the gradient scaler owns non-finite gradients (it skips those steps itself).
+        scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
+        if scaler is None:
+            self.guard.check_gradients(self)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to write non-finite weights; record the sizes and annealed values a reloaded model needs."""
+        self.guard.flush(self)
+        self.guard.check_parameters(self)
+        checkpoint["lightning_vae"] = {
+            "latent_dim": getattr(self.prior, "latent_dim", None),
+            "data_shape": None if self.data_shape is None else list(self.data_shape),
+            "beta": self.beta,
+            "free_bits": self.free_bits,
+            "capacity": self.capacity,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("lightning_vae") or {}
+        if state.get("latent_dim") is not None and getattr(self.prior, "latent_dim", 0) is None:
+            self.prior.latent_dim = int(state["latent_dim"])
+        if state.get("data_shape") is not None and self.data_shape is None:
+            self.data_shape = tuple(int(d) for d in state["data_shape"])
+        if "beta" in state:
+            self._beta = float(state["beta"])
+            self.free_bits = float(state["free_bits"])
+            self.capacity = None if state["capacity"] is None else float(state["capacity"])
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | os.PathLike,
+        map_location: Any = None,
+        hparams_file: str | os.PathLike | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> VAE:
+        """Load a ``VAE`` from a checkpoint file, refusing hostile or corrupt files before anything runs.
+
+        The file is read with ``torch.load(weights_only=True)``; every class its hyperparameters name must
+        be a network (``nn.Module``), ``Likelihood``, ``Prior``, optimizer or scheduler class
+        (:func:`lightning_vae.building.check_checkpoint_classes`), checked before any is called. Networks
+        passed as keyword arguments replace the recorded ones.
+
+        Raises:
+            ValueError: For a missing, empty, truncated or non-checkpoint file, or a refused class, naming the file.
+        """
+        checkpoint = load_checkpoint(checkpoint_path)
+        hparams = {k: v for k, v in (checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}).items() if k not in kwargs}
+        check_checkpoint_classes(hparams, source=str(checkpoint_path))
+        try:
+            return super().load_from_checkpoint(  # type: ignore[return-value]
+                str(checkpoint_path),
+                map_location=map_location,
+                hparams_file=None if hparams_file is None else str(hparams_file),
+                strict=strict,
+                weights_only=True,
+                **kwargs,
+            )
+        except RuntimeError as err:
+            if "size mismatch" in str(err) or "Missing key" in str(err) or "Unexpected key" in str(err):
+                raise ValueError(
+                    f"The weights in {str(checkpoint_path)!r} do not fit the networks built for them (wrong shape "
+                    f"for this network?): {err}"
+                ) from err
+            raise
+
     def _epoch_edge(self, batch_idx: int) -> bool:
         """First or last training batch of the epoch: logged too, so short runs and epoch ends have values."""
         n = self.trainer.num_training_batches
         return batch_idx == 0 or (isinstance(n, int) and batch_idx == n - 1)
 
-    def _eval_step(self, batch: Any, stage: str) -> dict[str, Any]:
+    def _eval_step(self, batch: Any, stage: str, batch_idx: int) -> dict[str, Any]:
         x = self.unpack_batch(batch)
         terms, out = self.compute_terms(x, n_samples=1)
         n = x.shape[0]
+        self._eval_losses.append((batch_idx, terms.loss.detach()))
         for term in _EVAL_TERMS:
             metric = self._metric(f"{stage}_{term}")
             metric.update(getattr(terms, term), weight=n)
             self.log(f"{stage}/{term}", metric, prog_bar=term == "elbo")
         if self.n_eval_samples > 1:
-            iw, _ = self.compute_terms(x, n_samples=self.n_eval_samples)
-            assert iw.iwae is not None
+            # The same chunked estimator as ImportanceWeightedNLL: memory bounded by iw_chunk_size for any k.
+            nll_values = iw_nll(self, x, n_samples=self.n_eval_samples, chunk_size=self.iw_chunk_size)
             nll = self._metric(f"{stage}_nll_iw")
-            nll.update(-iw.iwae, weight=n)
+            nll.update(nll_values.mean(), weight=n)
             self.log(f"{stage}/nll_iw", nll)
         return {"loss": terms.loss, "posterior": out.posterior, "z": out.z[0], "kl_per_dim": terms.kl_per_dim}
 
@@ -474,10 +599,33 @@ class VAE(LightningModule):
         self._reset_eval_metrics("test")
 
     def on_validation_epoch_end(self) -> None:
+        self._check_eval_losses("val")
         self._log_bits_per_dim("val")
 
     def on_test_epoch_end(self) -> None:
+        self._check_eval_losses("test")
         self._log_bits_per_dim("test")
+
+    def _check_eval_losses(self, stage: str) -> None:
+        """Non-finite evaluation batches: an error under ``on_nonfinite="raise"``, a warning under ``"skip"``.
+
+        Either way the epoch's means include them (NaN), so a bad batch never makes a value look better.
+        """
+        losses, self._eval_losses = self._eval_losses, []
+        if not losses or self._trainer is not None and self.trainer.sanity_checking:
+            return
+        finite = torch.isfinite(torch.stack([loss.float() for _, loss in losses])).tolist()
+        bad = [batch_idx for (batch_idx, _), ok in zip(losses, finite) if not ok]
+        if not bad:
+            return
+        message = (
+            f"{stage}: {len(bad)} of {len(losses)} batches had a non-finite loss (batch indices {bad[:10]}); "
+            f"the {stage}/ epoch values are NaN. Check those batches for NaN/inf data, or the model for "
+            "non-finite outputs."
+        )
+        if self.guard.policy == "raise":
+            raise NonFiniteError(message)
+        rank_zero_warn(message)
 
     def _log_bits_per_dim(self, stage: str) -> None:
         # The best NLL estimate available: importance-weighted when n_eval_samples > 1, else -ELBO (an upper bound).
@@ -492,10 +640,10 @@ class VAE(LightningModule):
         self.log(f"{stage}/bits_per_dim", bits_per_dim(nats, math.prod(self.data_shape)), sync_dist=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
-        return self._eval_step(batch, "val")
+        return self._eval_step(batch, "val", batch_idx)
 
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
-        return self._eval_step(batch, "test")
+        return self._eval_step(batch, "test", batch_idx)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """The posterior mean of each example, shape ``(B, D)``."""
