@@ -1,13 +1,143 @@
-"""DataLoader construction shared by the data modules, including the evaluation sampler for DDP."""
+"""DataLoader construction shared by the data modules: resumable training loaders, exact evaluation under DDP.
+
+Training loaders resume mid-epoch. The order of an epoch is a function of ``(seed, epoch)`` alone
+(:class:`ResumableSampler`), the loader counts the batches it has handed out and Lightning stores that
+count in every checkpoint (:class:`ResumableLoader` keeps ``state_dict``/``load_state_dict``, which
+Lightning saves for any loader that has them), so a run resumed from a checkpoint written in the middle
+of an epoch sees exactly the batches the interrupted run had still to see. Randomness applied to a batch
+(dynamic binarisation) is drawn from a generator keyed by ``(seed, epoch, rank, batch number)``
+(:func:`batch_key`), never from the global random state, so it is the same whether or not the run was
+interrupted, with or without worker processes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+
+def batch_key(seed: int, epoch: int, rank: int, batch: int) -> int:
+    """A 63-bit seed for the random draws of one batch, the same in every run and process that asks.
+
+    Example::
+
+        >>> batch_key(0, 1, 0, 5) == batch_key(0, 1, 0, 5), batch_key(0, 1, 0, 5) != batch_key(0, 1, 0, 6)
+        (True, True)
+    """
+    value = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + rank * 0x94D049BB133111EB + batch) & (2**64 - 1)
+    # splitmix64 finaliser: neighbouring keys give unrelated seeds
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (value ^ (value >> 31)) & (2**63 - 1)
+
+
+class ResumableSampler(DistributedSampler):
+    """The order of a training epoch as a function of ``(seed, epoch)``, able to start mid-epoch.
+
+    A ``DistributedSampler`` (so Lightning keeps it under DDP instead of injecting its own), for one
+    process or for this rank of a process group. With ``batch_size`` given, it yields ``(index, key)``
+    pairs where ``key`` (:func:`batch_key`) seeds the random draws of the batch the index falls in.
+
+    Args:
+        dataset: The training set.
+        shuffle: Shuffle each epoch (``torch.randperm`` seeded with ``seed + epoch``).
+        seed: Seed of the order (and of the batch keys).
+        batch_size: Batch size of the loader, to yield keyed indices; ``None`` yields plain indices.
+
+    Example::
+
+        >>> sampler = ResumableSampler(range(6), shuffle=True, seed=0)
+        >>> full = list(sampler)
+        >>> sampler.start = 4  # resume after 4 examples: the same epoch's last two
+        >>> list(sampler) == full[4:]
+        True
+    """
+
+    def __init__(self, dataset: Any, *, shuffle: bool, seed: int = 0, batch_size: int | None = None) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        super().__init__(
+            dataset,
+            num_replicas=dist.get_world_size() if distributed else 1,
+            rank=dist.get_rank() if distributed else 0,
+            shuffle=shuffle,
+            seed=seed,
+        )
+        self.batch_size = batch_size
+        #: Position in this epoch's order to start from, used once by the next iteration (set on resume).
+        self.start = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        start, self.start = self.start, 0
+        indices = list(super().__iter__())[start:]
+        if self.batch_size is None:
+            return iter(indices)
+        size = self.batch_size
+        return iter(
+            (index, batch_key(self.seed, self.epoch, self.rank, (start + i) // size)) for i, index in enumerate(indices)
+        )
+
+
+class KeyedDataset(Dataset):
+    """Wraps a dataset so that ``dataset[(index, key)]`` returns the example with ``key`` appended."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Any, ...]:
+        index, key = item
+        example = self.dataset[index]
+        return (*example, key) if isinstance(example, tuple) else (example, key)
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` over a :class:`ResumableSampler` whose position Lightning checkpoints.
+
+    ``state_dict()`` holds the epoch and the number of batches handed out in it; ``load_state_dict``
+    makes the next iteration start at the following batch (or at the next epoch when the saved one
+    was complete). Lightning calls both for every training loader that has them.
+    """
+
+    sampler: ResumableSampler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches_seen = 0
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        self.batches_seen = self.sampler.start // (self.batch_size or 1)
+        for batch in super().__iter__():
+            self.batches_seen += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batches", "seed"}``: where the loader is in the run."""
+        return {"epoch": self.sampler.epoch, "batches": self.batches_seen, "seed": self.sampler.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue after the ``state["batches"]``-th batch of epoch ``state["epoch"]``.
+
+        Raises:
+            ValueError: If the state was written with another seed (the order would differ).
+        """
+        if int(state.get("seed", self.sampler.seed)) != self.sampler.seed:
+            raise ValueError(
+                f"Expected the checkpoint's data order seed {state['seed']} to equal the data module's seed "
+                f"{self.sampler.seed}; resume with the same data settings"
+            )
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches >= len(self):
+            self.sampler.set_epoch(epoch + 1)
+            self.sampler.start = 0
+        else:
+            self.sampler.set_epoch(epoch)
+            self.sampler.start = batches * (self.batch_size or 1)
 
 
 def make_loader(
@@ -18,6 +148,8 @@ def make_loader(
     num_workers: int = 0,
     collate_fn: Callable[[list[Any]], Any] | None = None,
     evaluation: bool = False,
+    seed: int = 0,
+    keyed: bool = False,
 ) -> DataLoader:
     """A DataLoader over ``dataset``; evaluation loaders visit every example exactly once under DDP.
 
@@ -25,21 +157,31 @@ def make_loader(
     gets the same number, which biases validation means. For evaluation loaders, when a process group
     is running, this uses Lightning's ``UnrepeatedDistributedSampler`` instead: ranks get uneven shards
     with no repeats, and the module's torchmetrics states (weighted by batch size) then reduce to
-    exactly the one-process value. A training loader with ``shuffle=False`` keeps its order under DDP
-    too (rank r takes examples r, r + W, ...). Lightning keeps a ``DistributedSampler`` it is given.
+    exactly the one-process value.
+
+    Training loaders (``evaluation=False``) are :class:`ResumableLoader` over a :class:`ResumableSampler`
+    seeded with ``seed``: resumable mid-epoch, with the order asked for (``shuffle=False`` keeps it,
+    rank r taking examples r, r + W, ... under DDP). With ``keyed=True`` each example comes with its
+    batch's key appended (see :func:`batch_key`), for a ``collate_fn`` that draws per-batch randomness.
 
     Raises:
         RuntimeError: If ``dataset`` is ``None`` (``setup()`` was not called).
     """
     if dataset is None:
         raise RuntimeError("Call `setup()` before asking for a dataloader")
+    if not evaluation:
+        train_sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, batch_size=batch_size if keyed else None)
+        return ResumableLoader(
+            KeyedDataset(dataset) if keyed else dataset,
+            batch_size=batch_size,
+            sampler=train_sampler,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            collate_fn=collate_fn,
+        )
     sampler: Sampler | None = None
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        if evaluation:
-            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)  # type: ignore[arg-type]
-        elif not shuffle:
-            # Lightning would inject a shuffling DistributedSampler into any training loader; keep the order asked for.
-            sampler = DistributedSampler(dataset, shuffle=False)  # type: ignore[arg-type]
+        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)  # type: ignore[arg-type]
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -152,7 +152,12 @@ class ShapesDataModule(LightningDataModule):
 
     def _loader(self, dataset: Dataset | None, shuffle: bool, evaluation: bool = True) -> DataLoader:
         return make_loader(
-            dataset, self.batch_size, shuffle=shuffle, num_workers=self.num_workers, evaluation=evaluation
+            dataset,
+            self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            evaluation=evaluation,
+            seed=self.seed,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -106,7 +106,9 @@ class TensorDataModule(LightningDataModule):
     def _loader(self, dataset: torch.utils.data.Dataset | None, shuffle: bool) -> DataLoader:
         evaluation = dataset is not self.train_set
         workers = self.num_workers
-        return make_loader(dataset, self.batch_size, shuffle=shuffle, num_workers=workers, evaluation=evaluation)
+        return make_loader(
+            dataset, self.batch_size, shuffle=shuffle, num_workers=workers, evaluation=evaluation, seed=self.seed
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=self.shuffle)

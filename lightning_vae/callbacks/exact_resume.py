@@ -1,0 +1,58 @@
+"""``ExactResume``: the random draws of each training step are a function of the run's seed and the step."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lightning_vae.data.common import batch_key
+
+
+class ExactResume(Callback):
+    """Seed torch (CPU, CUDA), NumPy and ``random`` at the start of each training batch from ``(seed, epoch, batch)``.
+
+    Lightning restores weights, optimizer, schedulers, loops and callback states from a checkpoint, but not
+    the random state: a run resumed mid-epoch draws other reparameterisation noise (and dropout masks)
+    than the run it continues. With this callback the draws of a training step depend only on the seed,
+    the epoch, the batch index and the process rank, so a run killed at any point and resumed from its
+    last checkpoint ends with the same weights as the uninterrupted run (bit for bit on a CPU; on a GPU up
+    to the non-determinism of its kernels). The data modules' training loaders resume mid-epoch
+    themselves (:class:`~lightning_vae.data.common.ResumableLoader`); checkpoints are written atomically
+    by :class:`~lightning_vae.checkpoint_io.AtomicCheckpointIO`.
+
+    The seed is saved in the checkpoint, so a resumed run keeps it.
+
+    Args:
+        seed: Base seed; ``None`` takes the seed given to ``seed_everything`` (``PL_GLOBAL_SEED``), else 0.
+
+    Example::
+
+        >>> from lightning.pytorch import Trainer
+        >>> trainer = Trainer(callbacks=[ExactResume(seed=0)], logger=False, enable_checkpointing=False)
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"Expected `seed` to be an int or None, got {type(seed).__name__}")
+        self.seed = seed
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.seed is None:
+            self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        key = batch_key(self.seed or 0, trainer.current_epoch, trainer.global_rank, batch_idx)
+        torch.manual_seed(key)
+        random.seed(key)
+        np.random.seed(key % 2**32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seed = state_dict.get("seed", self.seed)
