@@ -184,13 +184,17 @@ def mutual_information(
                 f"got {tuple(z.shape)}"
             )
         batch = z.shape[0]
-        # [i, j] = log q(z_i | x_j), in row chunks so memory stays near 2^24 elements for any batch size.
+        # Rows [i, j] = log q(z_i | x_j) are formed a chunk at a time and reduced at once (log-sum-exp over j and
+        # the diagonal), so memory stays near 2^24 elements for any batch size: no B x B matrix is kept.
         rows = max(1, (1 << 24) // max(batch * z.shape[-1], 1))
-        log_density = torch.cat(
-            [posterior.log_prob(z[i : i + rows].unsqueeze(1)).double() for i in range(0, batch, rows)]
-        )
-        neg_entropy = log_density.diagonal() if entropy == "sampled" else -posterior.entropy().double()
-        log_qz = torch.logsumexp(log_density, dim=1) - math.log(batch)
+        log_qz_parts, diagonal_parts = [], []
+        for i in range(0, batch, rows):
+            chunk = posterior.log_prob(z[i : i + rows].unsqueeze(1)).double()  # (rows, B)
+            log_qz_parts.append(torch.logsumexp(chunk, dim=1))
+            if entropy == "sampled":
+                diagonal_parts.append(chunk.diagonal(offset=i))
+        neg_entropy = torch.cat(diagonal_parts) if entropy == "sampled" else -posterior.entropy().double()
+        log_qz = torch.cat(log_qz_parts) - math.log(batch)
         return neg_entropy.mean() - log_qz.mean()
 
 
