@@ -192,6 +192,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     size = file.stat().st_size
     if size == 0:
         raise ValueError(f"{str(path)!r} is empty (0 bytes), not a checkpoint")
+    with open(file, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save's zip format, or a legacy pickle
+        raise ValueError(f"{str(path)!r} ({size} bytes) is not a PyTorch checkpoint (it starts with {head!r})")
     try:
         checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except (EOFError, RuntimeError, zipfile.BadZipFile, OSError) as err:

@@ -51,6 +51,8 @@ class MLPEncoder(HyperparametersMixin, nn.Module):
         self.head = nn.Linear(hidden[-1] if hidden else math.prod(self.input_shape), 2 * latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"MLPEncoder expects examples of shape (B, *{self.input_shape}), got {tuple(x.shape)}")
         h = self.head(self.body(x.flatten(1)))
         loc, log_var = h.chunk(2, dim=-1)
         return loc, log_var

@@ -1,0 +1,109 @@
+"""A checkpoint is data: loading one never runs code it names, and a refusal says which class and why."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_vae, trainer_kwargs
+from lightning.pytorch import Trainer
+
+from lightning_vae import VAE
+from lightning_vae.building import build, resolve_class
+from lightning_vae.data import TensorDataModule
+
+
+@pytest.fixture(scope="module")
+def clean_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("ckpt")
+    vae = tiny_vae(likelihood="bernoulli")
+    trainer = Trainer(**trainer_kwargs(tmp, max_epochs=1, limit_val_batches=0))
+    trainer.fit(vae, datamodule=TensorDataModule(torch.rand(16, 1, 8, 8), batch_size=8))
+    path = tmp / "clean.ckpt"
+    trainer.save_checkpoint(path)
+    return torch.load(path, weights_only=True)
+
+
+def _payloads(target: Path) -> dict[str, dict]:
+    """Callables that would create ``target`` if they were ever called with the planted arguments."""
+    return {
+        "os.system": {"class_path": "os.system", "init_args": {"command": f"touch {target}"}},
+        "subprocess.run": {"class_path": "subprocess.run", "init_args": {"args": ["touch", str(target)]}},
+        "builtins.open": {"class_path": "builtins.open", "init_args": {"file": str(target), "mode": "w"}},
+        "pathlib.Path": {"class_path": "pathlib.Path", "init_args": {}},  # a class, but not a network
+    }
+
+
+PLACES = ["encoder", "decoder", "likelihood", "prior", "optimizer", "lr_scheduler", "encoder.init_args.activation"]
+
+
+def _plant(checkpoint: dict, place: str, payload: dict) -> dict:
+    hostile = copy.deepcopy(checkpoint)
+    hparams = hostile["hyper_parameters"]
+    if place == "encoder.init_args.activation":
+        hparams["encoder"]["init_args"]["activation"] = payload
+    else:
+        hparams[place] = payload
+    return hostile
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("payload", ["os.system", "subprocess.run", "builtins.open", "pathlib.Path"])
+def test_no_payload_runs_from_any_place(clean_checkpoint: dict, tmp_path: Path, place: str, payload: str) -> None:
+    target = tmp_path / "pwned"
+    path = tmp_path / "hostile.ckpt"
+    torch.save(_plant(clean_checkpoint, place, _payloads(target)[payload]), path)
+    with pytest.raises(ValueError, match=payload.replace(".", r"\.")) as info:
+        VAE.load_from_checkpoint(path)
+    assert "refused" in str(info.value) and str(path) in str(info.value)
+    assert not target.exists(), "the planted callable ran"
+
+
+def test_bare_string_callables_are_refused(clean_checkpoint: dict, tmp_path: Path) -> None:
+    """jsonargparse resolves a dotted string for a callable argument (optimizer): it must name an optimizer class."""
+    hostile = copy.deepcopy(clean_checkpoint)
+    hostile["hyper_parameters"]["optimizer"] = "os.system"
+    torch.save(hostile, tmp_path / "h.ckpt")
+    with pytest.raises(ValueError, match=r"optimizer.*os\.system"):
+        VAE.load_from_checkpoint(tmp_path / "h.ckpt")
+
+
+def test_instantiator_outside_lightning_allowlist_is_refused(clean_checkpoint: dict, tmp_path: Path) -> None:
+    target = tmp_path / "pwned"
+    hostile = copy.deepcopy(clean_checkpoint)
+    hostile["hyper_parameters"]["_instantiator"] = "os.system"
+    torch.save(hostile, tmp_path / "h.ckpt")
+    with pytest.raises(ValueError, match="instantiator"):
+        VAE.load_from_checkpoint(tmp_path / "h.ckpt")
+    assert not target.exists()
+
+
+def test_pickled_objects_are_refused_by_the_weights_only_load(clean_checkpoint: dict, tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self):  # would run at unpickling time
+            return (Path.touch, (tmp_path / "pwned",))
+
+    hostile = copy.deepcopy(clean_checkpoint)
+    hostile["hyper_parameters"]["extra"] = Payload()
+    torch.save(hostile, tmp_path / "h.ckpt")
+    with pytest.raises(ValueError, match="weights-only"):
+        VAE.load_from_checkpoint(tmp_path / "h.ckpt")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_clean_checkpoint_still_loads(clean_checkpoint: dict, tmp_path: Path) -> None:
+    torch.save(clean_checkpoint, tmp_path / "ok.ckpt")
+    vae = VAE.load_from_checkpoint(tmp_path / "ok.ckpt")
+    assert vae.sample(2).shape == (2, 1, 8, 8)
+
+
+def test_build_checks_the_class_before_calling_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="refused without calling it"):
+        build({"class_path": "builtins.open", "init_args": {"file": str(tmp_path / "x"), "mode": "w"}}, "encoder")
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="Likelihood"):
+        resolve_class("lightning_vae.nets.MLPEncoder", "likelihood")
+    with pytest.raises(ValueError, match="Cannot import"):
+        resolve_class("no_such_package.Thing", "encoder")
