@@ -26,18 +26,10 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import Tensor
 
-from lightning_vae.callbacks.images import PriorSampleLogger, encode_png, interleave_rows, make_grid, to_display
+from lightning_vae.viz import make_grid, prior_samples, reconstruction_rows, to_display, write_png
 
 #: The subcommands this module adds to ``lightning-vae``.
 COMMANDS = ("sample", "reconstruct")
-
-
-def write_png(path: str | os.PathLike, image: Tensor) -> Path:
-    """Write ``image`` ``(C, H, W)`` in [0, 1] to ``path`` as PNG (folders are created); return the path."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(encode_png(image))
-    return target
 
 
 def _import(dotted: str, what: str) -> Any:
@@ -58,12 +50,12 @@ def load_model(ckpt_path: str | os.PathLike, model_class: str = "lightning_vae.V
 
 
 def sample_images(model: Any, n: int = 64, seed: int = 0) -> Tensor:
-    """``n`` prior samples in data space, drawn as :class:`~lightning_vae.callbacks.PriorSampleLogger` draws them.
+    """``n`` prior samples in data space from a fixed seed (:func:`lightning_vae.viz.prior_samples`).
 
-    With the same ``n`` and ``seed``, these are the images the logger shows in TensorBoard for the same weights.
+    With the same ``n`` and ``seed``, these are the images :class:`~lightning_vae.callbacks.PriorSampleLogger`
+    shows for the same weights.
     """
-    with torch.no_grad():
-        return PriorSampleLogger(n_images=n, seed=seed).samples(model)
+    return prior_samples(model, n, seed)
 
 
 def _data_from_mapping(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> LightningDataModule:
@@ -136,10 +128,7 @@ def first_examples(datamodule: LightningDataModule, split: str, n: int, model: A
 
 def reconstruction_images(model: Any, x: Tensor, nrow: int = 8) -> Tensor:
     """Rows of inputs, each followed by their reconstructions (as ``ReconstructionLogger`` shows them)."""
-    with torch.no_grad():
-        x = x.to(model.device).float()
-        recon = model.reconstruct(x).float().reshape(x.shape)
-    return interleave_rows(x, recon, nrow)
+    return reconstruction_rows(model, x, nrow)
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:

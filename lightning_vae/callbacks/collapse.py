@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.distributions import Distribution
@@ -19,76 +18,8 @@ from lightning_vae.functional.nll import SupportsLogJoint
 from lightning_vae.metrics.collapse import KLPerDimension, MutualInformation, PosteriorMeanVariance
 from lightning_vae.metrics.nll import ImportanceWeightedNLL
 from lightning_vae.utilities import batch_data
-
-#: Anchors of the viridis colour map (dark blue -> green -> yellow), interpolated linearly.
-_VIRIDIS = (
-    (68, 1, 84),
-    (72, 40, 120),
-    (59, 82, 139),
-    (44, 114, 142),
-    (33, 145, 140),
-    (39, 173, 129),
-    (94, 201, 98),
-    (170, 220, 50),
-    (253, 231, 37),
-)
-
-
-def colorize(values: Tensor) -> Tensor:
-    """Map values in ``[0, 1]`` of any shape ``S`` to viridis RGB colours ``(3, *S)`` in ``[0, 1]``.
-
-    Example::
-
-        >>> colorize(torch.tensor([0.0, 1.0])).mul(255).round().T
-        tensor([[ 68.,   1.,  84.],
-                [253., 231.,  37.]])
-    """
-    anchors = torch.tensor(_VIRIDIS, dtype=torch.float32, device=values.device) / 255.0
-    pos = values.float().clamp(0.0, 1.0) * (len(_VIRIDIS) - 1)
-    low = pos.floor().long().clamp(max=len(_VIRIDIS) - 2)
-    frac = (pos - low.float()).unsqueeze(-1)
-    rgb = anchors[low] * (1.0 - frac) + anchors[low + 1] * frac
-    return rgb.movedim(-1, 0)
-
-
-def kl_heatmap(history: Tensor, floor: float = 1e-3, cell: int = 12, max_side: int = 960) -> tuple[Tensor, float]:
-    """Render the KL per dimension over checks as an RGB image a person can read at a glance.
-
-    Rows are latent dimensions (dimension 0 at the top), columns are checks (the first at the
-    left); the colour is ``log10`` of the KL between ``floor`` (dark) and the largest value seen
-    (yellow). A colour bar on the right runs from ``floor`` (bottom) to that maximum (top).
-
-    Args:
-        history: KL per dimension of each check, ``(T, D)`` in nats.
-        floor: KL shown as the darkest colour (anything lower too).
-        cell: Largest side in pixels of one (dimension, check) cell.
-        max_side: Largest width or height of the heat map part.
-
-    Returns:
-        ``(image, vmax)``: the image ``(3, H, W)`` in ``[0, 1]`` and the KL shown as the brightest colour.
-
-    Example::
-
-        >>> image, vmax = kl_heatmap(torch.tensor([[0.0, 1.0], [0.0, 2.0]]))
-        >>> image.shape, vmax
-        (torch.Size([3, 24, 38]), 2.0)
-    """
-    if history.dim() != 2 or history.numel() == 0:
-        raise ValueError(f"Expected a history of shape (checks, latent dims), got {tuple(history.shape)}")
-    steps, dims = history.shape
-    vmax = max(float(history.max()), 10.0 * floor)
-    lo, hi = math.log10(floor), math.log10(vmax)
-    scaled = (torch.log10(history.float().clamp(min=floor)) - lo) / (hi - lo)  # (T, D)
-    cell_w = max(1, min(cell, max_side // steps))
-    cell_h = max(1, min(cell, max_side // dims))
-    grid = scaled.T.repeat_interleave(cell_h, 0).repeat_interleave(cell_w, 1)  # (D*h, T*w)
-    height = grid.shape[0]
-    bar = torch.linspace(1.0, 0.0, height).unsqueeze(1).expand(height, max(4, cell))
-    gap = torch.full((height, 2), float("nan"))
-    canvas = torch.cat([grid, gap, bar], dim=1)
-    image = colorize(canvas.nan_to_num(0.0))
-    image[:, canvas.isnan()] = 1.0  # white gap between the map and the colour bar
-    return image, vmax
+from lightning_vae.viz import ViewWriter
+from lightning_vae.viz.colors import colorize, kl_heatmap
 
 
 def _check_number(name: str, value: Any, *, integer: bool = False, low: float = 0.0, strict: bool = False) -> Any:
@@ -120,9 +51,14 @@ class PosteriorCollapseMonitor(Callback):
     - ``collapse/collapsed_dims``: dimensions with a data-averaged KL below ``kl_threshold``;
     - ``collapse/nll_iw``: the importance-weighted NLL with ``iw_samples`` samples, when above 0
       (the module then needs ``encode(x)`` and ``log_joint(x, z)``);
-    - to TensorBoard: ``collapse/kl_per_dim`` (histogram over dimensions) and
-      ``collapse/kl_per_dim_heatmap`` (an image of the KL of every dimension over the validation
-      checks so far; dark is unused, bright is used). Other loggers get the scalars only.
+    - ``collapse/kl_per_dim``: the KL of each dimension, as a histogram in TensorBoard, a bar chart
+      image for loggers that take images (W&B's ``log_image``, MLflow, Comet), and a row of
+      ``<log folder>/collapse/kl_per_dim.csv`` (``stage, step, KL of dimension 0, 1, ...``) for the
+      others (``CSVLogger``) or without a logger;
+    - ``collapse/kl_per_dim_heatmap``: an image of the KL of every dimension over the validation
+      checks so far (dark is unused, bright is used), with a caption that reads it; a PNG file
+      ``collapse/kl_per_dim_heatmap/step_<step>.png`` for loggers without images (see
+      :class:`~lightning_vae.viz.ViewWriter`).
 
     A validation check shows collapse when fewer than ``min_active_units`` units are active or
     the mutual information is below ``min_mutual_info`` nats. After ``patience`` such checks in a
@@ -140,7 +76,7 @@ class PosteriorCollapseMonitor(Callback):
         iw_samples: Importance samples for ``collapse/nll_iw``; 0 turns it off (it costs ``k``
             decoder passes per example).
         iw_chunk_size: Most (sample, example) pairs decoded at once for the NLL.
-        log_images: Log the histogram and heat map to TensorBoard loggers.
+        log_images: Log the KL per dimension and the heat map (to every logger, as above).
 
     Raises:
         ValueError: For negative thresholds or a non-positive ``patience``.
@@ -175,6 +111,7 @@ class PosteriorCollapseMonitor(Callback):
         self.iw_chunk_size = _check_number("iw_chunk_size", iw_chunk_size, integer=True, strict=True)
         self.stop_on_collapse = bool(stop_on_collapse)
         self.log_images = bool(log_images)
+        self._out = ViewWriter("PosteriorCollapseMonitor")
 
         self.kl_per_dim = KLPerDimension()
         self.mean_variance = PosteriorMeanVariance()
@@ -340,25 +277,17 @@ class PosteriorCollapseMonitor(Callback):
     def _log_views(self, trainer: Trainer, kl_per_dim: Tensor, heatmap: bool = True) -> None:
         if not self.log_images or not trainer.is_global_zero:
             return
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if not loggers:
-            return
-        image = vmax = None
+        stage = "validate" if heatmap else "test"
+        self._out.values(trainer, "collapse/kl_per_dim", kl_per_dim, trainer.global_step, stage=stage)
         if heatmap and self.history:
             image, vmax = kl_heatmap(torch.tensor(self.history))
-        for logger in loggers:
-            experiment = logger.experiment
-            experiment.add_histogram("collapse/kl_per_dim", kl_per_dim, trainer.global_step)
-            if image is not None:
-                experiment.add_image("collapse/kl_per_dim_heatmap", image, trainer.global_step, dataformats="CHW")
-                experiment.add_text(
-                    "collapse/kl_per_dim_heatmap",
-                    f"Rows: latent dimensions 0 (top) to {kl_per_dim.numel() - 1}; columns: validation checks "
-                    f"(steps {self.history_steps[0]} to {self.history_steps[-1]}); colour: log KL per dimension "
-                    f"from 0.001 nats or less (dark) to {vmax:.3g} nats (yellow), colour bar on the right; "
-                    f"dimensions under {self.kl_threshold:g} nats count as collapsed.",
-                    trainer.global_step,
-                )
+            caption = (
+                f"Rows: latent dimensions 0 (top) to {kl_per_dim.numel() - 1}; columns: validation checks "
+                f"(steps {self.history_steps[0]} to {self.history_steps[-1]}); colour: log KL per dimension "
+                f"from 0.001 nats or less (dark) to {vmax:.3g} nats (yellow), colour bar on the right, NaN in red; "
+                f"dimensions under {self.kl_threshold:g} nats count as collapsed."
+            )
+            self._out.image(trainer, "collapse/kl_per_dim_heatmap", image, trainer.global_step, caption=caption)
 
     # ------------------------------------------------------------------ state
     @override

@@ -2,8 +2,10 @@
 
 The projector reads ``projector_config.pbtxt`` in a run's log folder; each entry names a tensor
 file (TSV), a metadata file (TSV) and a sprite (one PNG tiling all thumbnails). This callback
-writes those files itself (the sprite through :func:`~lightning_vae.callbacks.images.encode_png`),
-so no Pillow is needed.
+writes those files itself (the sprite through :func:`~lightning_vae.viz.encode_png`), so no Pillow
+is needed. Without a ``TensorBoardLogger`` the same files go to the run's folder (the ``log_dir`` of a
+``CSVLogger``, or ``default_root_dir`` without a logger), where ``tensorboard --logdir <folder>``
+shows them in the PROJECTOR tab.
 """
 
 from __future__ import annotations
@@ -17,18 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_vae.callbacks.images import (
-    _check_range,
-    _is_image,
+from lightning_vae.callbacks.image_view import unpack_data
+from lightning_vae.viz import (
+    ViewWriter,
+    check_value_range,
     encode_png,
     find_tensorboard,
+    is_image,
+    logger_folder,
     make_grid,
     to_display,
-    unpack_data,
 )
 
 __all__ = ["LatentEmbeddingLogger", "write_projector_embedding"]
@@ -189,13 +193,15 @@ class LatentEmbeddingLogger(Callback):
         self.n_examples, self.every_n_epochs = n_examples, every_n_epochs
         self.metadata_header = None if metadata_header is None else [str(h) for h in metadata_header]
         self.thumbnails = bool(thumbnails)
-        self.value_range = _check_range(value_range)
+        self.value_range = check_value_range(value_range)
         self.tag = tag
         self._means: list[Tensor] = []
         self._labels: list[Tensor] = []
         self._images: list[Tensor] = []
         self._collected_at: int | None = None
         self._written_at: int | None = None
+        self._out = ViewWriter(type(self).__name__)
+        self._announced = False
 
     @property
     @override
@@ -235,7 +241,7 @@ class LatentEmbeddingLogger(Callback):
         labels = _labels(batch)
         if labels is not None:
             self._labels.append(labels[:need].detach().cpu())
-        if self.thumbnails and _is_image(tuple(x.shape[1:])):
+        if self.thumbnails and is_image(tuple(x.shape[1:])):
             self._images.append(to_display(x[:need], self.value_range))
         self._collected_at = trainer.global_step
 
@@ -253,11 +259,8 @@ class LatentEmbeddingLogger(Callback):
             return
         if self._written_at == self._collected_at:
             return
-        writer = find_tensorboard(trainer)
-        if writer is None:
-            rank_zero_warn(
-                "LatentEmbeddingLogger writes for TensorBoard's projector; the trainer has no TensorBoardLogger"
-            )
+        folder = self._folder(trainer)
+        if folder is None:
             return
         means = torch.cat(self._means)
         n = means.shape[0]
@@ -270,12 +273,25 @@ class LatentEmbeddingLogger(Callback):
             )
             header = None
         try:
-            write_projector_embedding(
-                writer.get_logdir(), self.tag, int(self._collected_at or 0), means, labels, header, images
-            )
+            write_projector_embedding(folder, self.tag, int(self._collected_at or 0), means, labels, header, images)
         except ValueError as err:
             rank_zero_warn(f"LatentEmbeddingLogger: {err}; written without thumbnails")
-            write_projector_embedding(
-                writer.get_logdir(), self.tag, int(self._collected_at or 0), means, labels, header
-            )
+            write_projector_embedding(folder, self.tag, int(self._collected_at or 0), means, labels, header)
         self._written_at = self._collected_at
+
+    def _folder(self, trainer: Trainer) -> str | None:
+        """The TensorBoard log folder, else the run's folder for files; ``None`` under ``fast_dev_run``."""
+        writer = find_tensorboard(trainer)
+        if writer is not None:
+            return str(writer.get_logdir())
+        if not self._out.active(trainer):
+            return None
+        folders = self._out.folders(trainer)
+        folder = folders[0] if folders else logger_folder(trainer, trainer.loggers[0])
+        if not self._announced:
+            self._announced = True
+            rank_zero_info(
+                f"LatentEmbeddingLogger: the trainer has no TensorBoardLogger; the projector files go to {folder} "
+                f"(`tensorboard --logdir {folder}` shows them in the PROJECTOR tab)"
+            )
+        return folder

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from lightning_vae.callbacks.images import find_tensorboard
+from lightning_vae.viz import add_summary, disable_default_hp_metric, find_tensorboard
 
 __all__ = ["DEFAULT_LAYOUT", "TensorBoardDashboard", "flatten_hparams", "session_end_summary", "session_start_summary"]
 
@@ -157,8 +157,7 @@ class TensorBoardDashboard(Callback):
         if not self.hparams:
             return
         for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger) and getattr(logger, "_default_hp_metric", False):
-                logger._default_hp_metric = False
+            if disable_default_hp_metric(logger):
                 rank_zero_info(
                     "TensorBoardDashboard: `hp_metric` is off; the HPARAMS tab lists the run's final metrics"
                 )
@@ -170,9 +169,11 @@ class TensorBoardDashboard(Callback):
             return
         writer = find_tensorboard(trainer)
         if writer is None:
-            rank_zero_warn("TensorBoardDashboard needs a TensorBoardLogger; nothing logged")
+            rank_zero_warn(
+                "TensorBoardDashboard fills TensorBoard's HPARAMS and CUSTOM SCALARS tabs and the trainer has no "
+                "TensorBoardLogger: nothing written (other loggers record the hyperparameters and scalars themselves)"
+            )
             return
-        file_writer = writer._get_file_writer()
         if self.layout:
             writer.add_custom_scalars(
                 {
@@ -184,16 +185,16 @@ class TensorBoardDashboard(Callback):
             logger = next(lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger))
             params = dict(logger.hparams) if logger.hparams else dict(pl_module.hparams)
             params.update(self.extra_hparams)
-            file_writer.add_summary(session_start_summary(flatten_hparams(params)), trainer.global_step)
+            add_summary(writer, session_start_summary(flatten_hparams(params)), trainer.global_step)
             self._open = True
-        file_writer.flush()
+        writer.flush()
 
     def _close(self, trainer: Trainer, status: str) -> None:
         if not (self._open and trainer.is_global_zero):
             return
         writer = find_tensorboard(trainer)
         if writer is not None:
-            writer._get_file_writer().add_summary(session_end_summary(status), trainer.global_step)
+            add_summary(writer, session_end_summary(status), trainer.global_step)
             writer.flush()
         self._open = False
 

@@ -233,14 +233,26 @@ def test_only_global_rank_zero_draws(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert calls == [] and all(v._fixed is None for v in views)
 
 
-def test_without_tensorboard_the_views_warn_once_and_training_goes_on(tmp_path: Path) -> None:
-    view = ReconstructionLogger()
-    with pytest.warns(
-        UserWarning, match="ReconstructionLogger draws into TensorBoard; the trainer has no TensorBoardLogger"
-    ) as record:
-        trainer, _, _ = fit(tmp_path, [view], max_epochs=3, logger=False)
+def test_without_a_logger_the_views_go_to_png_files_announced_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    view = ReconstructionLogger(n_images=4, nrow=2)
+    with caplog.at_level("INFO", logger="lightning.pytorch.utilities.rank_zero"):
+        trainer, model, data = fit(tmp_path, [view], max_epochs=3, logger=False)
     assert trainer.current_epoch == 3
-    assert sum("has no TensorBoardLogger" in str(w.message) for w in record) == 1
+    steps = [(epoch + 1) * trainer.num_training_batches for epoch in range(3)]
+    files = sorted((tmp_path / "images" / "reconstructions").glob("*.png"))
+    assert [f.name for f in files] == [f"step_{step:06d}.png" for step in steps]
+    notes = [r.getMessage() for r in caplog.records if "go to files under" in r.getMessage()]
+    assert notes == [
+        f"ReconstructionLogger: the trainer has no logger; `images/reconstructions` images and the other views go to "
+        f"files under {tmp_path}"
+    ]
+    model.eval()
+    fixed = data.val_set.images[:4]
+    expected = torch.cat([fixed[:2], model.reconstruct(fixed)[:2], fixed[2:], model.reconstruct(fixed)[2:]])
+    reference = quantize(torch.from_numpy(reference_grid(expected.numpy(), 2, 2, 1.0)))
+    assert np.abs(decode_png(files[-1].read_bytes()).astype(int) - reference.astype(int)).max() <= 1
 
 
 def test_data_that_are_not_images_are_skipped_with_a_warning(tmp_path: Path) -> None:

@@ -1,0 +1,72 @@
+"""``PriorSampleLogger``: samples from the prior, drawn from fixed latent noise at every validation epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from lightning.pytorch import Trainer
+from torch import Tensor
+from typing_extensions import override
+
+from lightning_vae.callbacks.image_view import ImageView, check_positive_int
+from lightning_vae.viz import prior_samples
+
+__all__ = ["PriorSampleLogger"]
+
+
+class PriorSampleLogger(ImageView):
+    """Log samples from the prior: z ~ p(z) from a fixed seed, shown as the likelihood mean.
+
+    The same latent noise is drawn at every epoch (``seed``), so the grid shows how the decoder's
+    picture of the same points changes during training. The grid goes to every logger of the
+    trainer, or to PNG files in the run's folder (see :class:`~lightning_vae.viz.ViewWriter`).
+
+    Args:
+        n_images: Number of samples.
+        nrow: Samples per row.
+        every_n_epochs: Log at the end of every n-th validation epoch.
+        seed: Seed of the latent noise (the global random state is left untouched).
+        value_range: Range of the data mapped to black..white.
+        tag: Tag of the grid.
+
+    Raises:
+        ValueError: For a non-positive count or a bad ``value_range``.
+        TypeError: For a seed that is not an int.
+
+    Example::
+
+        >>> from lightning.pytorch import Trainer
+        >>> trainer = Trainer(callbacks=[PriorSampleLogger(n_images=64, seed=0)], logger=False)
+    """
+
+    needs = ("sample",)
+
+    def __init__(
+        self,
+        n_images: int = 64,
+        nrow: int = 8,
+        every_n_epochs: int = 1,
+        seed: int = 0,
+        value_range: Sequence[float] = (0.0, 1.0),
+        tag: str = "images/samples",
+    ) -> None:
+        super().__init__(every_n_epochs, 0, value_range, tag)
+        self.n_images = check_positive_int("n_images", n_images)
+        self.nrow = check_positive_int("nrow", nrow)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"Expected `seed` to be an int, got {seed!r}")
+        self.seed = seed
+
+    def samples(self, pl_module: Any) -> Tensor:
+        """The ``n_images`` samples from the fixed seed, in data space (:func:`~lightning_vae.viz.prior_samples`)."""
+        return prior_samples(pl_module, self.n_images, self.seed)
+
+    @override
+    def draw(self, trainer: Trainer, pl_module: Any) -> None:
+        if getattr(pl_module, "autoregressive", False):
+            self._warn_once(
+                "autoregressive",
+                "PriorSampleLogger: the decoder is autoregressive, so each grid costs one decoder pass per pixel",
+            )
+        self.emit(trainer, self.tag, self.samples(pl_module), self.nrow)

@@ -1,0 +1,88 @@
+"""``LatentTraversalLogger``: for the most active latent dimensions, one row varying that dimension alone."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from lightning.pytorch import Trainer
+from torch import Tensor
+from typing_extensions import override
+
+from lightning_vae.callbacks.image_view import ImageView, check_positive_int
+from lightning_vae.viz import latent_traversal
+
+__all__ = ["LatentTraversalLogger"]
+
+
+class LatentTraversalLogger(ImageView):
+    """Log latent traversals: for the most active dimensions, one row varying that dimension alone.
+
+    Activity is the variance over the fixed validation examples of the posterior mean of each
+    dimension (the statistic of active units, Burda et al. 2015). Each row starts from the
+    posterior mean of the first example and sweeps one dimension over ``n_steps`` values evenly
+    spaced in ``[-limit, limit]``; the rows are ordered from the most active dimension down, and the
+    dimensions shown are written next to the grid as text (TensorBoard: ``<tag>_dims``; other
+    loggers: the image's caption or a ``.txt`` file beside the PNG).
+
+    Args:
+        n_dims: Number of dimensions (rows) shown.
+        n_steps: Values per dimension (columns).
+        limit: The sweep covers ``[-limit, limit]`` (in units of the standard normal prior).
+        n_examples: Validation examples the activity is measured on.
+        every_n_epochs: Log at the end of every n-th validation epoch.
+        value_range: Range of the data mapped to black..white.
+        tag: Tag of the grid.
+
+    Raises:
+        ValueError: For non-positive counts, ``n_examples < 2``, a non-positive ``limit`` or a bad ``value_range``.
+
+    Example::
+
+        >>> from lightning.pytorch import Trainer
+        >>> trainer = Trainer(callbacks=[LatentTraversalLogger(n_dims=6, n_steps=9, limit=3.0)], logger=False)
+    """
+
+    needs = ("encode", "decode")
+
+    def __init__(
+        self,
+        n_dims: int = 8,
+        n_steps: int = 9,
+        limit: float = 3.0,
+        n_examples: int = 256,
+        every_n_epochs: int = 1,
+        value_range: Sequence[float] = (0.0, 1.0),
+        tag: str = "images/traversals",
+    ) -> None:
+        if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 2:
+            raise ValueError(f"Expected `n_examples` to be an int >= 2 (a variance needs two), got {n_examples!r}")
+        super().__init__(every_n_epochs, n_examples, value_range, tag)
+        self.n_dims = check_positive_int("n_dims", n_dims)
+        self.n_steps = check_positive_int("n_steps", n_steps)
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit < math.inf:
+            raise ValueError(f"Expected `limit` to be a positive finite float, got {limit!r}")
+        self.limit = float(limit)
+
+    def traversal(self, pl_module: Any, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(images (k * n_steps, *data), dims (k,), activity (D,))`` for examples ``x``; dims by falling activity."""
+        return latent_traversal(pl_module, x, self.n_dims, self.n_steps, self.limit)
+
+    @override
+    def draw(self, trainer: Trainer, pl_module: Any) -> None:
+        if self._fixed is None or self._fixed.shape[0] < 2:
+            return
+        if getattr(pl_module, "autoregressive", False):
+            self._warn_once("autoregressive", "LatentTraversalLogger: skipped, the decoder is autoregressive (needs x)")
+            return
+        images, dims, activity = self.traversal(pl_module, self._fixed.to(pl_module.device))
+        rows = ", ".join(f"z{int(d)} (var {float(activity[d]):.3g})" for d in dims)
+        self.emit(
+            trainer,
+            self.tag,
+            images,
+            self.n_steps,
+            caption=f"rows, top to bottom: {rows}",
+            caption_tag=f"{self.tag}_dims",
+        )

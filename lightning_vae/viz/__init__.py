@@ -1,0 +1,51 @@
+"""Rendering for the views of a VAE, apart from the callbacks that schedule them.
+
+- :mod:`~lightning_vae.viz.png`: PNG encoding without Pillow (:func:`encode_png`, :func:`write_png`);
+- :mod:`~lightning_vae.viz.grid`: image grids (:func:`make_grid`, :func:`interleave_rows`, :func:`to_display`);
+- :mod:`~lightning_vae.viz.colors`: the viridis colour map, the KL heat map, bar charts;
+- :mod:`~lightning_vae.viz.views`: what the views draw, as plain functions of a model
+  (:func:`prior_samples`, :func:`reconstruction_rows`, :func:`latent_traversal`);
+- :mod:`~lightning_vae.viz.writers`: writing images and values through any logger (:class:`ViewWriter`).
+"""
+
+from lightning_vae.viz.colors import NAN_COLOR, VIRIDIS, bar_chart, colorize, kl_heatmap
+from lightning_vae.viz.grid import check_value_range, interleave_rows, is_image, make_grid, to_display
+from lightning_vae.viz.png import encode_png, to_uint8, write_png
+from lightning_vae.viz.views import latent_traversal, prior_samples, reconstruction_rows
+from lightning_vae.viz.writers import (
+    ViewWriter,
+    add_summary,
+    disable_default_hp_metric,
+    find_tensorboard,
+    image_summary,
+    logger_folder,
+    logger_kind,
+    tag_path,
+)
+
+__all__ = [
+    "NAN_COLOR",
+    "VIRIDIS",
+    "ViewWriter",
+    "add_summary",
+    "bar_chart",
+    "check_value_range",
+    "colorize",
+    "disable_default_hp_metric",
+    "encode_png",
+    "find_tensorboard",
+    "image_summary",
+    "interleave_rows",
+    "is_image",
+    "kl_heatmap",
+    "latent_traversal",
+    "logger_folder",
+    "logger_kind",
+    "make_grid",
+    "prior_samples",
+    "reconstruction_rows",
+    "tag_path",
+    "to_display",
+    "to_uint8",
+    "write_png",
+]

@@ -1,0 +1,136 @@
+"""Colour maps and value images: viridis, the KL-per-dimension heat map, a bar chart of values per dimension."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["NAN_COLOR", "VIRIDIS", "bar_chart", "colorize", "kl_heatmap"]
+
+#: Anchors of the viridis colour map (dark blue -> green -> yellow), interpolated linearly.
+VIRIDIS = (
+    (68, 1, 84),
+    (72, 40, 120),
+    (59, 82, 139),
+    (44, 114, 142),
+    (33, 145, 140),
+    (39, 173, 129),
+    (94, 201, 98),
+    (170, 220, 50),
+    (253, 231, 37),
+)
+#: Colour of values that are NaN (red, outside viridis).
+NAN_COLOR = (228, 26, 28)
+
+
+def colorize(values: Tensor) -> Tensor:
+    """Map values in ``[0, 1]`` of any shape ``S`` to viridis RGB colours ``(3, *S)`` in ``[0, 1]``.
+
+    Values outside ``[0, 1]`` are clipped; NaN is drawn in :data:`NAN_COLOR`.
+
+    Example::
+
+        >>> import torch
+        >>> colorize(torch.tensor([0.0, 1.0, float("nan")])).mul(255).round().T
+        tensor([[ 68.,   1.,  84.],
+                [253., 231.,  37.],
+                [228.,  26.,  28.]])
+    """
+    anchors = torch.tensor(VIRIDIS, dtype=torch.float32, device=values.device) / 255.0
+    values = values.float()
+    nan = values.isnan()
+    pos = values.nan_to_num(0.0).clamp(0.0, 1.0) * (len(VIRIDIS) - 1)
+    low = pos.floor().long().clamp(max=len(VIRIDIS) - 2)
+    frac = (pos - low.float()).unsqueeze(-1)
+    rgb = anchors[low] * (1.0 - frac) + anchors[low + 1] * frac
+    rgb[nan] = torch.tensor(NAN_COLOR, dtype=torch.float32, device=values.device) / 255.0
+    return rgb.movedim(-1, 0)
+
+
+def kl_heatmap(history: Tensor, floor: float = 1e-3, cell: int = 12, max_side: int = 960) -> tuple[Tensor, float]:
+    """Render the KL per dimension over checks as an RGB image a person can read at a glance.
+
+    Rows are latent dimensions (dimension 0 at the top), columns are checks (the first at the
+    left); the colour is ``log10`` of the KL between ``floor`` (dark) and the largest finite value
+    seen (yellow); a NaN KL is red. A colour bar on the right runs from ``floor`` (bottom) to that
+    maximum (top), after a white gap.
+
+    Args:
+        history: KL per dimension of each check, ``(T, D)`` in nats.
+        floor: KL shown as the darkest colour (anything lower too).
+        cell: Largest side in pixels of one (dimension, check) cell.
+        max_side: Largest width or height of the heat map part (cells shrink to 1 pixel, no further).
+
+    Returns:
+        ``(image, vmax)``: the image ``(3, H, W)`` in ``[0, 1]`` and the KL shown as the brightest colour.
+
+    Raises:
+        ValueError: For a history that is not a non-empty ``(T, D)`` tensor.
+
+    Example::
+
+        >>> import torch
+        >>> image, vmax = kl_heatmap(torch.tensor([[0.0, 1.0], [0.0, 2.0]]))
+        >>> image.shape, vmax
+        (torch.Size([3, 24, 38]), 2.0)
+    """
+    if history.dim() != 2 or history.numel() == 0:
+        raise ValueError(f"Expected a history of shape (checks, latent dims), got {tuple(history.shape)}")
+    steps, dims = history.shape
+    history = history.detach().float().cpu()
+    finite = history[history.isfinite()]
+    vmax = max(float(finite.max()) if finite.numel() else 0.0, 10.0 * floor)
+    lo, hi = math.log10(floor), math.log10(vmax)
+    scaled = (torch.log10(history.clamp(min=floor)) - lo) / (hi - lo)  # (T, D); NaN stays NaN, inf is clipped
+    cell_w = max(1, min(cell, max_side // steps))
+    cell_h = max(1, min(cell, max_side // dims))
+    grid = scaled.T.repeat_interleave(cell_h, 0).repeat_interleave(cell_w, 1)  # (D*h, T*w)
+    height = grid.shape[0]
+    bar = torch.linspace(1.0, 0.0, height).unsqueeze(1).expand(height, max(4, cell))
+    width = grid.shape[1]
+    canvas = torch.cat([grid, torch.zeros(height, 2), bar], dim=1)
+    image = colorize(canvas)
+    image[:, :, width : width + 2] = 1.0  # white gap between the map and the colour bar
+    return image, vmax
+
+
+def bar_chart(values: Tensor, bar_width: int = 8, height: int = 64, gap: int = 2) -> tuple[Tensor, float]:
+    """A bar chart of non-negative values ``(D,)`` as an RGB image: one dark bar per value on white.
+
+    Bars rise from the bottom in proportion to the value over the largest finite value (which
+    reaches the top); a NaN is a full-height red bar, an infinite value a full-height bar.
+
+    Returns:
+        ``(image, vmax)``: the image ``(3, height, D * (bar_width + gap) + gap)`` and the value at full height.
+
+    Raises:
+        ValueError: For values that are not a non-empty vector, or non-positive sizes.
+
+    Example::
+
+        >>> import torch
+        >>> image, vmax = bar_chart(torch.tensor([1.0, 2.0]), bar_width=2, height=4, gap=1)
+        >>> image.shape, vmax, (image[0, :, 1] < 1).tolist()  # the first bar reaches half way up
+        (torch.Size([3, 4, 7]), 2.0, [False, False, True, True])
+    """
+    if values.dim() != 1 or values.numel() == 0:
+        raise ValueError(f"Expected a vector of values (D,), got shape {tuple(values.shape)}")
+    if bar_width <= 0 or height <= 0 or gap < 0:
+        raise ValueError(f"Expected positive bar_width and height and gap >= 0, got {bar_width}, {height}, {gap}")
+    values = values.detach().float().cpu()
+    finite = values[values.isfinite()]
+    vmax = float(finite.max()) if finite.numel() and float(finite.max()) > 0 else 1.0
+    fraction = (values / vmax).nan_to_num(1.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
+    bars = (fraction * height).round().long()  # pixels filled from the bottom
+    image = torch.ones(3, height, values.numel() * (bar_width + gap) + gap)
+    dark = torch.tensor(VIRIDIS[0], dtype=torch.float32) / 255.0
+    red = torch.tensor(NAN_COLOR, dtype=torch.float32) / 255.0
+    for d in range(values.numel()):
+        left = gap + d * (bar_width + gap)
+        filled = int(bars[d])
+        if filled:
+            colour = red if bool(values[d].isnan()) else dark
+            image[:, height - filled :, left : left + bar_width] = colour.view(3, 1, 1)
+    return image, vmax
