@@ -221,3 +221,15 @@ def test_saved_model_re_evaluates_to_the_printed_and_saved_figure(tmp_path: Path
     reference = _reference_iw_nll(model, dm.test_set.tensors[0][:100], k)
     assert estimate == pytest.approx(reference, abs=0.5)
     assert estimate < 200  # the 200 steps trained: far below an untrained model's ~205 nats
+
+
+def test_plot_only_redraws_the_figure_from_the_results(tmp_path: Path, mnist_dir: Path) -> None:
+    entry = _smoke("pythae_vae", tmp_path, mnist_dir)
+    if entry["figure"] is None:
+        pytest.skip("matplotlib is not installed")
+    figure = Path(entry["figure"])
+    figure.unlink()
+    assert _smoke("pythae_vae", tmp_path, mnist_dir, "--plot-only") == json.loads(json.dumps(entry))
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(FileNotFoundError, match="No entry for vamp_k500"):
+        _smoke("vamp_k500", tmp_path, mnist_dir, "--plot-only")
