@@ -406,16 +406,30 @@ class VAE(LightningModule):
             f"{type(batch).__name__}"
         )
 
-    def _check_batch(self, x: Tensor) -> None:
-        # The check is one fused min/max reduction and one host read (a sync on accelerators), about 3%
-        # of a small model's step: run it on the first batches, where bad data shows, then every 50th.
+    def _check_batch(self, x: Tensor, where: str | None) -> None:
+        # The range check is one fused min/max reduction and one host read (a sync on accelerators): run it on
+        # the first batches, where bad data shows, then every 50th. NaN/inf data in any other batch makes that
+        # batch's loss non-finite, which the non-finite policy catches at every step.
         if self._checked_batches < CHECKED_FIRST_BATCHES or self._checked_batches % CHECK_EVERY_N_BATCHES == 0:
-            self.likelihood.check_target(x)
+            try:
+                self.likelihood.check_target(x)
+            except ValueError as err:
+                context = f" ({where})" if where else ""
+                if bool(torch.isfinite(x).all()):
+                    raise ValueError(f"{err}{context}") from None
+                if self.guard.policy == "raise":
+                    raise NonFiniteError(f"{err}{context}") from None
+                # under "skip" the step is skipped (training) or counted (evaluation) by the non-finite policy
         self._checked_batches += 1
 
-    def compute_terms(self, x: Tensor, n_samples: int | None = None) -> tuple[ELBOTerms, VAEOutput]:
-        """Evaluate the objective on ``x`` with the module's current β, free bits and capacity."""
-        self._check_batch(x)
+    def compute_terms(
+        self, x: Tensor, n_samples: int | None = None, where: str | None = None
+    ) -> tuple[ELBOTerms, VAEOutput]:
+        """Evaluate the objective on ``x`` with the module's current β, free bits and capacity.
+
+        ``where`` (e.g. ``"validation batch 3"``) is added to the message of a data-check error.
+        """
+        self._check_batch(x, where)
         if self.data_shape is None:  # learned from the data when neither given nor known to the encoder
             self.data_shape = tuple(x.shape[1:])
         out = self(x, n_samples or self.n_samples)
@@ -444,9 +458,9 @@ class VAE(LightningModule):
         loss is non-finite under ``on_nonfinite="skip"``.
         """
         x = self.unpack_batch(batch)
-        terms, _ = self.compute_terms(x)
         trainer = self._trainer
         step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
+        terms, _ = self.compute_terms(x, where=f"training: global step {step}, epoch {epoch}, batch {batch_idx}")
         if self.guard.observe(self, x, terms, step=step, batch_idx=batch_idx, epoch=epoch):
             return None
         # Step values reach the loggers (and the progress bar) every `log_every_n_steps`; calling self.log on
@@ -565,7 +579,7 @@ class VAE(LightningModule):
 
     def _eval_step(self, batch: Any, stage: str, batch_idx: int) -> dict[str, Any]:
         x = self.unpack_batch(batch)
-        terms, out = self.compute_terms(x, n_samples=1)
+        terms, out = self.compute_terms(x, n_samples=1, where=f"{stage} batch {batch_idx}")
         n = x.shape[0]
         self._eval_losses.append((batch_idx, terms.loss.detach()))
         for term in _EVAL_TERMS:
