@@ -1,7 +1,11 @@
-"""What a user does after training, from the command line: prior samples and reconstructions as PNG grids.
+"""What a user does after training, from the command line: PNG grids of samples and reconstructions, export.
 
     lightning-vae sample --ckpt_path last.ckpt --output samples.png --n 64 --seed 0
     lightning-vae reconstruct --ckpt_path last.ckpt --config configs/shapes.yaml --output reconstructions.png
+    lightning-vae export --ckpt_path last.ckpt --format onnx --output exported
+
+``export`` writes the encoder, decoder and sampler as ONNX, TorchScript or ``torch.export`` files
+(:mod:`lightning_vae.export`) and runs them against PyTorch at two batch sizes before it reports.
 
 Posterior means of a whole dataset go to ``.npy`` through LightningCLI ``predict`` with
 :class:`~lightning_vae.callbacks.PosteriorMeanWriter` (see the README).
@@ -17,19 +21,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import Tensor
 
+from lightning_vae.export import FORMATS, PARTS, ExportError, check_export, export_model
 from lightning_vae.viz import make_grid, prior_samples, reconstruction_rows, to_display, write_png
 
 #: The subcommands this module adds to ``lightning-vae``.
-COMMANDS = ("sample", "reconstruct")
+COMMANDS = ("sample", "reconstruct", "export")
+#: ``export`` fails when an exported graph differs from PyTorch by more than this (float32 graphs differ by ~1e-7).
+EXPORT_TOLERANCE = 1e-4
 
 
 def _import(dotted: str, what: str) -> Any:
@@ -142,11 +150,19 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``lightning-vae sample`` and ``lightning-vae reconstruct``."""
-    parser = argparse.ArgumentParser(prog="lightning-vae", description="Generate images from a trained VAE.")
+    """The parser of ``lightning-vae sample``, ``lightning-vae reconstruct`` and ``lightning-vae export``."""
+    parser = argparse.ArgumentParser(
+        prog="lightning-vae", description="Generate images from a trained VAE, or export it for deployment."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--ckpt_path", required=True, help="checkpoint written by lightning-vae or lightning-vae-hydra")
+    checkpoint = argparse.ArgumentParser(add_help=False)
+    checkpoint.add_argument(
+        "--ckpt_path", required=True, help="checkpoint written by lightning-vae or lightning-vae-hydra"
+    )
+    checkpoint.add_argument(
+        "--model_class", default="lightning_vae.VAE", help="LightningModule class of the checkpoint"
+    )
+    common = argparse.ArgumentParser(add_help=False, parents=[checkpoint])
     common.add_argument("--nrow", type=int, default=8, help="images per row of the grid")
     common.add_argument(
         "--value_range",
@@ -156,7 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("LOW", "HIGH"),
         help="data values shown as black and white",
     )
-    common.add_argument("--model_class", default="lightning_vae.VAE", help="LightningModule class of the checkpoint")
     common.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
     sample = commands.add_parser("sample", parents=[common], help="PNG grid of samples from the prior")
@@ -176,13 +191,81 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--split", default="val", choices=("train", "val", "test", "predict"), help="which split")
     recon.add_argument("--n", type=int, default=16, help="number of examples")
     recon.add_argument("--output", default="reconstructions.png", help="PNG file to write")
+
+    export = commands.add_parser(
+        "export",
+        parents=[checkpoint],
+        help="write the encoder, decoder and sampler as ONNX, TorchScript or torch.export files",
+        description="Write encoder (x -> loc, log_var), decoder (z -> likelihood mean) and sampler "
+        "(noise -> sample) with a dynamic batch size, with a manifest.json, then run them against PyTorch.",
+    )
+    export.add_argument("--format", default="onnx", choices=tuple(FORMATS), help="file format (default onnx)")
+    export.add_argument("--output", default="exported", help="folder to write")
+    export.add_argument(
+        "--parts", nargs="+", default=list(PARTS), choices=PARTS, help="graphs to write (default: all three)"
+    )
+    export.add_argument(
+        "--data_shape",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SIZE",
+        help="shape of one example, e.g. 1 28 28, when the checkpoint does not record it",
+    )
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    export.add_argument("--no_check", action="store_true", help="do not run the files against PyTorch")
     return parser
 
 
+def _fail(command: str, err: Exception) -> NoReturn:
+    """Report an error of a run (not of its arguments) without the usage text, and exit with status 2."""
+    print(f"lightning-vae {command}: error: {err}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _export(args: argparse.Namespace) -> Path:
+    model = load_model(args.ckpt_path, args.model_class, "cpu")
+    written = export_model(
+        model,
+        args.output,
+        args.format,
+        parts=args.parts,
+        data_shape=args.data_shape,
+        opset=args.opset,
+    )
+    names = ", ".join(path.name for path in written.values())
+    print(f"lightning-vae export: wrote {names} to {Path(args.output)} (any batch size)")
+    if args.no_check:
+        return Path(args.output)
+    try:
+        errors = check_export(model, written, data_shape=args.data_shape)
+    except ImportError as err:
+        print(f"  not checked against PyTorch: {err} (pip install onnxruntime to check ONNX files)")
+        return Path(args.output)
+    worst = max(errors.values())
+    detail = ", ".join(f"{part} {error:.1e}" for part, error in errors.items())
+    if worst > EXPORT_TOLERANCE:
+        raise ExportError(
+            f"the exported files differ from PyTorch at batch sizes 1 and 3 by up to {worst:.3g} ({detail}): a graph "
+            "that depends on Python control flow over tensor values keeps only the branch its example took"
+        )
+    print(f"  checked against PyTorch at batch sizes 1 and 3: largest difference {detail}")
+    return Path(args.output)
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
-    """Run ``sample`` or ``reconstruct`` with ``argv`` (e.g. ``["sample", "--ckpt_path", "last.ckpt"]``)."""
+    """Run ``sample``, ``reconstruct`` or ``export`` with ``argv`` (e.g. ``["sample", "--ckpt_path", "last.ckpt"]``).
+
+    Returns:
+        The PNG file written, or the export folder.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "export":
+        try:
+            return _export(args)
+        except (ValueError, TypeError, ExportError) as err:
+            _fail("export", err)
     if args.n <= 0 or args.nrow <= 0:
         parser.error(f"--n and --nrow must be positive, got {args.n} and {args.nrow}")
     try:
@@ -193,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             datamodule = load_datamodule(args.config, args.ckpt_path, _parse_overrides(args.data_arg))
             images = reconstruction_images(model, first_examples(datamodule, args.split, args.n, model), args.nrow)
     except ValueError as err:
-        parser.error(str(err))
+        _fail(args.command, err)
     low, high = args.value_range
     grid = make_grid(to_display(images, (low, high)), nrow=args.nrow)
     path = write_png(args.output, grid)
