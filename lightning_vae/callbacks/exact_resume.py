@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from lightning_vae.checkpoint_io import AtomicCheckpointIO
 from lightning_vae.data.common import batch_key
 
 
@@ -22,8 +24,10 @@ class ExactResume(Callback):
     the epoch, the batch index and the process rank, so a run killed at any point and resumed from its
     last checkpoint ends with the same weights as the uninterrupted run (bit for bit on a CPU; on a GPU up
     to the non-determinism of its kernels). The data modules' training loaders resume mid-epoch
-    themselves (:class:`~lightning_vae.data.common.ResumableLoader`); checkpoints are written atomically
-    by :class:`~lightning_vae.checkpoint_io.AtomicCheckpointIO`.
+    themselves (:class:`~lightning_vae.data.common.ResumableLoader`). When the trainer writes checkpoints
+    with Lightning's default writer, the callback replaces it by
+    :class:`~lightning_vae.checkpoint_io.AtomicCheckpointIO`, so a process killed while writing one leaves
+    the previous checkpoint intact.
 
     The seed is saved in the checkpoint, so a resumed run keeps it.
 
@@ -44,6 +48,9 @@ class ExactResume(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.seed is None:
             self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        strategy = trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default writer: make it atomic
+            strategy.checkpoint_io = AtomicCheckpointIO()
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         key = batch_key(self.seed or 0, trainer.current_epoch, trainer.global_rank, batch_idx)
