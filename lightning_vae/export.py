@@ -13,8 +13,9 @@ Three graphs, each with a dynamic batch dimension:
 
 Files: ``encoder.onnx``, ``decoder.onnx``, ``sampler.onnx`` (or ``.pt`` for TorchScript, ``.pt2`` for
 ``torch.export``) and ``manifest.json`` (shapes, input and output names, how to feed the sampler).
-ONNX goes through PyTorch's TorchScript-based exporter, which needs no extra package; TorchScript
-files load with ``torch.jit.load``, ``.pt2`` files with ``torch.export.load(path).module()``.
+ONNX goes through PyTorch's TorchScript-based exporter, which needs the ``onnx`` package (and
+``onnxruntime`` to run or check the files); TorchScript and ``torch.export`` need nothing beyond torch.
+TorchScript files load with ``torch.jit.load``, ``.pt2`` files with ``torch.export.load(path).module()``.
 
 An autoregressive decoder (e.g. :class:`~lightning_vae.nets.PixelCNNDecoder`) needs the data to
 decode and one pass per pixel to sample, which these graphs cannot hold: only its encoder exports.
@@ -386,6 +387,14 @@ def export_model(
     """
     if format not in FORMATS:
         raise ValueError(f"Expected `format` to be one of {tuple(FORMATS)}, got {format!r}")
+    if format == "onnx":
+        try:
+            import onnx  # noqa: F401 - PyTorch's ONNX exporter writes its files through it
+        except ImportError as err:
+            raise ExportError(
+                "ONNX export needs the `onnx` package: pip install onnx (and onnxruntime to run the files); "
+                "--format torchscript or torch_export need nothing beyond torch"
+            ) from err
     was_training = bool(getattr(model, "training", False))
     model = model.cpu().float().eval() if isinstance(model, nn.Module) else model
     try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import PlainDecoder, PlainEncoder, trainer_kwargs
+from helpers import ROOT, PlainDecoder, PlainEncoder, trainer_kwargs
 from lightning.pytorch import Trainer
 from torch import nn
 from torch.distributions import Independent, Laplace, Normal
@@ -163,6 +165,10 @@ def test_what_cannot_be_exported_says_so(tmp_path: Path) -> None:
     assert "encoder" in export_model(
         VAE(PlainEncoder(64, LATENT), PlainDecoder(LATENT)), tmp_path / "d", "onnx", data_shape=(1, 8, 8)
     )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "onnx", None)  # as if onnx were not installed
+        with pytest.raises(ExportError, match="ONNX export needs the `onnx` package: pip install onnx"):
+            export_model(mlp_vae(), tmp_path / "e", "onnx")
     with pytest.raises(ValueError, match="`format` to be one of"):
         export_model(mlp_vae(), tmp_path, "tflite")
     with pytest.raises(ValueError, match="`parts` from"):
@@ -236,3 +242,18 @@ def test_the_export_command_reports_errors_without_usage_text(
     with pytest.raises(SystemExit):
         main(["export", f"--ckpt_path={checkpoint}", "--format=tflite"])  # an argument error keeps argparse's text
     assert "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+def test_the_readme_export_block_runs(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Export for deployment")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(block.replace("path/to/checkpoint.ckpt", str(checkpoint)), namespace)  # noqa: S102 - the README's code
+    assert namespace["images"].shape == (16, *SHAPE)
+    vae = namespace["vae"].eval()
+    with torch.no_grad():
+        expected = vae.likelihood.mean(vae.decode(reference_latent(vae, torch.from_numpy(namespace["noise"]))))
+    np.testing.assert_allclose(namespace["images"], expected.numpy(), atol=1e-5)
