@@ -12,6 +12,7 @@ import shutil
 import struct
 import tempfile
 import urllib.request
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -39,6 +40,8 @@ MIRROR_MD5 = {
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+#: Environment variable naming the MNIST folder when ``data_dir`` is not given.
+MNIST_DIR_ENV = "LIGHTNING_VAE_MNIST_DIR"
 
 _IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
@@ -61,8 +64,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         ValueError: If the file is not a valid IDX file or is truncated.
     """
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:  # type: ignore[operator]
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:  # type: ignore[operator]
+            data = f.read()
+    except EOFError as err:
+        raise ValueError(f"{path} is truncated: the compressed stream ends early ({err}); download it again") from err
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise ValueError(f"{path} is corrupt (failed the gzip check: {err}); download it again") from err
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex()!r})")
     ndim = data[3]
@@ -148,12 +156,17 @@ def load_mnist(
 
 
 class _DynamicBinarize:
-    """Collate function that stacks a batch and draws fresh binary pixels with p = intensity."""
+    """Collate function that stacks a batch and draws fresh binary pixels with p = intensity.
 
-    def __call__(self, batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    Examples come as ``(image, label, key)`` from a keyed training loader: the pixels are drawn from a
+    generator seeded with the batch's key, so the same batch of the same epoch is binarised the same way
+    in an interrupted-and-resumed run as in an uninterrupted one (and with any number of workers).
+    """
+
+    def __call__(self, batch: list[tuple[Tensor, Tensor, int]]) -> tuple[Tensor, Tensor]:
         x = torch.stack([b[0] for b in batch])
         y = torch.stack([b[1] for b in batch])
-        return torch.bernoulli(x), y
+        return torch.bernoulli(x, generator=torch.Generator().manual_seed(int(batch[0][2]))), y
 
 
 def _static_binarize(x: Tensor, seed: int) -> Tensor:
@@ -168,7 +181,8 @@ class MNISTDataModule(LightningDataModule):
     (``"dynamic"``, the usual protocol of Burda et al. 2015) or once (``"static"``).
 
     Args:
-        data_dir: Folder holding the four IDX ``.gz`` files.
+        data_dir: Folder holding the four IDX ``.gz`` files; ``None``: the folder named by the environment
+            variable ``LIGHTNING_VAE_MNIST_DIR`` (the path used is what the hyperparameters record).
         batch_size: Batch size.
         val_size: Examples held out of the 60,000 training images for validation.
         binarize: ``"dynamic"``, ``"static"`` or ``"none"`` (grey levels in [0, 1]).
@@ -179,12 +193,14 @@ class MNISTDataModule(LightningDataModule):
 
     Example::
 
-        >>> dm = MNISTDataModule("../shared/data/mnist", train_subset=256)  # doctest: +SKIP
+        >>> dm = MNISTDataModule("path/to/mnist", train_subset=256)  # nothing is read before setup
+        >>> dm.data_dir, dm.data_shape
+        ('path/to/mnist', (1, 28, 28))
     """
 
     def __init__(
         self,
-        data_dir: str = "../shared/data/mnist",
+        data_dir: str | None = None,
         batch_size: int = 128,
         val_size: int = 5000,
         binarize: Literal["dynamic", "static", "none"] = "dynamic",
@@ -193,6 +209,8 @@ class MNISTDataModule(LightningDataModule):
         seed: int = 0,
         train_subset: int | None = None,
     ) -> None:
+        if data_dir is None:
+            data_dir = os.environ.get(MNIST_DIR_ENV) or None  # resolved before save_hyperparameters records it
         super().__init__()
         self.save_hyperparameters()
         if binarize not in ("dynamic", "static", "none"):
@@ -208,17 +226,26 @@ class MNISTDataModule(LightningDataModule):
         self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
 
+    def _folder(self) -> str:
+        if self.data_dir is None:
+            raise ValueError(
+                "MNISTDataModule needs the folder of the four MNIST IDX .gz files: pass `data_dir` "
+                f"(command line: --data.init_args.data_dir=DIR; Hydra: data.data_dir=DIR) or set {MNIST_DIR_ENV}=DIR"
+            )
+        return str(self.data_dir)
+
     def prepare_data(self) -> None:
+        folder = self._folder()
         if self.download:
             for name in FILES.values():
-                if not (Path(self.data_dir) / name).exists():
-                    download_file(name, self.data_dir)
+                if not (Path(folder) / name).exists():
+                    download_file(name, folder)
 
     def setup(self, stage: str | None = None) -> None:
         hp = self
         binary = hp.binarize != "none"
         if stage in (None, "fit", "validate") and self.train_set is None:
-            images, labels = load_mnist(hp.data_dir, "train", download=False)
+            images, labels = load_mnist(self._folder(), "train", download=False)
             order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(hp.seed))
             val_idx, train_idx = order[: hp.val_size], order[hp.val_size :]
             if hp.train_subset is not None:
@@ -230,7 +257,7 @@ class MNISTDataModule(LightningDataModule):
             val_x = images[val_idx]
             self.val_set = TensorDataset(_static_binarize(val_x, hp.seed + 1) if binary else val_x, labels[val_idx])
         if stage in (None, "test", "predict") and self.test_set is None:
-            images, labels = load_mnist(hp.data_dir, "test", download=False)
+            images, labels = load_mnist(self._folder(), "test", download=False)
             self.test_set = TensorDataset(_static_binarize(images, hp.seed + 2) if binary else images, labels)
 
     def _loader(self, dataset: TensorDataset | None, shuffle: bool, dynamic: bool = False) -> DataLoader:
@@ -241,6 +268,8 @@ class MNISTDataModule(LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=_DynamicBinarize() if dynamic else None,
             evaluation=not shuffle,
+            seed=self.seed,
+            keyed=dynamic,
         )
 
     def train_dataloader(self) -> DataLoader:
