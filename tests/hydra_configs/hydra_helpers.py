@@ -122,15 +122,21 @@ def trainer_view(trainer: Any) -> dict[str, Any]:
     }
 
 
-#: Callback modules that only draw or export (presentation); every other lightning_vae callback changes or
-#: measures training and must be the same in both configs.
-VIEW_MODULES = ("images", "embedding", "tensorboard", "latents")
+#: Callbacks that only draw or export (presentation); every other lightning_vae callback changes or measures
+#: training and must be the same in both configs. By class name, wherever the class is defined.
+VIEW_CALLBACKS = (
+    "ReconstructionLogger",
+    "PriorSampleLogger",
+    "LatentTraversalLogger",
+    "LatentEmbeddingLogger",
+    "TensorBoardDashboard",
+    "PosteriorMeanWriter",
+)
 
 
 def is_training_callback(class_path: str) -> bool:
     cls = import_class(class_path)
-    module = cls.__module__
-    return module.startswith("lightning_vae.callbacks") and module.rsplit(".", 1)[-1] not in VIEW_MODULES
+    return cls.__module__.startswith("lightning_vae.callbacks") and cls.__name__ not in VIEW_CALLBACKS
 
 
 def training_callbacks(specs: Iterable[tuple[str, Mapping[str, Any] | None]]) -> list[dict[str, Any]]:
