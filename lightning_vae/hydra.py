@@ -1,8 +1,8 @@
-"""The ``lightning-vae-hydra`` command: compose the Hydra tree in ``configs/``, instantiate, fit.
+"""The ``lightning-vae-hydra`` command: compose the Hydra tree shipped in ``lightning_vae/configs``, instantiate, fit.
 
 Examples::
 
-    lightning-vae-hydra                                   # configs/train.yaml: conv VAE on shapes
+    lightning-vae-hydra                                   # train.yaml: conv VAE on shapes
     lightning-vae-hydra experiment=mnist_mlp trainer.max_epochs=2
     lightning-vae-hydra -m model.beta=1,4,8               # one job, one TensorBoard folder per value
     python -m lightning_vae.hydra debug=fdr               # the same entry point without the console script
@@ -11,11 +11,11 @@ Where the configs come from, first match wins:
 
 1. ``--config-dir DIR`` (``-cd``) on the command line (Hydra's own flag; ``DIR`` holds ``train.yaml``);
 2. the environment variable ``LIGHTNING_VAE_CONFIG_DIR``;
-3. the ``configs/`` folder of the source checkout this package is imported from (also an editable install);
-4. ``./configs`` in the current directory.
+3. the configs shipped in the package, ``pkg://lightning_vae.configs`` (the same files as ``configs/`` of a source
+   checkout). ``lightning-vae configs --copy DIR`` copies them for editing; then use 1. or 2.
 
-An installed wheel carries no YAML files: copy the repository's ``configs/`` next to your project (or anywhere,
-then point 1. or 2. at it). Outputs go under ``./logs/<task_name>/`` of the directory the command starts in.
+Outputs go under ``logs/<task_name>/`` of the directory the command starts in (``$LIGHTNING_VAE_LOG_DIR``
+instead when set).
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from omegaconf import DictConfig
+
+from lightning_vae.runs import entry_point_callbacks, pin_logger_versions, summarize
 
 #: Environment variable naming a config directory (one that holds ``train.yaml``).
 CONFIG_DIR_ENV = "LIGHTNING_VAE_CONFIG_DIR"
@@ -37,34 +40,30 @@ CONFIG_DIR_ENV = "LIGHTNING_VAE_CONFIG_DIR"
 CONFIG_NAME = "train"
 
 
-def find_config_dir(package_file: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None) -> Path | None:
-    """The config directory from the environment, the source checkout or ``./configs``; ``None`` if none has one.
+def find_config_dir() -> str:
+    """Where Hydra reads the configs: ``$LIGHTNING_VAE_CONFIG_DIR`` if set, else the shipped configs.
 
-    Args:
-        package_file: This module's file (a test may pretend the package is installed elsewhere).
-        cwd: The directory to look for ``configs/`` in (default: the current directory).
+    Returns an absolute directory, or the search-path URL ``pkg://lightning_vae.configs``.
 
     Raises:
         ValueError: If ``LIGHTNING_VAE_CONFIG_DIR`` is set but holds no ``train.yaml``.
 
     Example::
 
-        >>> find_config_dir().name
-        'configs'
+        >>> import os
+        >>> find_config_dir() if CONFIG_DIR_ENV not in os.environ else "pkg://lightning_vae.configs"
+        'pkg://lightning_vae.configs'
     """
+    from lightning_vae.configs import HYDRA_SEARCH_PATH
+
     primary = f"{CONFIG_NAME}.yaml"
     env = os.environ.get(CONFIG_DIR_ENV)
     if env:
         path = Path(env).expanduser().resolve()
         if not (path / primary).is_file():
             raise ValueError(f"Expected {CONFIG_DIR_ENV}={env!r} to be a directory holding {primary}, got none there")
-        return path
-    checkout = Path(package_file if package_file is not None else __file__).resolve().parents[1] / "configs"
-    local = Path(cwd if cwd is not None else os.getcwd()).resolve() / "configs"
-    for candidate in (checkout, local):
-        if (candidate / primary).is_file():
-            return candidate
-    return None
+        return str(path)
+    return HYDRA_SEARCH_PATH
 
 
 def instantiate_group(config: Mapping[str, Any] | None, kind: type, name: str) -> list[Any]:
@@ -119,10 +118,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not isinstance(model, LightningModule):
         raise TypeError(f"Expected `model` to build a LightningModule, got {type(model).__name__}")
     callbacks = instantiate_group(cfg.get("callbacks"), Callback, "callbacks")
+    if cfg.trainer.get("fast_dev_run"):
+        # Lightning's ModelCheckpoint still writes last.ckpt at the end of a fast_dev_run: a debug run writes none.
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    callbacks.extend(entry_point_callbacks())
     loggers = instantiate_group(cfg.get("logger"), Logger, "logger")
     trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     if cfg.get("train", True):
+        pin_logger_versions(trainer)
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = _scalars(trainer)
     if cfg.get("test", False):
@@ -130,8 +134,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or cfg.get("ckpt_path"))
         metrics.update(_scalars(trainer))
     if trainer.is_global_zero:
-        from lightning_vae.cli import summarize
-
         print(summarize(trainer), flush=True)
     return metrics
 
@@ -162,17 +164,14 @@ def main() -> None:
     import hydra
 
     # Hydra searches its primary config path before --config-dir; with the flag, the flag's directory is the one used.
-    config_dir = None if _has_config_dir_flag(sys.argv[1:]) else find_config_dir()
-    if config_dir is None and not _has_config_dir_flag(sys.argv[1:]):
-        sys.exit(
-            "lightning-vae-hydra: no Hydra config directory found. Pass --config-dir DIR, or set "
-            f"{CONFIG_DIR_ENV}=DIR, "
-            f"where DIR holds {CONFIG_NAME}.yaml (copy the repository's configs/ folder), or run from a folder that "
-            "has configs/."
-        )
-    hydra.main(
-        version_base="1.3", config_path=None if config_dir is None else str(config_dir), config_name=CONFIG_NAME
-    )(_task)()
+    if _has_config_dir_flag(sys.argv[1:]):
+        config_path = None
+    else:
+        try:
+            config_path = find_config_dir()
+        except ValueError as err:
+            sys.exit(f"lightning-vae-hydra: {err}")
+    hydra.main(version_base="1.3", config_path=config_path, config_name=CONFIG_NAME)(_task)()
 
 
 if __name__ == "__main__":

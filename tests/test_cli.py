@@ -1,7 +1,8 @@
-"""The `lightning-vae` LightningCLI: every config runs, overrides apply, checkpoints reload alone."""
+"""The `lightning-vae` LightningCLI: every config runs, overrides apply, checkpoints reload alone, user paths work."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import MNIST_DIR, ROOT
+from helpers import MNIST_DIR, ROOT, tiny_vae, trainer_kwargs
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_vae import VAE
-from lightning_vae.cli import build_cli
+from lightning_vae.cli import CLIError, build_cli, main, prepare_args
+from lightning_vae.runs import summarize
 
 
 def _lightning_cli_configs() -> list[Path]:
@@ -103,6 +108,7 @@ def test_user_networks_trained_through_the_cli_reload_alone(tmp_path: Path, monk
             "--model.encoder.init_args.in_features=1024",
             "--model.decoder=helpers.PlainDecoder",
             "--model.decoder.init_args.shape=[1, 32, 32]",
+            "--data=lightning_vae.data.ShapesDataModule",
             "--data.init_args.n_train=128",
             "--data.init_args.n_val=64",
             "--trainer.max_steps=2",
@@ -159,3 +165,242 @@ def test_bad_cli_values_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyP
                 "--data.init_args.n_val=64",
             ]
         )
+
+
+# ---------------------------------------------------------------------------------------- a user's own pipeline
+class UserDataModule(LightningDataModule):
+    """A user's data module whose defaults share names with ShapesDataModule's (batch_size, n_val)."""
+
+    def __init__(self, root: str = "/data/mine", batch_size: int = 7, n_val: int = 3) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.rand(8, 1, 32, 32).round()), batch_size=self.hparams.batch_size)
+
+
+def _print_config(args: list[str], capsys: pytest.CaptureFixture) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        build_cli(args=[*args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_a_user_data_module_keeps_its_own_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(ROOT)
+    printed = _print_config(["fit", "--data.class_path", "test_cli.UserDataModule"], capsys)
+    assert printed["data"] == {
+        "class_path": "test_cli.UserDataModule",
+        "init_args": {"root": "/data/mine", "batch_size": 7, "n_val": 3},
+    }
+    # the same through a user's YAML that names only the class
+    config = tmp_path / "mine.yaml"
+    config.write_text("data:\n  class_path: test_cli.UserDataModule\n")
+    printed = _print_config(["fit", f"--config={config}"], capsys)
+    assert printed["data"]["init_args"] == {"root": "/data/mine", "batch_size": 7, "n_val": 3}
+
+
+def test_print_config_has_no_stray_optimizer_entries(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(ROOT)
+    printed = _print_config(["fit", "--config=configs/shapes.yaml"], capsys)
+    assert "optimizer" not in printed and "lr_scheduler" not in printed  # the optimizer is the model's argument
+    assert printed["model"]["optimizer"]["class_path"] == "torch.optim.Adam"
+
+
+def test_fit_without_a_config_says_what_to_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit"])
+    message = str(exit_info.value.code)
+    assert message.startswith("lightning-vae fit: no model to train. Pass a config: `lightning-vae fit --config shapes")
+    assert "checkpoint" not in message and "--model.encoder=CLASS" in message
+    assert "Seed set" not in capsys.readouterr().out  # the message comes first
+    with pytest.raises(CLIError, match=r"no data module was given\. Pass --config NAME .* or --data=CLASS"):
+        build_cli(args=["fit", "--model.encoder=helpers.PlainEncoder", "--model.decoder=helpers.PlainDecoder"])
+    with pytest.raises(CLIError, match=r"lightning-vae test: no model\. Pass --ckpt_path CKPT"):
+        build_cli(args=["test", "--data=lightning_vae.data.ShapesDataModule"])
+
+
+def test_config_by_short_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the shipped ones are found by name
+    shipped = ROOT / "lightning_vae" / "configs"
+    for given in ("shapes", "shapes.yaml", "configs/shapes.yaml"):
+        assert Path(prepare_args(["fit", "--config", given])[2]).resolve() == shipped / "shapes.yaml"
+    assert Path(prepare_args(["fit", "--config=annealing/cyclical"])[1].split("=", 1)[1]).parent.name == "annealing"
+    own = tmp_path / "shapes"  # a file of the user's wins over a shipped name
+    own.write_text("seed_everything: 1\n")
+    assert prepare_args(["fit", "-c", "shapes"])[2] == "shapes"
+    with pytest.raises(CLIError, match=r"got 'nope' \(no such file\)\. Shipped configs: .*mnist_mlp.*shapes"):
+        prepare_args(["fit", "--config", "nope"])
+    cli = build_cli(
+        args=[
+            "fit",
+            "--config",
+            "shapes_beta_vae",
+            "--trainer.fast_dev_run=true",
+            "--data.init_args.n_train=64",
+            "--data.init_args.n_val=64",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert cli.model.beta > 1
+
+
+# ---------------------------------------------------------------------------------------- evaluating a checkpoint
+SMALL_28 = [
+    "--config=configs/shapes.yaml",
+    "--data.init_args.image_size=28",
+    "--model.encoder.init_args.image_size=28",
+    "--model.decoder.init_args.image_size=28",
+    "--data.init_args.n_train=128",
+    "--data.init_args.n_val=48",
+    "--data.init_args.batch_size=32",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_28(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A conv VAE on 28-px shapes (not the 32 px of the default config), trained two steps through the CLI."""
+    root = tmp_path_factory.mktemp("trained28")
+    cli = build_cli(args=["fit", *SMALL_28, "--trainer.max_steps=2", f"--trainer.default_root_dir={root}"])
+    return Path(cli.trainer.checkpoint_callback.best_model_path)
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluation_without_a_config_uses_the_checkpoints_data(
+    subcommand: str, checkpoint_28: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = build_cli(
+        args=[
+            subcommand,
+            f"--ckpt_path={checkpoint_28}",
+            "--data.init_args.n_val=20",  # still overrides the recorded arguments
+            "--trainer.enable_progress_bar=false",
+            "--trainer.limit_test_batches=1",
+        ]
+    )
+    assert type(cli.datamodule).__name__ == "ShapesDataModule" and cli.datamodule.hparams.image_size == 28
+    assert cli.datamodule.hparams.n_train == 128 and cli.datamodule.hparams.n_val == 20
+    if subcommand == "predict":
+        assert cli.trainer.predict_loop.predictions[0].shape == (20, 10)
+    else:
+        stage = "val" if subcommand == "validate" else "test"
+        assert torch.isfinite(cli.trainer.callback_metrics[f"{stage}/elbo"])
+
+
+def test_evaluation_with_other_data_or_no_record_fails_with_a_message(
+    checkpoint_28: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(CLIError, match=r"takes examples of shape \(1, 28, 28\) but ShapesDataModule gives \(1, 32"):
+        build_cli(args=["test", f"--ckpt_path={checkpoint_28}", "--config=configs/shapes.yaml"])
+    # a checkpoint written by a plain Trainer records no data module
+    plain = tmp_path / "plain.ckpt"
+    trainer = Trainer(**trainer_kwargs(tmp_path, max_epochs=1, limit_val_batches=0))
+    trainer.fit(tiny_vae(), DataLoader(TensorDataset(torch.rand(8, 1, 8, 8).round()), batch_size=4))
+    trainer.save_checkpoint(plain)
+    with pytest.raises(CLIError, match=r"checkpoint .*plain\.ckpt does not record its data module.*--config NAME"):
+        build_cli(args=["test", f"--ckpt_path={plain}"])
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match=r"^lightning-vae: Cannot read the checkpoint .*garbage\.ckpt"):
+        main(["test", f"--ckpt_path={garbage}"])
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(checkpoint_28.read_bytes()[:1000])
+    with pytest.raises(CLIError, match=r"Cannot read the checkpoint .*truncated\.ckpt"):
+        build_cli(args=["validate", f"--ckpt_path={truncated}"])
+
+
+# ---------------------------------------------------------------------------------------- the end of fit
+def test_a_run_shorter_than_an_epoch_validates_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(ROOT)
+    cli = build_cli(
+        args=[
+            "fit",
+            "--config=configs/shapes.yaml",
+            "--data.init_args.n_train=256",  # 4 batches of 64 per epoch
+            "--data.init_args.n_val=64",
+            "--data.init_args.batch_size=64",
+            "--trainer.max_steps=3",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert cli.trainer.global_step == 3
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["val/elbo"]) and "collapse/active_units" in metrics
+    log_dir = Path(cli.trainer.logger.log_dir)
+    assert (log_dir / "projector_config.pbtxt").is_file()  # the projector, written after the last validation
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert {"images/reconstructions", "images/samples"} <= set(events.Tags()["images"])
+    assert "epoch=0-step=3" in cli.trainer.checkpoint_callback.best_model_path  # chosen by val/loss at step 3
+    out = capsys.readouterr().out
+    assert "lightning-vae: trained 3 steps (0.75 epochs: 3 batches of 4 per epoch)" in out
+    assert "  val: ELBO" in out and "  train: ELBO" not in out
+
+
+def test_the_summary_counts_whole_epochs_and_names_each_logger(tmp_path: Path) -> None:
+    trainer = Trainer(**trainer_kwargs(tmp_path, max_epochs=2, logger=CSVLogger(tmp_path), limit_val_batches=1))
+    data = DataLoader(TensorDataset(torch.rand(8, 1, 8, 8).round()), batch_size=4)
+    trainer.fit(tiny_vae(), data, data)
+    text = summarize(trainer)
+    assert "trained 4 steps (2 epochs)" in text
+    assert re.search(r"^  CSV logs: .*lightning_logs.version_0$", text, re.M) and "TensorBoard" not in text
+    assert "tensorboard --logdir" not in text
+
+
+def test_the_summary_reads_the_record_a_spawned_worker_sends_back(tmp_path: Path) -> None:
+    """In the main process of ddp_spawn the trainer's counters stay at zero; the workers' record is used."""
+    from lightning_vae.runs import PROGRESS_KEY, pin_logger_versions
+
+    trainer = Trainer(
+        accelerator="cpu", strategy="ddp_spawn", devices=2, logger=CSVLogger(tmp_path), enable_checkpointing=False
+    )
+    assert trainer.loggers[0]._version is None
+    pin_logger_versions(trainer)  # fixed before the workers start, so they and the main process name one folder
+    assert trainer.loggers[0]._version == 0
+    trainer.callback_metrics[PROGRESS_KEY] = torch.tensor([6.0, 6.0, 4.0], dtype=torch.float64)
+    assert "lightning-vae: trained 6 steps (1.50 epochs: 6 batches of 4 per epoch)" in summarize(trainer)
+
+
+@pytest.mark.slow
+def test_the_summary_after_ddp_spawn_reports_the_workers_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(ROOT)
+    build_cli(
+        args=[
+            "fit",
+            "--config=configs/shapes.yaml",
+            "--data.init_args.n_train=128",
+            "--data.init_args.n_val=64",
+            "--data.init_args.batch_size=32",  # 2 batches per rank and epoch
+            "--model.encoder.init_args.latent_dim=2",
+            "--model.decoder.init_args.latent_dim=2",
+            "--trainer.max_epochs=1",
+            "--trainer.strategy=ddp_spawn",
+            "--trainer.devices=2",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=CSVLogger",
+            f"--trainer.logger.save_dir={tmp_path}",
+            "--trainer.callbacks+=helpers.DestroyProcessGroupAtExit",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "lightning-vae: trained 2 steps (1 epoch)" in out
+    (logs,) = re.findall(r"^  CSV logs: (.*)$", out, re.M)
+    assert Path(logs).is_dir() and (Path(logs) / "metrics.csv").is_file()
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]

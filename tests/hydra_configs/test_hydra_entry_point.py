@@ -30,26 +30,32 @@ def _copy_configs(target: Path, beta: float) -> Path:
 
 def test_find_config_dir_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(CONFIG_DIR_ENV, raising=False)
-    assert find_config_dir() == CONFIG_DIR  # the source checkout (or an editable install)
-    installed = tmp_path / "site-packages" / "lightning_vae" / "hydra.py"  # an installed wheel: no configs/ beside
-    assert find_config_dir(package_file=installed, cwd=tmp_path) is None
-    local = _copy_configs(tmp_path / "configs", beta=2.0)
-    assert find_config_dir(package_file=installed, cwd=tmp_path) == local
+    monkeypatch.chdir(tmp_path)  # a folder with configs/ of its own is not picked up by accident
+    _copy_configs(tmp_path / "configs", beta=2.0)
+    assert find_config_dir() == "pkg://lightning_vae.configs"  # the configs shipped in the package
     elsewhere = _copy_configs(tmp_path / "elsewhere", beta=3.0)
     monkeypatch.setenv(CONFIG_DIR_ENV, str(elsewhere))
-    assert find_config_dir(package_file=installed, cwd=tmp_path) == elsewhere
+    assert find_config_dir() == str(elsewhere)
     monkeypatch.setenv(CONFIG_DIR_ENV, str(tmp_path / "nothing"))
     with pytest.raises(ValueError, match=rf"Expected {CONFIG_DIR_ENV}=.*nothing.* holding train.yaml"):
         find_config_dir()
 
 
-def test_without_configs_the_command_says_how_to_point_at_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(entry, "find_config_dir", lambda: None)
+def test_a_wrong_config_dir_in_the_environment_stops_with_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CONFIG_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(sys, "argv", ["lightning-vae-hydra", "experiment=shapes"])
-    with pytest.raises(
-        SystemExit, match=r"no Hydra config directory found\. Pass --config-dir DIR, or set " + CONFIG_DIR_ENV
-    ):
+    with pytest.raises(SystemExit, match=rf"^lightning-vae-hydra: Expected {CONFIG_DIR_ENV}=.* holding train.yaml"):
         entry.main()
+
+
+def test_the_shipped_configs_are_the_checkouts_configs() -> None:
+    """One source: configs/ of the checkout is the package's folder (a link), so the two cannot differ."""
+    from lightning_vae.configs import packaged_dir
+
+    assert CONFIG_DIR.resolve() == packaged_dir() == (CONFIG_DIR.parent / "lightning_vae" / "configs").resolve()
+    assert (packaged_dir() / "train.yaml").is_file() and (packaged_dir() / "experiment" / "shapes.yaml").is_file()
 
 
 def test_configs_outside_the_checkout_are_used(tmp_path: Path) -> None:
@@ -73,6 +79,8 @@ def test_configs_outside_the_checkout_are_used(tmp_path: Path) -> None:
 def test_the_config_dir_flag_wins_over_the_checkout(flag: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import hydra
 
+    monkeypatch.delenv(CONFIG_DIR_ENV, raising=False)
+
     seen = {}
 
     def fake_main(**kwargs):
@@ -85,7 +93,7 @@ def test_the_config_dir_flag_wins_over_the_checkout(flag: list[str], monkeypatch
     assert seen == {"version_base": "1.3", "config_path": None, "config_name": "train"}
     monkeypatch.setattr(sys, "argv", ["lightning-vae-hydra", "experiment=shapes"])
     entry.main()
-    assert seen["config_path"] == str(CONFIG_DIR)
+    assert seen["config_path"] == "pkg://lightning_vae.configs"
 
 
 def test_multirun_writes_one_run_and_one_tensorboard_folder_per_value(tmp_path: Path) -> None:
@@ -100,17 +108,16 @@ def test_multirun_writes_one_run_and_one_tensorboard_folder_per_value(tmp_path: 
             "trainer.limit_val_batches=1",
             "trainer.enable_progress_bar=false",
             "callbacks=[images,dashboard]",
-            f"paths.log_dir={tmp_path}",
             "task_name=sweep",
         ],
-        cwd=tmp_path,
+        cwd=tmp_path,  # the default log folder: logs/ where the command starts
         env=env_without_config_dir(),
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (sweep,) = (tmp_path / "sweep" / "multiruns").iterdir()
+    (sweep,) = (tmp_path / "logs" / "sweep" / "multiruns").iterdir()
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
     betas = []
@@ -119,3 +126,40 @@ def test_multirun_writes_one_run_and_one_tensorboard_folder_per_value(tmp_path: 
         betas.append(yaml.safe_load((job / "tensorboard" / "hparams.yaml").read_text())["beta"])
         assert "model.beta=" in (job / ".hydra" / "overrides.yaml").read_text()
     assert betas == [1.0, 4.0]
+
+
+def _run_in_process(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        sys, "argv", ["lightning-vae-hydra", *argv, "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    )
+    entry.main()
+
+
+def test_the_beta_sweep_runs_from_the_default_log_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(CONFIG_DIR_ENV, raising=False)
+    monkeypatch.delenv("LIGHTNING_VAE_LOG_DIR", raising=False)
+    small = [*SMALL_SHAPES, "model.encoder.latent_dim=2", "trainer.max_steps=1", "trainer.limit_val_batches=1"]
+    quiet = ["trainer.enable_progress_bar=false", "callbacks=none", "logger=csv"]
+    _run_in_process(
+        ["hparams_search=beta_sweep", "hydra.sweeper.params={model.beta:'0.5,2'}", *small, *quiet], monkeypatch
+    )
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    assert [yaml.safe_load((sweep / j / ".hydra" / "overrides.yaml").read_text())[0] for j in jobs] == [
+        "model.beta=0.5",
+        "model.beta=2",
+    ]
+
+
+def test_fast_dev_run_writes_no_checkpoint_or_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIGHTNING_VAE_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.delenv(CONFIG_DIR_ENV, raising=False)
+    _run_in_process(
+        ["experiment=shapes", "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false", *SMALL_SHAPES],
+        monkeypatch,
+    )
+    (run,) = (tmp_path / "logs" / "shapes" / "runs").iterdir()
+    # Hydra's own record of the run, and nothing else: no checkpoints, no TensorBoard or CSV logs
+    assert sorted(p.name for p in run.iterdir()) == [".hydra"]
