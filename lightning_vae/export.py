@@ -28,6 +28,7 @@ From the command line::
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import linecache
 import os
@@ -208,6 +209,35 @@ def _data_shape(model: Any, data_shape: Sequence[int] | None) -> tuple[int, ...]
     return shape
 
 
+def _cpu_copy(module: nn.Module) -> nn.Module:
+    return copy.deepcopy(module).cpu().float().eval()
+
+
+def _prior_of(model: Any, x: Tensor) -> Distribution | None:
+    """``model.prior_distribution()`` on CPU in float32, after one ``encode`` in eval mode where the model has it.
+
+    ``VAE`` learns the size of a standard normal prior from the first batch it encodes; the model's
+    mode is restored afterwards, and nothing of it is changed.
+    """
+    if not callable(getattr(model, "prior_distribution", None)):
+        return None
+    was_training = bool(getattr(model, "training", False))
+    parameter = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
+    try:
+        if isinstance(model, nn.Module):
+            model.eval()
+        with torch.no_grad():
+            if callable(getattr(model, "encode", None)):
+                model.encode(x.to(device=device, dtype=dtype))
+            prior = model.prior_distribution()
+    finally:
+        if was_training and isinstance(model, nn.Module):
+            model.train()
+    return prior  # type: ignore[no-any-return]
+
+
 @contextlib.contextmanager
 def _quiet_tracing() -> Iterator[None]:
     """No argument validation in distributions (its checks branch on data) and no exporter deprecation notes."""
@@ -247,17 +277,16 @@ def build_graphs(
     shape = _data_shape(model, data_shape)
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(EXAMPLE_BATCH, *shape, generator=generator)
-    encoder = EncoderGraph(model.encoder).eval()
+    # The graphs hold float32 CPU copies in eval mode: the model itself is left as it was.
+    encoder = EncoderGraph(_cpu_copy(model.encoder)).eval()
     with torch.no_grad(), _quiet_tracing():
         try:
-            as_posterior(model.encoder(x))  # the encoder's output checked once, outside tracing
+            as_posterior(encoder.encoder(x))  # the encoder's output checked once, outside tracing
             loc, _ = encoder(x)
-            if callable(getattr(model, "encode", None)):
-                model.encode(x)  # VAE learns a standard normal prior's size from the first batch it encodes
         except Exception as err:  # noqa: BLE001 - reported with what was tried
             raise ValueError(f"The encoder does not take examples of shape {shape}: {err}") from err
     latent_dim = int(loc.shape[-1])
-    decoder = DecoderGraph(model.decoder, model.likelihood).eval()
+    decoder = DecoderGraph(_cpu_copy(model.decoder), _cpu_copy(model.likelihood)).eval()
     noise = torch.randn(EXAMPLE_BATCH, latent_dim, generator=generator)
     graphs: dict[str, nn.Module] = {}
     examples: dict[str, tuple[Tensor, ...]] = {}
@@ -272,8 +301,7 @@ def build_graphs(
             graphs[part], examples[part] = decoder, (noise,)
             io = {"inputs": {"z": ["batch", latent_dim]}, "outputs": {"mean": ["batch", *shape]}}
         else:
-            with torch.no_grad():
-                prior = model.prior_distribution() if callable(getattr(model, "prior_distribution", None)) else None
+            prior = _prior_of(model, x)
             if prior is None:
                 raise ExportError(
                     f"{type(model).__name__} has no `prior_distribution()`; export --parts encoder decoder"
@@ -357,7 +385,8 @@ def export_model(
 ) -> dict[str, Path]:
     """Write the encoder, decoder and sampler graphs of ``model`` (a :class:`~lightning_vae.VAE`) to ``output_dir``.
 
-    The model is put in eval mode and exported on the CPU in float32; every graph takes any batch size.
+    The graphs hold float32 CPU copies of the networks in eval mode, so a model on a GPU or in training
+    mode can be exported as it is and is left unchanged; every graph takes any batch size.
 
     Args:
         model: A VAE (anything with ``encoder``, ``decoder``, ``likelihood`` and ``prior_distribution()``).
@@ -395,39 +424,33 @@ def export_model(
                 "ONNX export needs the `onnx` package: pip install onnx (and onnxruntime to run the files); "
                 "--format torchscript or torch_export need nothing beyond torch"
             ) from err
-    was_training = bool(getattr(model, "training", False))
-    model = model.cpu().float().eval() if isinstance(model, nn.Module) else model
-    try:
-        graphs, examples, manifest = build_graphs(model, parts, data_shape)
-        folder = Path(output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        written: dict[str, Path] = {}
-        for part, graph in graphs.items():
-            io = manifest["parts"][part]
-            path = folder / f"{part}{FORMATS[format]}"
-            network = type(model.encoder if part == "encoder" else model.decoder).__name__
-            try:
-                with torch.no_grad(), _quiet_tracing(), warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", torch.jit.TracerWarning)
-                    _export_one(graph, examples[part], list(io["inputs"]), list(io["outputs"]), path, format, opset)
-            except Exception as err:  # noqa: BLE001 - the exporters raise many types; one clear message
-                lines = [line.strip() for line in str(err).splitlines() if line.strip()][:2]
-                raise ExportError(
-                    f"Cannot export the {part} ({network}) as {format}: {type(err).__name__}: {' '.join(lines)}"
-                ) from err
-            _report_tracer_warnings(caught, f"{part} ({network})", format)
-            io["file"] = path.name
-            written[part] = path
-        manifest.update({"format": format, "torch": torch.__version__, "batch": "dynamic (any size >= 1)"})
-        if format == "onnx":
-            manifest["opset"] = opset
-        manifest_path = folder / "manifest.json"
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-        written["manifest"] = manifest_path
-        return written
-    finally:
-        if was_training and isinstance(model, nn.Module):
-            model.train()
+    graphs, examples, manifest = build_graphs(model, parts, data_shape)
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for part, graph in graphs.items():
+        io = manifest["parts"][part]
+        path = folder / f"{part}{FORMATS[format]}"
+        network = type(model.encoder if part == "encoder" else model.decoder).__name__
+        try:
+            with torch.no_grad(), _quiet_tracing(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", torch.jit.TracerWarning)
+                _export_one(graph, examples[part], list(io["inputs"]), list(io["outputs"]), path, format, opset)
+        except Exception as err:  # noqa: BLE001 - the exporters raise many types; one clear message
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()][:2]
+            raise ExportError(
+                f"Cannot export the {part} ({network}) as {format}: {type(err).__name__}: {' '.join(lines)}"
+            ) from err
+        _report_tracer_warnings(caught, f"{part} ({network})", format)
+        io["file"] = path.name
+        written[part] = path
+    manifest.update({"format": format, "torch": torch.__version__, "batch": "dynamic (any size >= 1)"})
+    if format == "onnx":
+        manifest["opset"] = opset
+    manifest_path = folder / "manifest.json"
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    written["manifest"] = manifest_path
+    return written
 
 
 # ---------------------------------------------------------------------------------------- reading back

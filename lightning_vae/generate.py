@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if args.command == "export":
         try:
             return _export(args)
-        except (ValueError, TypeError, ExportError) as err:
+        except (ValueError, TypeError, OSError, ExportError) as err:
             _fail("export", err)
     if args.n <= 0 or args.nrow <= 0:
         parser.error(f"--n and --nrow must be positive, got {args.n} and {args.nrow}")

@@ -115,6 +115,18 @@ def test_torchscript_and_torch_export_files_reload_and_match(fmt: str, tmp_path:
                 torch.testing.assert_close(g, e, rtol=0, atol=1e-6)
 
 
+def test_the_model_is_left_as_it_was(tmp_path: Path) -> None:
+    vae = mlp_vae(prior="learnable").double().train()
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    written = export_model(vae, tmp_path, "torchscript")
+    assert vae.training and vae.encoder.training and next(vae.parameters()).dtype == torch.float64
+    assert all(torch.equal(before[k], v) for k, v in vae.state_dict().items())
+    x = torch.rand(3, *SHAPE, dtype=torch.float64)
+    with torch.no_grad():
+        expected = vae.eval().encode(x).mean.float()
+    torch.testing.assert_close(load_exported(written["encoder"])(x.float())[0], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_manifest_says_how_to_feed_each_graph(tmp_path: Path) -> None:
     export_model(mlp_vae(), tmp_path, "onnx", parts=["encoder", "sampler"])
     manifest = json.loads((tmp_path / "manifest.json").read_text())

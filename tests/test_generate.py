@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,21 +27,26 @@ DATA_ARGS = [f"--data.init_args.{k}={v}" for k, v in DATA.items()]
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small conv VAE trained for two steps through LightningCLI (so the checkpoint records its DataModule)."""
     root = tmp_path_factory.mktemp("trained")
-    cli = build_cli(
-        args=[
-            "fit",
-            f"--config={ROOT / 'configs' / 'shapes.yaml'}",
-            *DATA_ARGS,
-            "--model.encoder.init_args.image_size=28",
-            "--model.decoder.init_args.image_size=28",
-            "--trainer.callbacks=[]",
-            "--trainer.max_steps=2",
-            "--trainer.limit_val_batches=1",
-            "--trainer.enable_progress_bar=false",
-            f"--trainer.default_root_dir={root}",
-        ]
-    )
-    return Path(cli.trainer.checkpoint_callback.best_model_path)
+    cwd = os.getcwd()
+    os.chdir(root)  # folders the config names relative to the working directory land here, not in the checkout
+    try:
+        cli = build_cli(
+            args=[
+                "fit",
+                f"--config={ROOT / 'configs' / 'shapes.yaml'}",
+                *DATA_ARGS,
+                "--model.encoder.init_args.image_size=28",
+                "--model.decoder.init_args.image_size=28",
+                "--trainer.callbacks=[]",
+                "--trainer.max_steps=2",
+                "--trainer.limit_val_batches=1",
+                "--trainer.enable_progress_bar=false",
+                f"--trainer.default_root_dir={root}",
+            ]
+        )
+    finally:
+        os.chdir(cwd)
+    return root / cli.trainer.checkpoint_callback.best_model_path
 
 
 def loaded(checkpoint: Path) -> VAE:
