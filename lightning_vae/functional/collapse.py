@@ -185,14 +185,14 @@ def mutual_information(
             )
         batch = z.shape[0]
         # Rows [i, j] = log q(z_i | x_j) are formed a chunk at a time and reduced at once (log-sum-exp over j and
-        # the diagonal), so memory stays near 2^24 elements for any batch size: no B x B matrix is kept.
-        rows = max(1, (1 << 24) // max(batch * z.shape[-1], 1))
+        # the diagonal), so each temporary stays near 2^22 elements for any batch size: no B x B matrix is kept.
+        rows = max(1, (1 << 22) // max(batch * z.shape[-1], 1))
         log_qz_parts, diagonal_parts = [], []
         for i in range(0, batch, rows):
             chunk = posterior.log_prob(z[i : i + rows].unsqueeze(1)).double()  # (rows, B)
             log_qz_parts.append(torch.logsumexp(chunk, dim=1))
             if entropy == "sampled":
-                diagonal_parts.append(chunk.diagonal(offset=i))
+                diagonal_parts.append(chunk.diagonal(offset=i).clone())  # a copy: a view would keep the chunk
         neg_entropy = torch.cat(diagonal_parts) if entropy == "sampled" else -posterior.entropy().double()
         log_qz = torch.cat(log_qz_parts) - math.log(batch)
         return neg_entropy.mean() - log_qz.mean()
