@@ -167,6 +167,10 @@ def _for_loggers(array: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- the writer
+#: Folders whose first view file has been announced (in this process).
+_ANNOUNCED: set[str] = set()
+
+
 class ViewWriter:
     """Write one callback's views through every logger of the trainer (see the module docs for how each gets them).
 
@@ -230,9 +234,13 @@ class ViewWriter:
         )
         return folder
 
-    def _announce(self, folder: str, logger: Any, what: str) -> None:
+    def _announce(self, folder: str, logger: Any) -> None:
+        # Once per folder and process, whichever view writes there first.
+        if folder in _ANNOUNCED:
+            return
+        _ANNOUNCED.add(folder)
         who = "the trainer has no logger" if logger is None else f"{type(logger).__name__} does not show images"
-        self._say(f"folder:{folder}", f"{who}; {what} and the other views go to files under {folder}")
+        rank_zero_info(f"{self.owner}: {who}; the views go to PNG and CSV files under {folder}")
 
     # ------------------------------------------------------------------ images
     def _send(
@@ -295,7 +303,7 @@ class ViewWriter:
         for kind, logger in self.targets(trainer):
             if kind == "files":
                 folders.append(logger_folder(trainer, logger))
-                self._announce(folders[-1], logger, f"`{tag}` images")
+                self._announce(folders[-1], logger)
                 continue
             try:
                 self._send(kind, logger, tag, array, step, caption, caption_tag or tag)
@@ -326,7 +334,7 @@ class ViewWriter:
         for kind, logger in self.targets(trainer):
             if kind == "files":
                 folders.append(logger_folder(trainer, logger))
-                self._announce(folders[-1], logger, f"`{tag}` values")
+                self._announce(folders[-1], logger)
                 continue
             try:
                 if kind == "tensorboard":

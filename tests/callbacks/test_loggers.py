@@ -178,10 +178,15 @@ def close(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 # ---------------------------------------------------------------------------------------- CSV and no logger
-def test_csv_logger_gets_png_files_named_by_tag_and_step(tmp_path: Path) -> None:
+def test_csv_logger_gets_png_files_named_by_tag_and_step(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     logger = CSVLogger(tmp_path, name="csv", version=0)
-    trainer, model, data = fit_views(tmp_path, logger)
+    with caplog.at_level("INFO", logger="lightning.pytorch.utilities.rank_zero"):
+        trainer, model, data = fit_views(tmp_path, logger)
     folder = Path(logger.log_dir)
+    notes = [r.getMessage() for r in caplog.records if "files under" in r.getMessage()]
+    assert notes == [
+        f"ReconstructionLogger: CSVLogger does not show images; the views go to PNG and CSV files under {folder}"
+    ]
     steps = [trainer.num_training_batches, 2 * trainer.num_training_batches]
     for tag in ("images/reconstructions", "images/samples", "images/traversals"):
         assert sorted(p.name for p in (folder / tag).glob("*.png")) == [f"step_{s:06d}.png" for s in steps], tag
