@@ -29,7 +29,7 @@ def walkthrough() -> tuple[list[str], list[str]]:
 def test_the_walkthrough_has_the_promised_parts() -> None:
     python, _ = walkthrough()
     code = "\n".join(python)
-    assert len(python) == 5
+    assert len(python) == 4
     assert "LightningDataModule" in code and '{"image": image, "label"' in code  # own data module, dict batches
     assert "-> Independent:" in code  # own encoder returning a torch.distributions distribution
     assert "class MyVAE(LightningModule)" in code and "self.beta" in code and "KLAnnealing(" in code
@@ -48,7 +48,8 @@ def test_the_walkthrough_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Mon
         printed.append(out.getvalue())
 
     # 2. The VAE with the user's encoder trained and was watched; the views went to the CSVLogger's folder.
-    metrics = eval(printed[1].strip())  # noqa: S307 - a dict the block printed
+    results, listing = printed[1].strip().splitlines()[-2:]
+    metrics = eval(results)  # noqa: S307 - a dict the block printed
     assert {"val/elbo", "val/kl", "collapse/active_units", "collapse/mutual_info"} <= set(metrics)
     run = tmp_path / "logs" / "bars" / "version_0"
     steps = [8 * epoch for epoch in range(1, 6)]  # 512 examples / 64 per batch: a validation every 8 steps
@@ -61,21 +62,21 @@ def test_the_walkthrough_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Mon
     assert rows[0] == ["stage", "step", "0", "1", "2", "3"] and [int(r[1]) for r in rows[1:]] == steps
     assert "val/elbo" in (run / "metrics.csv").read_text().splitlines()[0]
 
-    # 3. The listing printed is the folder, and the README's sample of it names real files.
-    listing = eval(printed[2].strip())  # noqa: S307
+    # The listing printed is the folder, and the README's sample of it names real files.
+    listing = eval(listing)  # noqa: S307
     assert listing == sorted(
         p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file() and "checkpoints" not in p.parts
     )
     shown = re.findall(r"'([^']+)'", texts[0])
     assert shown and set(shown) <= set(listing)
 
-    # 4. The hand-written module took β and λ from the callbacks, and the monitor read its validation outputs.
+    # 3. The hand-written module took β and λ from the callbacks, and the monitor read its validation outputs.
     model = namespace["model"]
     assert (model.beta, model.free_bits) == (1.0, 0.1)
-    assert re.fullmatch(r"beta 1.0, free bits 0.1 nats, \d active units\n", printed[3])
+    assert re.fullmatch(r"beta 1.0, free bits 0.1 nats, \d active units\n", printed[2])
     assert (tmp_path / "logs" / "my_vae" / "version_0" / "collapse" / "kl_per_dim.csv").is_file()
 
-    # 5. The plain-loop metrics agree with a NumPy reference on the same model and data.
+    # 4. The plain-loop metrics agree with a NumPy reference on the same model and data.
     vae, data = namespace["vae"], namespace["BarsData"]()
     x = torch.cat([batch["image"] for batch in data.val_dataloader()])
     with torch.no_grad():
@@ -85,9 +86,9 @@ def test_the_walkthrough_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Mon
     active = int((mean.var(axis=0, ddof=1) > 0.01).sum())  # Burda et al. 2015, threshold 0.01
     kl = (0.5 * (var + mean**2 - 1 - np.log(var))).mean(axis=0)
     numbers = re.match(
-        r"(\d+) active units, I\(x; z\) = ([\d.]+) nats, KL per dimension \[([^\]]+)\], NLL ([\d.]+) nats", printed[4]
+        r"(\d+) active units, I\(x; z\) = ([\d.]+) nats, KL per dimension \[([^\]]+)\], NLL ([\d.]+) nats", printed[3]
     )
-    assert numbers is not None, printed[4]
+    assert numbers is not None, printed[3]
     assert int(numbers.group(1)) == active
     np.testing.assert_allclose([float(v) for v in numbers.group(3).split()], kl, atol=0.006)
     elbo = -metrics["val/elbo"]
