@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+
+_SQRT_HALF = math.sqrt(0.5)
 
 
 def gaussian_kl(
@@ -14,6 +18,12 @@ def gaussian_kl(
     With ``loc_p`` and ``log_var_p`` left out the prior is the standard normal:
     ``0.5 * (exp(log_var_q) + loc_q**2 - 1 - log_var_q)``. Nothing is summed: the result has the
     broadcast shape of the inputs, so callers decide which dimensions to reduce.
+
+    Computed as ``0.5 * (expm1(δ) - δ) + 0.5 * ((loc_q - loc_p) * exp(-log_var_p / 2))**2`` with
+    ``δ = log_var_q - log_var_p``: no cancellation between ``exp(δ) - 1`` and ``δ`` for nearly equal
+    variances, and the mean term is standardised before it is squared, so it overflows only where the
+    KL itself exceeds the float32 range (``|Δloc| > 1.8e19`` with a wide prior stays finite). The
+    result is non-negative for any finite input.
 
     Args:
         loc_q: Mean of q.
@@ -28,12 +38,13 @@ def gaussian_kl(
         tensor([0., 0., 0.])
     """
     if loc_p is None and log_var_p is None:
-        return 0.5 * (torch.exp(log_var_q) + loc_q.pow(2) - 1.0 - log_var_q)
+        return 0.5 * (torch.expm1(log_var_q) - log_var_q) + (loc_q * _SQRT_HALF).pow(2)
     if loc_p is None:
         loc_p = torch.zeros_like(loc_q)
     if log_var_p is None:
         log_var_p = torch.zeros_like(log_var_q)
-    return 0.5 * (log_var_p - log_var_q + (torch.exp(log_var_q) + (loc_q - loc_p).pow(2)) * torch.exp(-log_var_p) - 1.0)
+    delta = log_var_q - log_var_p
+    return 0.5 * (torch.expm1(delta) - delta) + ((loc_q - loc_p) * torch.exp(-0.5 * log_var_p) * _SQRT_HALF).pow(2)
 
 
 def kl_per_dim(kl: Tensor) -> Tensor:
