@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -13,6 +14,8 @@ from lightning_vae.functional.math import soft_clamp
 #: Log-variances are soft-clamped to this range: exp(-30) ~ 1e-13, exp(20) ~ 5e8, both finite in float32.
 LOG_VAR_RANGE: tuple[float, float] = (-30.0, 20.0)
 
+_LOG_2PI = math.log(2 * math.pi)
+
 
 class DiagonalGaussian(Independent):
     """``N(loc, diag(exp(log_var)))`` over vectors, keeping ``log_var`` for closed-form KLs.
@@ -21,6 +24,18 @@ class DiagonalGaussian(Independent):
     float32, so half-precision or extreme encoder outputs still give a finite distribution. Argument
     validation (``validate_args``) is off by default: it would cost a host sync per training step, and
     the soft clamp already guarantees a positive scale.
+
+    ``log_prob`` of the tensor most recently returned by :meth:`rsample` or :meth:`sample` is
+    computed from the standard-normal noise ``ε`` kept with it: ``-½ Σ (ε² + log_var + log 2π)``.
+    Near the floor of :data:`LOG_VAR_RANGE` (σ ≈ 3e-7) a float32 ``z = loc + σ·ε`` cannot resolve σ
+    next to a large ``loc`` (its spacing there is ``|loc|·1.2e-7``), so ``(z - loc) / σ`` recomputed
+    from the rounded ``z`` is off by up to ``ulp(loc) / 2σ`` standard deviations: about half a nat
+    per dimension for ``|loc| ≥ 100``. No fixed floor avoids that for every ``|loc|`` (σ would have to
+    grow with ``|loc|``, changing the closed-form KL too), so the noise is kept instead. The value is
+    the density of the real-valued sample the Monte Carlo KL and IWAE estimates are about, and its
+    gradient is the same as the recomputed one (``log q(loc + σ·ε)`` is exactly this function of
+    ``loc`` and ``log_var``). Any other value (a copy, a slice, a detached tensor, another sample) uses
+    the standardised form ``-½ Σ (((z - loc)·exp(-log_var/2))² + log_var + log 2π)``.
 
     Args:
         loc: Means, shape ``(..., D)``.
@@ -32,6 +47,9 @@ class DiagonalGaussian(Independent):
         >>> q = DiagonalGaussian(torch.zeros(2, 3), torch.zeros(2, 3))
         >>> q.rsample().shape, q.event_shape
         (torch.Size([2, 3]), torch.Size([3]))
+        >>> z = q.rsample((4,))
+        >>> torch.allclose(q.log_prob(z), q.log_prob(z.clone()))  # from ε, and recomputed
+        True
     """
 
     def __init__(self, loc: Tensor, log_var: Tensor, validate_args: bool | None = False) -> None:
@@ -42,8 +60,23 @@ class DiagonalGaussian(Independent):
             )
         if loc.dim() < 1:
             raise ValueError(f"Expected posterior parameters of shape (B, D), got a scalar of shape {tuple(loc.shape)}")
-        self.log_var = soft_clamp(log_var.float(), *LOG_VAR_RANGE)
-        super().__init__(_normal(loc.float(), torch.exp(0.5 * self.log_var)), 1, validate_args)
+        self._setup(loc.float(), soft_clamp(log_var.float(), *LOG_VAR_RANGE), validate_args)
+
+    def _setup(self, loc: Tensor, log_var: Tensor, validate_args: bool | None) -> None:
+        """Initialise from float32 parameters whose log-variance is already clamped."""
+        self.log_var = log_var
+        self._last_sample: tuple[Tensor, Tensor] | None = None
+        super().__init__(_normal(loc, torch.exp(0.5 * log_var)), 1, validate_args)
+
+    @classmethod
+    def from_clamped(cls, loc: Tensor, log_var: Tensor) -> DiagonalGaussian:
+        """A :class:`DiagonalGaussian` from float32 ``loc`` and a ``log_var`` already inside :data:`LOG_VAR_RANGE`.
+
+        The soft clamp is not applied again (it is not idempotent: it would move values near the bounds).
+        """
+        new = DiagonalGaussian.__new__(DiagonalGaussian)
+        new._setup(loc, log_var, False)
+        return new
 
     @property
     def loc(self) -> Tensor:
@@ -54,11 +87,28 @@ class DiagonalGaussian(Independent):
         # What Normal.rsample computes, without its shape bookkeeping (this runs at every training step).
         loc, scale = self.base_dist.loc, self.base_dist.scale
         eps = torch.randn(torch.Size(sample_shape) + loc.shape, dtype=loc.dtype, device=loc.device)
-        return loc + eps * scale
+        z = loc + eps * scale
+        self._last_sample = (z, eps)
+        return z
+
+    def sample(self, sample_shape: Any = ()) -> Tensor:  # noqa: D102
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, value: Tensor) -> Tensor:  # noqa: D102
+        last = self._last_sample
+        if last is not None and value is last[0]:
+            squared = last[1].square()
+        else:
+            squared = ((value - self.loc) * torch.exp(-0.5 * self.log_var)).square()
+        return -0.5 * (squared.sum(-1) + (self.log_var + _LOG_2PI).sum(-1))
+
+    def entropy(self) -> Tensor:  # noqa: D102
+        return 0.5 * (self.log_var + (1.0 + _LOG_2PI)).sum(-1)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> DiagonalGaussian:  # noqa: D102
         shape = torch.Size(batch_shape) + self.event_shape
-        return DiagonalGaussian(self.loc.expand(shape), self.log_var.expand(shape))
+        return DiagonalGaussian.from_clamped(self.loc.expand(shape), self.log_var.expand(shape))
 
 
 def _normal(loc: Tensor, scale: Tensor) -> Normal:
