@@ -12,6 +12,7 @@ from lightning_vae.distributions.likelihoods import (
 from lightning_vae.distributions.posteriors import DiagonalGaussian, as_posterior
 from lightning_vae.distributions.priors import (
     PRIORS,
+    DiagonalGaussianMixture,
     LearnableGaussianPrior,
     MixtureOfGaussiansPrior,
     Prior,
@@ -26,6 +27,7 @@ __all__ = [
     "BernoulliLikelihood",
     "CategoricalLikelihood",
     "DiagonalGaussian",
+    "DiagonalGaussianMixture",
     "DiscretizedLogisticMixtureLikelihood",
     "GaussianLikelihood",
     "LaplaceLikelihood",

@@ -3,25 +3,85 @@
 Every prior is an ``nn.Module`` whose ``forward(encoder)`` returns a ``torch.distributions``
 distribution over ``z`` with event shape ``(D,)``. Gaussian priors return a
 :class:`~lightning_vae.distributions.posteriors.DiagonalGaussian`, so the objective can use the
-closed-form KL; the mixtures fall back to a Monte Carlo KL.
+closed-form KL; the mixtures return a :class:`DiagonalGaussianMixture` and the objective falls back
+to a Monte Carlo KL. Every distribution is built without argument validation, so building and
+evaluating a prior costs no host sync.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
-from torch import nn
-from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+from torch import Tensor, nn
+from torch.distributions import Categorical, Distribution, MixtureSameFamily
 
-from lightning_vae.distributions.posteriors import DiagonalGaussian, as_posterior
+from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, DiagonalGaussian, as_posterior
+from lightning_vae.functional.math import soft_clamp
+
+_LOG_2PI = math.log(2 * math.pi)
 
 
 def _check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"Expected `{name}` to be a positive int, got {value!r}")
     return value
+
+
+class DiagonalGaussianMixture(MixtureSameFamily):
+    """A mixture of K diagonal Gaussians over vectors, with a scale-safe log-density.
+
+    ``log_prob`` computes each component's log-density by hand from standardised distances,
+    ``log N_k(z) = -½ Σ_d (r² + log_var + log 2π)`` with ``r = (z - loc)·exp(-log_var / 2)``, and
+    mixes them with ``logsumexp``. Unlike ``Normal.log_prob`` (whose backward divides by the variance
+    squared) no intermediate of the forward or backward pass overflows while ``r`` is finite, so a
+    component with zero responsibility passes an exact zero gradient (never ``0·inf = NaN``) to ``z``,
+    its mean, its log-variance and the mixture logits, wherever the float32 log-density of the
+    mixture is finite. The log-variances must already lie in :data:`LOG_VAR_RANGE` (the priors
+    soft-clamp them exactly as the posterior does): then ``exp(-log_var / 2) ≤ e^15`` and
+    ``r`` stays finite for ``|z - loc| < 1e32``. No argument validation is done (no host sync).
+
+    Sampling, the mean and the variance are those of ``torch.distributions.MixtureSameFamily``.
+
+    Args:
+        logits: Mixture logits, shape ``(K,)``.
+        locs: Component means, shape ``(K, D)``, float32.
+        log_vars: Component log-variances, shape ``(K, D)``, float32, inside :data:`LOG_VAR_RANGE`.
+
+    Example::
+
+        >>> p = DiagonalGaussianMixture(torch.zeros(2), torch.tensor([[0.0], [1e8]]), torch.full((2, 1), -30.0))
+        >>> z = torch.zeros(3, 1, requires_grad=True)
+        >>> p.log_prob(z).sum().backward()  # the far component contributes an exact zero gradient
+        >>> bool(torch.isfinite(z.grad).all())
+        True
+    """
+
+    def __init__(self, logits: Tensor, locs: Tensor, log_vars: Tensor) -> None:
+        if locs.dim() != 2 or locs.shape != log_vars.shape or logits.shape != locs.shape[:1]:
+            raise ValueError(
+                "Expected mixture logits of shape (K,) and component means and log-variances of shape (K, D), got "
+                f"{tuple(logits.shape)}, {tuple(locs.shape)} and {tuple(log_vars.shape)}"
+            )
+        self.locs, self.log_vars = locs, log_vars
+        self._inv_std = torch.exp(-0.5 * log_vars)
+        self._log_norm = (log_vars + _LOG_2PI).sum(-1)  # (K,)
+        self._log_weights = torch.log_softmax(logits, dim=-1)
+        super().__init__(
+            Categorical(logits=logits, validate_args=False),
+            DiagonalGaussian.from_clamped(locs, log_vars),
+            validate_args=False,
+        )
+
+    def component_log_prob(self, value: Tensor) -> Tensor:
+        """``log N_k(value)`` of each component: shape ``(*value.shape[:-1], K)``."""
+        r = (value.unsqueeze(-2) - self.locs) * self._inv_std
+        return -0.5 * (r.square().sum(-1) + self._log_norm)
+
+    def log_prob(self, value: Tensor) -> Tensor:  # noqa: D102
+        return torch.logsumexp(self.component_log_prob(value) + self._log_weights, dim=-1)
 
 
 class Prior(HyperparametersMixin, nn.Module):
@@ -109,6 +169,10 @@ class LearnableGaussianPrior(Prior):
 class MixtureOfGaussiansPrior(Prior):
     """A learned mixture of ``n_components`` diagonal Gaussians (KL by Monte Carlo).
 
+    The component log-variances are soft-clamped to
+    :data:`~lightning_vae.distributions.posteriors.LOG_VAR_RANGE`, as the posterior's are, and the
+    log-density is the scale-safe one of :class:`DiagonalGaussianMixture`.
+
     Args:
         latent_dim: Size of z.
         n_components: Number of mixture components.
@@ -131,12 +195,17 @@ class MixtureOfGaussiansPrior(Prior):
         self.log_vars = nn.Parameter(torch.zeros(n_components, latent_dim))
 
     def forward(self, encoder: nn.Module | None = None) -> Distribution:
-        components = Independent(Normal(self.locs, torch.exp(0.5 * self.log_vars)), 1)
-        return MixtureSameFamily(Categorical(logits=self.logits), components)
+        log_vars = soft_clamp(self.log_vars.float(), *LOG_VAR_RANGE)
+        return DiagonalGaussianMixture(self.logits.float(), self.locs.float(), log_vars)
 
 
 class VampPrior(Prior):
     """VampPrior (Tomczak & Welling 2018): ``p(z) = 1/K sum_k q(z | u_k)`` with learned pseudo-inputs ``u_k``.
+
+    With a diagonal-Gaussian encoder the prior is a :class:`DiagonalGaussianMixture` of the
+    pseudo-posteriors (log-variances soft-clamped by the posterior), so no NaN gradient reaches the
+    encoder's log-variance from a far or sharp pseudo-posterior. An encoder returning another
+    distribution is mixed with ``torch.distributions.MixtureSameFamily``.
 
     Args:
         input_shape: Shape of one data example, e.g. ``(1, 28, 28)``.
@@ -164,12 +233,10 @@ class VampPrior(Prior):
         if encoder is None:
             raise ValueError("VampPrior needs the encoder: call it as `prior(encoder)`")
         q = as_posterior(encoder(self.pseudo_inputs))
-        if isinstance(q, DiagonalGaussian):
-            components: Distribution = Independent(Normal(q.loc, q.base_dist.scale), 1)
-        else:
-            components = q
         logits = torch.zeros(self.pseudo_inputs.shape[0], device=self.pseudo_inputs.device)
-        return MixtureSameFamily(Categorical(logits=logits), components)
+        if isinstance(q, DiagonalGaussian):
+            return DiagonalGaussianMixture(logits, q.loc, q.log_var)
+        return MixtureSameFamily(Categorical(logits=logits, validate_args=False), q, validate_args=False)
 
 
 PRIORS = {
