@@ -200,6 +200,19 @@ def test_a_user_data_module_keeps_its_own_defaults(
     config.write_text("data:\n  class_path: test_cli.UserDataModule\n")
     printed = _print_config(["fit", f"--config={config}"], capsys)
     assert printed["data"]["init_args"] == {"root": "/data/mine", "batch_size": 7, "n_val": 3}
+    # on top of a shipped config: its ShapesDataModule arguments (batch_size 128, n_val 2000) are not carried over
+    for args in (
+        ["--config=shapes", "--data.class_path", "test_cli.UserDataModule"],
+        ["--config=shapes", "--data=test_cli.UserDataModule", "--data.init_args.batch_size=9"],
+        ["--config=shapes", f"--config={config}"],
+    ):
+        printed = _print_config(["fit", *args], capsys)
+        assert printed["data"]["class_path"] == "test_cli.UserDataModule", args
+        expected = {"root": "/data/mine", "batch_size": 9 if "--data.init_args.batch_size=9" in args else 7, "n_val": 3}
+        assert printed["data"]["init_args"] == expected, args
+    # the same class again keeps the config's arguments and takes the override
+    printed = _print_config(["fit", "--config=shapes", "--data=ShapesDataModule", "--data.init_args.n_val=5"], capsys)
+    assert printed["data"]["init_args"]["n_train"] == 20000 and printed["data"]["init_args"]["n_val"] == 5
 
 
 def test_print_config_has_no_stray_optimizer_entries(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
