@@ -31,7 +31,9 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import Tensor
 
+from lightning_vae.building import resolve_class
 from lightning_vae.export import FORMATS, PARTS, ExportError, check_export, export_model
+from lightning_vae.runs import checkpoint_data_config
 from lightning_vae.viz import make_grid, prior_samples, reconstruction_rows, to_display, write_png
 
 #: The subcommands this module adds to ``lightning-vae``.
@@ -74,12 +76,14 @@ def _data_from_mapping(config: Mapping[str, Any], overrides: Mapping[str, Any]) 
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
+        resolve_class(data["_target_"], "data")  # a LightningDataModule class, checked before anything is called
+
         node = OmegaConf.create(dict(config))
         for key, value in overrides.items():
             OmegaConf.update(node, f"data.{key}", value, force_add=True)
         return instantiate(node.data, _convert_="all")  # type: ignore[no-any-return]
     if isinstance(data, Mapping) and "class_path" in data:
-        cls = _import(str(data["class_path"]), "DataModule class")
+        cls = resolve_class(data["class_path"], "data")
         return cls(**{**dict(data.get("init_args") or {}), **overrides})  # type: ignore[no-any-return]
     raise ValueError(
         "Expected a config with a `data` section (`class_path`/`init_args` as LightningCLI writes it, or `_target_` "
@@ -99,16 +103,9 @@ def load_datamodule(
     if config is not None:
         with open(config) as f:
             return _data_from_mapping(yaml.safe_load(f) or {}, overrides)
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
-    if "_class_path" in hparams:
-        init_args = {k: v for k, v in hparams.items() if not k.startswith("_")}
-        return _data_from_mapping({"data": {"class_path": hparams["_class_path"], "init_args": init_args}}, overrides)
-    for parent in Path(ckpt_path).resolve().parents[:3]:
-        hydra_config = parent / ".hydra" / "config.yaml"
-        if hydra_config.is_file():
-            with open(hydra_config) as f:
-                return _data_from_mapping(yaml.safe_load(f) or {}, overrides)
+    recorded = checkpoint_data_config(ckpt_path)  # weights-only read; the class is checked before it is built
+    if recorded is not None:
+        return _data_from_mapping({"data": recorded}, overrides)
     raise ValueError(
         f"The checkpoint {str(ckpt_path)!r} does not say which data it was trained on; pass --config with the "
         "LightningCLI or Hydra config of the run"

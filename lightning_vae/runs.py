@@ -176,18 +176,9 @@ def summarize(trainer: Trainer) -> str:
 
 # ------------------------------------------------------------------------------------------ checkpoint -> data
 def _read_checkpoint(ckpt_path: str | os.PathLike) -> Mapping[str, Any]:
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise ValueError(f"Expected `ckpt_path` to be a checkpoint file, got {str(ckpt_path)!r} (no such file)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated, corrupt or not a checkpoint at all
-        raise ValueError(f"Cannot read the checkpoint {str(ckpt_path)!r}: {type(err).__name__}: {err}") from err
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(
-            f"Expected {str(ckpt_path)!r} to hold a Lightning checkpoint, got a {type(checkpoint).__name__}"
-        )
-    return checkpoint
+    from lightning_vae.building import load_checkpoint
+
+    return load_checkpoint(ckpt_path)  # weights only; a missing, corrupt or foreign file is a ValueError naming it
 
 
 def _from_hydra_config(config_file: Path) -> dict[str, Any] | None:
@@ -216,13 +207,22 @@ def checkpoint_data_config(ckpt_path: str | os.PathLike) -> dict[str, Any] | Non
     Raises:
         ValueError: If the file is missing, unreadable or not a Lightning checkpoint.
     """
+    from lightning_vae.building import check_checkpoint_classes
+
     checkpoint = _read_checkpoint(ckpt_path)
     hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    found: dict[str, Any] | None = None
+    source = str(ckpt_path)
     if "_class_path" in hparams:
         init_args = {k: v for k, v in hparams.items() if not k.startswith("_")}
-        return {"class_path": str(hparams["_class_path"]), "init_args": init_args}
-    for parent in Path(ckpt_path).resolve().parents[:3]:
-        hydra_config = parent / ".hydra" / "config.yaml"
-        if hydra_config.is_file():
-            return _from_hydra_config(hydra_config)
-    return None
+        found = {"class_path": str(hparams["_class_path"]), "init_args": init_args}
+    else:
+        for parent in Path(ckpt_path).resolve().parents[:3]:
+            hydra_config = parent / ".hydra" / "config.yaml"
+            if hydra_config.is_file():
+                found, source = _from_hydra_config(hydra_config), str(hydra_config)
+                break
+    if found is not None:
+        # Every class it names must be a data module (or, nested, a network): refused before anything is called.
+        check_checkpoint_classes({"data": found}, source=source)
+    return found

@@ -107,3 +107,32 @@ def test_build_checks_the_class_before_calling_it(tmp_path: Path) -> None:
         resolve_class("lightning_vae.nets.MLPEncoder", "likelihood")
     with pytest.raises(ValueError, match="Cannot import"):
         resolve_class("no_such_package.Thing", "encoder")
+
+
+def test_data_module_recorded_in_a_checkpoint_is_checked(clean_checkpoint: dict, tmp_path: Path) -> None:
+    """`lightning-vae test/reconstruct --ckpt_path X` rebuild the data module a checkpoint names: only a data module."""
+    from lightning_vae.generate import load_datamodule
+    from lightning_vae.runs import checkpoint_data_config
+
+    target = tmp_path / "pwned"
+    hostile = copy.deepcopy(clean_checkpoint)
+    hostile["datamodule_hyper_parameters"] = {"_class_path": "os.system", "command": f"touch {target}"}
+    torch.save(hostile, tmp_path / "h.ckpt")
+    for load in (checkpoint_data_config, lambda p: load_datamodule(None, p)):
+        with pytest.raises(ValueError, match=r"os\.system.*refused"):
+            load(tmp_path / "h.ckpt")
+    assert not target.exists()
+
+
+def test_hydra_config_beside_a_checkpoint_is_checked(clean_checkpoint: dict, tmp_path: Path) -> None:
+    from lightning_vae.generate import load_datamodule
+
+    target = tmp_path / "pwned"
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(f"data:\n  _target_: os.system\n  command: touch {target}\n")
+    (run / "checkpoints").mkdir()
+    torch.save(clean_checkpoint, run / "checkpoints" / "last.ckpt")
+    with pytest.raises(ValueError, match=r"os\.system.*refused"):
+        load_datamodule(None, run / "checkpoints" / "last.ckpt")
+    assert not target.exists()
