@@ -471,10 +471,13 @@ class VAE(LightningModule):
                 "train/recon": terms.recon,
                 "train/kl": terms.kl,
             }
-            values.update({"train/beta": self.beta, "train/free_bits": self.free_bits})
+            # Host tensors: Lightning would copy a Python number to the device (a blocking copy there).
+            values.update({"train/beta": torch.tensor(self.beta), "train/free_bits": torch.tensor(self.free_bits)})
             if terms.iwae is not None:
                 values["train/iwae"] = terms.iwae
-            self.log("train/loss", terms.loss, prog_bar=True, batch_size=x.shape[0])
+            # The progress bar reads its values at every refresh (every batch by default): give it a host copy,
+            # made here on a logging step, so the steps in between never wait on the device.
+            self.log("train/loss", terms.loss.detach().cpu(), prog_bar=True, batch_size=x.shape[0])
             self.log_dict(values, batch_size=x.shape[0])
         return {"loss": terms.loss, "kl": terms.kl.detach()}
 
@@ -584,13 +587,15 @@ class VAE(LightningModule):
         self._eval_losses.append((batch_idx, terms.loss.detach()))
         for term in _EVAL_TERMS:
             metric = self._metric(f"{stage}_{term}")
-            metric.update(getattr(terms, term), weight=n)
+            # The batch mean once per example: weighted by the batch size with no host-to-device copy of a
+            # weight (and right whatever torchmetrics does with `weight` under nan_strategy="disable").
+            metric.update(getattr(terms, term).reshape(1).expand(n))
             self.log(f"{stage}/{term}", metric, prog_bar=term == "elbo")
         if self.n_eval_samples > 1:
             # The same chunked estimator as ImportanceWeightedNLL: memory bounded by iw_chunk_size for any k.
             nll_values = iw_nll(self, x, n_samples=self.n_eval_samples, chunk_size=self.iw_chunk_size)
             nll = self._metric(f"{stage}_nll_iw")
-            nll.update(nll_values.mean(), weight=n)
+            nll.update(nll_values)  # one value per example
             self.log(f"{stage}/nll_iw", nll)
         return {"loss": terms.loss, "posterior": out.posterior, "z": out.z[0], "kl_per_dim": terms.kl_per_dim}
 

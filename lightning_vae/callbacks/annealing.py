@@ -13,6 +13,7 @@ import dataclasses
 import math
 from typing import Any, Literal
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
@@ -82,7 +83,9 @@ class StepValueLogger:
 
     def __call__(self, trainer: Trainer, pl_module: LightningModule, value: float) -> None:
         if self._last is None or (logs_this_step(trainer) and value != self._last):
-            pl_module.log(self.key, value, prog_bar=self.prog_bar, on_step=True, on_epoch=False)
+            # A host tensor: Lightning would copy a Python number to the module's device (a blocking copy on an
+            # accelerator), and the progress bar reads it back at every refresh.
+            pl_module.log(self.key, torch.tensor(float(value)), prog_bar=self.prog_bar, on_step=True, on_epoch=False)
             self._last = value
 
 

@@ -75,7 +75,8 @@ def _moments_update(values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     _check_2d("values", values)
     v = values.detach().double()
     mean = v.mean(0)
-    return torch.tensor(float(v.shape[0]), dtype=torch.float64, device=v.device), mean, (v - mean).pow(2).sum(0)
+    count = torch.full((), float(v.shape[0]), dtype=torch.float64, device=v.device)  # filled there: no host copy
+    return count, mean, (v - mean).pow(2).sum(0)
 
 
 def merge_moments(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, Tensor, Tensor]:

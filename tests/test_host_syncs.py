@@ -1,0 +1,315 @@
+"""Host reads (device-to-host synchronisations) per training step, counted on the CPU.
+
+On an accelerator every read of a device value by the host (``.item()``, ``bool(t)``, ``.tolist()``,
+``.cpu()``, ``float(t)``, ``int(t)``) makes the CPU wait until the device has finished all the work
+queued before it, so the CPU can no longer run ahead and queue the next step. On a CPU these reads
+cost nothing and nothing shows, so the tests below count them: :class:`HostReads` patches those
+methods of ``torch.Tensor`` and records each call made while a watched method (``training_step``, a
+callback's batch hooks, ...) runs. A training step that neither logs (``Trainer(log_every_n_steps)``,
+first and last batch of the epoch) nor checks its data (first 10 batches, then every 50th) must make
+none.
+
+The non-finite guard reads the loss at every step on a CPU on purpose (it costs nothing there) and
+keeps device values to read on logging steps elsewhere; the tests put it in that deferred mode, as
+``VAE.on_fit_start`` does on an accelerator.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from helpers import tiny_vae, trainer_kwargs
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lightning_vae.callbacks import FreeBits, KLAnnealing, PosteriorCollapseMonitor, TargetRate
+from lightning_vae.data import TensorDataModule
+from lightning_vae.utilities import logs_this_step
+
+#: The ``torch.Tensor`` methods through which the host reads a tensor's values.
+READ_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+#: Functions that copy host data (Python numbers, lists, arrays) to a device when given ``device=``: on an
+#: accelerator a blocking host-to-device copy waits for the queue too.
+COPY_FUNCTIONS = ("tensor", "as_tensor")
+
+#: Hooks of the module and the callbacks that run inside one training step.
+STEP_HOOKS = (
+    "on_train_batch_start",
+    "training_step",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_train_batch_end",
+)
+
+
+@dataclass
+class Read:
+    method: str
+    where: str
+    step: Any
+
+
+@dataclass
+class HostReads:
+    """Counts host reads of tensors made while a watched method runs (see the module docstring).
+
+    Each read is filed under :attr:`label` (set by :class:`StepLabel` to the batch index and whether
+    the step logs) and the place in the code that made it.
+    """
+
+    reads: list[Read] = field(default_factory=list)
+    label: Any = None
+    #: Tensors known to live on the host: returned by ``.cpu()`` (a copy here, as on an accelerator) or built
+    #: by ``torch.tensor``/``torch.as_tensor`` without a device.
+    host: weakref.WeakSet = field(default_factory=weakref.WeakSet)
+    _depth: int = 0
+
+    @contextmanager
+    def patched(self) -> Iterator[HostReads]:
+        saved = {name: torch.Tensor.__dict__.get(name) for name in READ_METHODS}
+        factories = {name: getattr(torch, name) for name in COPY_FUNCTIONS}
+        for name in READ_METHODS:
+            setattr(torch.Tensor, name, self._wrap(name, getattr(torch.Tensor, name)))
+        for name, function in factories.items():
+            setattr(torch, name, self._wrap_copy(name, function))
+        try:
+            yield self
+        finally:
+            for name, original in saved.items():
+                if original is None:
+                    delattr(torch.Tensor, name)
+                else:
+                    setattr(torch.Tensor, name, original)
+            for name, function in factories.items():
+                setattr(torch, name, function)
+
+    def _record(self, name: str) -> None:
+        frame = sys._getframe(2)
+        where = f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} ({frame.f_code.co_name})"
+        self.reads.append(Read(name, where, self.label))
+
+    def _wrap_copy(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        counter = self
+
+        @wraps(function)
+        def copy(data: Any, *args: Any, **kwargs: Any) -> Any:
+            if counter._depth and kwargs.get("device") is not None and not isinstance(data, torch.Tensor):
+                counter._record(f"torch.{name}(<host data>, device=...)")
+            result = function(data, *args, **kwargs)
+            if kwargs.get("device") is None and not isinstance(data, torch.Tensor):
+                counter.host.add(result)
+            return result
+
+        return copy
+
+    def _wrap(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        counter = self
+
+        @wraps(method)
+        def read(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if counter._depth:
+                counter._record(name)
+            if name == "cpu":  # a copy, as from an accelerator, so the host copy is told apart from its source
+                copy = method(tensor, *args, **kwargs).clone()
+                counter.host.add(copy)
+                return copy
+            return method(tensor, *args, **kwargs)
+
+        return read
+
+    def watch(self, obj: object, names: tuple[str, ...] = STEP_HOOKS) -> None:
+        """Count the reads made while ``obj``'s methods ``names`` run (instance attributes shadow them)."""
+        for name in names:
+            method = getattr(obj, name, None)
+            if callable(method):
+                setattr(obj, name, self._watched(method))
+
+    def _watched(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._depth += 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._depth -= 1
+
+        return call
+
+
+def test_the_counter_sees_every_kind_of_read() -> None:
+    counter = HostReads()
+    t = torch.tensor([1.5])
+
+    class Probe:
+        def run(self) -> None:
+            t.item(), t.tolist(), t.cpu(), t.numpy(), bool(t), float(t), int(t), [0, 1][torch.tensor(1)]
+
+    probe = Probe()
+    with counter.patched():
+        counter.watch(probe, ("run",))
+        probe.run()
+        t.item()  # outside a watched method: not counted
+    assert [r.method for r in counter.reads] == list(READ_METHODS)
+    assert "item" not in torch.Tensor.__dict__  # restored
+
+
+class StepLabel(Callback):
+    """First in the callback list: labels the reads of each training step; puts the guard in deferred mode."""
+
+    def __init__(self, counter: HostReads, deferred: bool = True) -> None:
+        self.counter, self.deferred = counter, deferred
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.guard.deferred = self.deferred  # True: what VAE.on_fit_start sets on an accelerator
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        self.counter.label = (batch_idx, logs_this_step(trainer))
+
+
+N_BATCHES, LOG_EVERY = 30, 20
+
+
+@dataclass
+class Run:
+    reads: list[Read]
+    #: ``(key, value)`` of every ``log(..., prog_bar=True)`` call made during training.
+    prog_bar_values: list[tuple[str, Any]]
+    host: weakref.WeakSet
+
+
+def _run(
+    tmp_path: Path,
+    callbacks: list[Callback],
+    likelihood: str = "bernoulli",
+    prior: str = "standard_normal",
+    deferred: bool = True,
+) -> Run:
+    counter = HostReads()
+    vae = tiny_vae(likelihood=likelihood, prior=prior, prior_components=3)
+    data = torch.rand(N_BATCHES * 4, 1, 8, 8).round()
+    dm = TensorDataModule(data, val=data[:8], batch_size=4)
+    trainer = Trainer(
+        **trainer_kwargs(tmp_path, max_epochs=1, limit_train_batches=None, limit_val_batches=0),
+        log_every_n_steps=LOG_EVERY,
+        num_sanity_val_steps=0,
+        callbacks=[StepLabel(counter, deferred), *callbacks],
+    )
+    prog_bar_values: list[tuple[str, Any]] = []
+    log = vae.log
+
+    def logged(name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("prog_bar"):
+            prog_bar_values.append((name, value))
+        log(name, value, *args, **kwargs)
+
+    vae.log = logged  # type: ignore[method-assign]  # log_dict and the callbacks call it too
+    with counter.patched():
+        counter.watch(vae)
+        for cb in callbacks:
+            counter.watch(cb)
+        trainer.fit(vae, datamodule=dm)
+    return Run(counter.reads, prog_bar_values, counter.host)
+
+
+def _quiet_steps(reads: list[Read]) -> dict[int, list[Read]]:
+    """Steps that neither log nor check data: from batch 11 (data checked on batches 0..9), not the last."""
+    quiet: dict[int, list[Read]] = {i: [] for i in range(11, N_BATCHES - 1) if (i + 1) % LOG_EVERY}
+    for read in reads:
+        batch_idx, logging = read.step
+        if batch_idx in quiet:
+            assert not logging, read
+            quiet[batch_idx].append(read)
+    return quiet
+
+
+def _describe(quiet: dict[int, list[Read]]) -> str:
+    lines = sorted({f"{r.method} at {r.where}" for reads in quiet.values() for r in reads})
+    return "host reads on steps that neither log nor check data:\n" + "\n".join(lines)
+
+
+def test_a_read_in_the_step_is_seen(tmp_path: Path) -> None:
+    """The guard outside deferred mode (a CPU run) reads the loss at every step: the counter sees it there."""
+    quiet = _quiet_steps(_run(tmp_path, [], deferred=False).reads)
+    assert all(any(r.method == "__bool__" and "guard.py" in r.where for r in reads) for reads in quiet.values())
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("prior", ["standard_normal", "learnable", "mixture", "vamp"])
+def test_no_host_read_on_quiet_training_steps(tmp_path: Path, prior: str, likelihood: str) -> None:
+    quiet = _quiet_steps(_run(tmp_path, [], likelihood=likelihood, prior=prior).reads)
+    assert len(quiet) >= 15
+    assert not any(quiet.values()), _describe(quiet)
+
+
+CALLBACKS = {
+    "KLAnnealing": lambda: KLAnnealing(schedule="linear", start=0.0, end=1.0, length=30, prog_bar=True),
+    "FreeBits": lambda: FreeBits(0.2, mode="total", prog_bar=True),
+    "TargetRate": lambda: TargetRate(target=1.0, update_every=7),
+    "PosteriorCollapseMonitor": lambda: PosteriorCollapseMonitor(log_images=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CALLBACKS))
+def test_no_host_read_on_quiet_steps_with_callbacks(tmp_path: Path, name: str) -> None:
+    run = _run(tmp_path, [CALLBACKS[name]()], prior="mixture")
+    quiet = _quiet_steps(run.reads)
+    if name == "TargetRate":
+        # β moves after every 7th optimizer step: the KL of that step is read then, and only then.
+        updates = [i for i in quiet if (i + 1) % 7 == 0]
+        assert all(any(r.method == "__float__" and "target_rate.py" in r.where for r in quiet[i]) for i in updates)
+        quiet = {i: reads for i, reads in quiet.items() if i not in updates}
+    assert not any(quiet.values()), _describe(quiet)
+    # The progress bar converts its values at every refresh (every batch by default): each one must already be
+    # on the host (a copy made on a logging step, or a number turned into a host tensor), never a device tensor.
+    shown = {"KLAnnealing": {"train/beta"}, "FreeBits": {"train/free_bits"}, "TargetRate": {"train/beta"}}
+    assert {key for key, _ in run.prog_bar_values} == {"train/loss"} | shown.get(name, set())
+    for key, value in run.prog_bar_values:
+        assert isinstance(value, torch.Tensor) and value in run.host, (key, value)
+
+
+def test_no_host_read_in_quiet_validation_steps(tmp_path: Path) -> None:
+    """Validation and test steps with the collapse monitor and the importance-weighted NLL: no read, no copy."""
+    counter = HostReads()
+    vae = tiny_vae(n_eval_samples=4)
+    monitor = PosteriorCollapseMonitor(log_images=False, iw_samples=4)
+
+    class Label(Callback):
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+            counter.label = batch_idx
+
+        on_test_batch_start = on_validation_batch_start
+
+    data = torch.rand(64, 1, 8, 8).round()
+    dm = TensorDataModule(data, val=data, batch_size=4)
+    trainer = Trainer(
+        **trainer_kwargs(tmp_path, limit_val_batches=None, limit_test_batches=None), callbacks=[Label(), monitor]
+    )
+    hooks = (
+        "validation_step",
+        "test_step",
+        "on_validation_batch_start",
+        "on_validation_batch_end",
+        "on_test_batch_start",
+        "on_test_batch_end",
+    )
+    with counter.patched():
+        counter.watch(vae, hooks)
+        counter.watch(monitor, hooks)
+        trainer.validate(vae, datamodule=dm, verbose=False)
+        trainer.test(vae, datamodule=dm, verbose=False)
+    # 16 validation batches then 16 test batches: the data checks run on the first 10 batches the module sees.
+    labelled = [r for r in counter.reads if r.step is not None]
+    quiet = [r for r in labelled if r.step >= 10]
+    assert not quiet, sorted({f"{r.method} at {r.where}" for r in quiet})
+    assert any(r.step < 10 for r in labelled)  # the data checks themselves are seen
