@@ -26,14 +26,14 @@ def discretize(codes: Tensor, n_bins: int = 20) -> Tensor:
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"Expected `n_bins` to be a positive int, got {n_bins!r}")
     codes = codes.double()
-    out = torch.empty(codes.shape, dtype=torch.long, device=codes.device)
-    for d in range(codes.shape[1]):
-        column = codes[:, d].contiguous()
-        edges = torch.linspace(
-            float(column.min()), float(column.max()), n_bins + 1, dtype=torch.float64, device=codes.device
-        )
-        out[:, d] = torch.bucketize(column, edges[1:-1], right=True)
-    return out
+    # The edges of every column at once, where the codes are (no host read): those of numpy.linspace,
+    # ``low + i * (high - low) / n_bins`` with the last one exactly ``high``.
+    low, high = codes.amin(0), codes.amax(0)
+    steps = torch.arange(n_bins + 1, dtype=torch.float64, device=codes.device).unsqueeze(1)
+    edges = low + steps * ((high - low) / n_bins)  # (n_bins + 1, D)
+    edges[-1] = high
+    inner = edges[1:-1].T.contiguous()  # (D, n_bins - 1)
+    return torch.searchsorted(inner, codes.T.contiguous(), right=True).T
 
 
 def _labels(values: Tensor) -> tuple[Tensor, int]:

@@ -56,7 +56,8 @@ class MutualInformationGap(Metric):
                 "Expected codes (B, D) and factors (B, K) with the same B, got "
                 f"{tuple(codes.shape)} and {tuple(factors.shape)}"
             )
-        self.codes.append(codes.detach().float())
+        # float64 codes stay float64 (others are exact in float32), so the metric equals the functional form.
+        self.codes.append(codes.detach().to(torch.float64 if codes.dtype == torch.float64 else torch.float32))
         self.factors.append(factors.detach().long())
 
     def compute(self) -> Tensor:

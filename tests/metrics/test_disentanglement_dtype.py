@@ -1,0 +1,63 @@
+"""MutualInformationGap keeps float64 codes in float64; the binning reads nothing back to the host."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from test_host_syncs import HostReads
+
+from lightning_vae.functional.disentanglement import discretize, mutual_information_gap
+from lightning_vae.metrics import MutualInformationGap
+
+THIRD = 1 / 3
+
+
+def _near_edge_codes() -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes whose first column has values just under the bin edge 1/3 (3 bins over [0, 1]) in float64;
+    rounded to float32 they land on the other side of it."""
+    codes = torch.tensor(
+        [[0.0, 0.0], [THIRD - 1e-12, 0.5], [THIRD - 1e-12, 0.5], [1.0, 1.0], [0.2, 0.9], [0.9, 0.1]],
+        dtype=torch.float64,
+    )
+    factors = torch.tensor([[0, 0], [0, 1], [0, 1], [1, 1], [0, 0], [1, 0]])
+    return codes, factors
+
+
+def test_float64_codes_give_the_functional_value() -> None:
+    codes, factors = _near_edge_codes()
+    expected = mutual_information_gap(codes, factors, n_bins=3)
+    assert expected.item() != mutual_information_gap(codes.float(), factors, n_bins=3).item()  # the case matters
+    metric = MutualInformationGap(n_bins=3)
+    metric.update(codes[:3], factors[:3])
+    metric.update(codes[3:], factors[3:])
+    assert metric.codes[0].dtype == torch.float64
+    assert metric.compute().item() == expected.item()
+
+
+def test_float32_codes_are_kept_as_float32() -> None:
+    codes, factors = _near_edge_codes()
+    metric = MutualInformationGap(n_bins=3)
+    metric.update(codes.float(), factors)
+    assert metric.codes[0].dtype == torch.float32
+    assert metric.compute().item() == mutual_information_gap(codes.float(), factors, n_bins=3).item()
+
+
+def test_discretize_reads_nothing_back_and_matches_numpy_edges() -> None:
+    codes = torch.from_numpy(np.random.default_rng(3).normal(size=(300, 4)))
+    codes[:, 3] = 2.5  # a constant column: every value in the last bin, as with equal edges
+    counter = HostReads()
+
+    class Probe:
+        def run(self) -> torch.Tensor:
+            return discretize(codes, 9)
+
+    probe = Probe()
+    with counter.patched():
+        counter.watch(probe, ("run",))
+        binned = probe.run()
+    assert counter.reads == []
+    for d in range(3):
+        column = codes[:, d].numpy()
+        edges = np.linspace(column.min(), column.max(), 10)
+        np.testing.assert_array_equal(binned[:, d].numpy(), np.digitize(column, edges[1:-1]))
+    assert binned[:, 3].tolist() == [8] * 300
