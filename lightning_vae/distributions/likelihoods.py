@@ -3,6 +3,12 @@
 Shapes: ``x`` is ``(B, *data_shape)``; the decoder output ``params`` is ``(*S, B, *param_shape)``
 where ``S`` are optional leading sample dimensions (importance samples). ``log_prob`` returns
 ``(*S, B)`` in float32 nats, summed over every data dimension (the reduction rule in DESIGN.md).
+
+Numerical range: every likelihood computes in float32 (half-precision decoder outputs are cast
+first, so they behave the same under autocast) and has finite values and gradients for any finite
+parameters whose float64 log-probability is finite. Each class states how close it stays to a
+float64 evaluation; the property tests in ``tests/distributions/test_numerics_properties.py``
+check these bounds.
 """
 
 from __future__ import annotations
@@ -110,6 +116,11 @@ class BernoulliLikelihood(Likelihood):
 
     Targets may be binary or soft values in ``[0, 1]`` (the cross-entropy is then still well defined).
 
+    Exactness: torch's stable ``binary_cross_entropy_with_logits``. Against float64, binary targets
+    are exact to about 5e-7 nats per element for any finite logit. With soft targets the float32
+    rounding of ``target · logit`` costs about ``eps32 · |logit| / 2``: under 1e-3 nats while
+    ``|logit| < 1e4``, about 1.5e-3 at 2e4 and 0.06 at 1e6 (measured, worst of 1e5 draws).
+
     Example::
 
         >>> lik = BernoulliLikelihood()
@@ -181,6 +192,12 @@ class GaussianLikelihood(_LearnedScale):
         sigma: The fixed σ, or the initial σ when learned.
         data_shape: Shape of one example; required for ``"per_dim"``.
 
+    Exactness: with ``r = |x - mean| / σ`` the error against float64 is the float32 rounding of the
+    terms, about ``1e-7 · r²`` nats (one or two eps32 relative to the value, measured for
+    ``log σ`` in [-7, 7]): 1e-5 at ``r = 10``, under 1e-3 while ``r < 90``. Values and gradients stay
+    finite until ``r²`` leaves the float32 range (``r > 1.8e19``). A learned σ has a soft floor at
+    ``exp(min_log_scale) = e^-7``.
+
     Example::
 
         >>> GaussianLikelihood(sigma=1.0).log_prob(torch.zeros(1, 2), torch.zeros(1, 2))  # -log(2*pi)
@@ -223,6 +240,10 @@ class LaplaceLikelihood(_LearnedScale):
         scale: The fixed ``b``, or its initial value.
         data_shape: Shape of one example; required for ``"per_dim"``.
 
+    Exactness: with ``r = |x - loc| / b`` the error against float64 is the float32 rounding of the
+    terms, about ``1.2e-7 · r`` nats (measured for ``log b`` in [-7, 7]): under 1e-3 while
+    ``r < 8e3``; finite for any finite ``r``. A learned ``b`` has a soft floor at ``e^-7``.
+
     Example::
 
         >>> LaplaceLikelihood(scale=1.0).log_prob(torch.zeros(1, 1), torch.zeros(1, 1))  # -log 2
@@ -252,6 +273,18 @@ class LaplaceLikelihood(_LearnedScale):
         return torch.distributions.Laplace(params.float(), self.scale.expand_as(params)).sample()
 
 
+def _log1mexp_neg(log_d: Tensor) -> Tensor:
+    """``log(1 - exp(-d))`` for ``d = exp(log_d) > 0``, accurate and with finite gradients for any finite ``log_d``.
+
+    ``log(-expm1(-d))`` is exact to rounding while ``d`` is a normal float32; below ``d = 1e-3`` the
+    series ``log d - d/2`` (error under ``d²/24 < 5e-8``) takes over, so ``d`` may underflow. The
+    unused branch sees a harmless argument, so its gradient is never ``0·inf``.
+    """
+    d = torch.exp(log_d)
+    small = d < 1e-3
+    return torch.where(small, log_d - 0.5 * d, torch.log(-torch.expm1(-torch.where(small, 1.0, d))))
+
+
 def _to_levels(x: Tensor, levels: int) -> Tensor:
     """Map targets in [0, 1] (or integer levels) to integer indices 0..levels-1."""
     if not torch.is_floating_point(x):
@@ -264,6 +297,10 @@ class CategoricalLikelihood(Likelihood):
 
     The decoder returns logits of shape ``(B, 256, *data_shape)``. Targets are floats in ``[0, 1]``
     (8-bit values divided by 255) or integer tensors with values ``0..255``.
+
+    Exactness: ``log_softmax`` over the 256 logits, exact to float32 rounding of
+    ``logit - logsumexp`` (about ``eps32 · max |logit|``) for any finite logits; the 256
+    probabilities of an element sum to 1 within 1e-5 (checked for logits up to ±6e4).
 
     Example::
 
@@ -323,10 +360,37 @@ class CategoricalLikelihood(Likelihood):
 class DiscretizedLogisticMixtureLikelihood(Likelihood):
     """Discretized mixture of logistics over 256 bins (Salimans et al. 2017, PixelCNN++), per element.
 
-    Data in ``[0, 1]`` are mapped to ``[-1, 1]``; bin ``i`` covers ``x ± 1/255`` with the edge bins
-    extended to ±infinity. The decoder returns ``(B, 3 * n_components, *data_shape)``: mixture
-    logits, means and log-scales, each ``n_components`` channels. Channels are modelled
-    independently (no autoregression across colour channels).
+    Data in ``[0, 1]`` are mapped to ``[-1, 1]``; bin ``k`` covers ``(2k ± 1)/255 - 1`` with the
+    edge bins extended to ±infinity (targets are snapped to the nearest of the 256 levels). The
+    decoder returns ``(B, 3 * n_components, *data_shape)``: mixture logits, means and log-scales,
+    each ``n_components`` channels; log-scales are clamped (hard) below at -7 as in PixelCNN++. Channels
+    are modelled independently (no autoregression across colour channels).
+
+    Each bin's mass is computed in log space, with no threshold on it and no cancellation: for standardised
+    edges ``a < b``, ``σ(b) - σ(a) = σ(b) · σ(-a) · (1 - exp(-(b - a)))``, so
+    ``log P = log σ(b) + log σ(-a) + log(1 - exp(-(b - a)))`` with ``b - a = (2/255) / s`` taken
+    exactly from the log-scale; the edge bins are ``log σ(b)`` (bin 0) and ``log σ(-a)`` (bin 255).
+
+    Exactness: for any finite logits, means and log-scales (including scales so wide that a bin's
+    standardised width underflows) the value and its gradients are finite, and the error against
+    float64 is the float32 rounding of the standardised edges, about ``1e-7 · (|a| + |b|)`` nats:
+    under 4e-5 nats per element wherever ``|a| + |b| < 1e3``, under 1e-3 while ``|x - mean| / s`` stays
+    below about 4e3 (e.g. ``|mean| ≤ 3`` at the floor ``s = e^-7``). The 256 bin masses of an element
+    sum to 1 within 1e-6 (an edge shared by two bins is computed identically for both).
+
+    Compared with PixelCNN++ numbers: the reference implementation (Salimans et al. 2017) replaces the
+    mass of any bin below 1e-5 by the density at its centre times the bin width, which makes such a bin
+    too unlikely by ``log(sinh u / u)``, ``u = (1/255) / s``: 2.15 nats at log-scale -7, 0.39 at -6,
+    0.056 at -5, 1e-3 at -3; and it takes ``σ(b) - σ(a)`` by subtraction, which loses up to about 0.016
+    nats in bins above the mean with mass just over that threshold. Both only move data that fall in
+    bins the model gives almost no mass, so bits/dim of a model that fits its data hardly change.
+    Measured on two small VAEs of this package with 5 logistic components, trained on MNIST grey levels
+    for 3,000 (``ConvDecoder``) and 2,000 (``PixelCNNDecoder``) steps of 64 images (median log-scale of
+    the heaviest component at interior pixels -2.4 and -1.7, 5 % below -5.1 and -4.4), on 1,000 test
+    images: test bits/dim (ELBO) 1.31505 and 1.25232 under both formulas, a difference below 1e-7
+    bits/dim; per pixel at most 0.005 nats. While the data follow the model, the mid-bin rule can cost
+    at most about 256 × 1e-5 × 2.15 nats ≈ 0.008 bits/dim; an overconfident model (sharp components that
+    miss) or data unlike the training set can see the full per-pixel errors above.
 
     Args:
         n_components: Number of logistic components per element.
@@ -361,21 +425,19 @@ class DiscretizedLogisticMixtureLikelihood(Likelihood):
         n_data = x.dim() - 1
         logits, means, log_scales = self._split(params, n_data)
         comp_dim = params.dim() - n_data - 1
-        x = (2.0 * x - 1.0).unsqueeze(1)  # (B, 1, *data), broadcast over components
-        half_bin = 1.0 / (self.bins - 1)
+        top = self.bins - 1
+        level = torch.round(x.float() * top).clamp(0, top).unsqueeze(1)  # (B, 1, *data), broadcast over components
+        # Bin k of [-1, 1] is [(2k - 1)/255 - 1, (2k + 1)/255 - 1]: an edge shared by two bins comes out of the
+        # same float operations for both, so the bin masses of one element telescope to 1.
         inv_s = torch.exp(-log_scales)
-        centred = x - means
-        plus_in = inv_s * (centred + half_bin)
-        min_in = inv_s * (centred - half_bin)
-        log_cdf_plus = plus_in - F.softplus(plus_in)  # log sigmoid(plus_in), for the lowest bin
-        log_one_minus_cdf_min = -F.softplus(min_in)  # log(1 - sigmoid(min_in)), for the highest bin
-        cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
-        mid_in = inv_s * centred
-        # Where the bin mass underflows, use the density at the bin centre times the bin width.
-        log_pdf_mid = mid_in - log_scales - 2.0 * F.softplus(mid_in) + math.log(2.0 * half_bin)
-        log_mid = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid)
-        log_probs = torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_mid))
-        return torch.logsumexp(log_probs + torch.log_softmax(logits, dim=comp_dim), dim=comp_dim)
+        a = ((2.0 * level - 1.0) / top - 1.0 - means) * inv_s
+        b = ((2.0 * level + 1.0) / top - 1.0 - means) * inv_s
+        log_cdf_b = F.logsigmoid(b)  # log σ(b): the mass of bin 0, (-inf, b]
+        log_sf_a = F.logsigmoid(-a)  # log(1 - σ(a)): the mass of bin 255, [a, inf)
+        # σ(b) - σ(a) = σ(b)·σ(-a)·(1 - exp(-(b - a))): no cancellation, with b - a = (2/255)/s from log s exactly.
+        interior = log_cdf_b + log_sf_a + _log1mexp_neg(math.log(2.0 / top) - log_scales)
+        log_mass = torch.where(level < 0.5, log_cdf_b, torch.where(level > top - 0.5, log_sf_a, interior))
+        return torch.logsumexp(log_mass + torch.log_softmax(logits, dim=comp_dim), dim=comp_dim)
 
     def mean(self, params: Tensor) -> Tensor:
         logits, means, _ = self._split(params, params.dim() - 2)
