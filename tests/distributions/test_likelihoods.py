@@ -120,7 +120,7 @@ def test_discretized_logistic_mixture_is_normalised() -> None:
     x = (torch.arange(256).float() / 255).view(256, 1)
     params = torch.tensor([0.3, -0.2, 0.1, -0.5, -2.0, -1.5]).view(1, 6, 1).expand(256, 6, 1)
     total = lik.log_prob(x, params).exp().sum()
-    torch.testing.assert_close(total, torch.tensor(1.0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(total, torch.tensor(1.0), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 
 from lightning_vae.distributions import (
     DiagonalGaussian,
+    DiagonalGaussianMixture,
     LearnableGaussianPrior,
     MixtureOfGaussiansPrior,
     StandardNormalPrior,
@@ -110,3 +111,60 @@ def test_as_posterior_rejects_other_outputs() -> None:
 def test_standard_normal_prior_needs_its_size_before_sampling() -> None:
     with pytest.raises(ValueError, match="latent size"):
         StandardNormalPrior()()
+
+
+def test_expand_keeps_the_clamped_log_variance() -> None:
+    """The soft clamp is applied once: expanding must not move log-variances near the bounds again."""
+    q = DiagonalGaussian(torch.randn(4, 3), torch.tensor([-29.0, 0.0, 19.5]).expand(4, 3))
+    expanded = q.expand(torch.Size([2, 4]))
+    assert expanded.batch_shape == (2, 4)
+    assert torch.equal(expanded.log_var, q.log_var.expand(2, 4, 3))
+    assert torch.equal(expanded.base_dist.scale, q.base_dist.scale.expand(2, 4, 3))
+
+
+def test_log_prob_of_the_own_sample_uses_its_noise() -> None:
+    """At the variance floor next to a large mean, log q of the sample comes from ε, not from the rounded z."""
+    loc, log_var = torch.full((2, 3), 1e3), torch.full((2, 3), -40.0)
+    q = DiagonalGaussian(loc, log_var)
+    torch.manual_seed(3)
+    z = q.rsample((5,))
+    torch.manual_seed(3)
+    eps = torch.randn(5, 2, 3)
+    expected = -0.5 * (eps.double().square() + q.log_var.double() + math.log(2 * math.pi)).sum(-1)
+    torch.testing.assert_close(q.log_prob(z).double(), expected, rtol=0, atol=1e-5)
+    # z cannot resolve σ ≈ 3e-7 next to 1e3: recomputed from z, the standardised distance is mostly 0 or ±200.
+    recomputed = q.log_prob(z.clone())
+    assert not torch.allclose(recomputed.double(), expected, atol=0.1)
+    # sample() keeps its noise too; a second draw replaces the kept one.
+    s = q.sample((4,))
+    assert torch.isfinite(q.log_prob(s)).all() and not s.requires_grad
+    torch.testing.assert_close(q.log_prob(z), recomputed)
+
+
+def test_posterior_log_prob_and_entropy_match_torch() -> None:
+    loc, log_var = torch.randn(6, 4), torch.randn(6, 4)
+    q = DiagonalGaussian(loc, log_var)
+    reference = Independent(_normal(q.loc, q.log_var), 1)
+    z = q.rsample((3,))
+    torch.testing.assert_close(q.log_prob(z), reference.log_prob(z))
+    torch.testing.assert_close(q.log_prob(z.clone()), reference.log_prob(z))
+    torch.testing.assert_close(q.entropy(), reference.entropy())
+
+
+def test_diagonal_gaussian_mixture_samples_and_validates_shapes() -> None:
+    p = DiagonalGaussianMixture(torch.tensor([0.0, 1.0]), torch.tensor([[-5.0, 0.0], [5.0, 0.0]]), torch.zeros(2, 2))
+    s = p.sample((1000,))
+    assert s.shape == (1000, 2) and p.event_shape == (2,) and p.batch_shape == ()
+    share_right = float((s[:, 0] > 0).float().mean())
+    assert abs(share_right - float(torch.sigmoid(torch.tensor(1.0)))) < 0.05
+    with pytest.raises(ValueError, match=r"\(K,\).*\(K, D\)"):
+        DiagonalGaussianMixture(torch.zeros(3), torch.zeros(2, 2), torch.zeros(2, 2))
+
+
+def test_mixture_prior_clamps_component_log_variances_like_the_posterior() -> None:
+    prior = MixtureOfGaussiansPrior(2, n_components=2)
+    with torch.no_grad():
+        prior.log_vars.copy_(torch.tensor([[-500.0, 0.0], [300.0, 1.0]]))
+    p = prior()
+    expected = DiagonalGaussian(torch.zeros(2, 2), prior.log_vars.detach()).log_var
+    torch.testing.assert_close(p.log_vars, expected)
