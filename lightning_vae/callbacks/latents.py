@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from typing_extensions import override
@@ -27,8 +28,9 @@ __all__ = ["PosteriorMeanWriter"]
 class PosteriorMeanWriter(BasePredictionWriter):
     """Write the predictions of every predict batch (``(B, D)`` posterior means for ``VAE``) to one ``.npy`` file.
 
-    Rows are in the order of the dataset, also under DDP (ranks are gathered and the padding of the
-    distributed sampler dropped). When batches carry labels or factors (``(x, y)`` tuples, or a
+    Rows are in the order of the dataset, also under DDP: the ranks' rows are gathered (padded to the
+    largest shard for the gather and cut back, so shards of any sizes, empty ones too, merge) and
+    the padding of the distributed sampler is dropped. When batches carry labels or factors (``(x, y)`` tuples, or a
     ``y``/``label``/``factors`` key), they are written beside, to ``<stem>_labels.npy``.
 
     Args:
@@ -89,17 +91,17 @@ class PosteriorMeanWriter(BasePredictionWriter):
 
     @override
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._chunks:
-            return
-        values = torch.cat(self._chunks)
-        labels = torch.cat(self._label_chunks) if len(self._label_chunks) == len(self._chunks) else None
-        indices = torch.cat(self._indices) if len(self._indices) == len(self._chunks) else None
+        n = len(self._chunks)
+        values = torch.cat(self._chunks) if n else None
+        labels = torch.cat(self._label_chunks) if n and len(self._label_chunks) == n else None
+        indices = torch.cat(self._indices) if n and len(self._indices) == n else None
+        self._chunks, self._label_chunks, self._indices = [], [], []
         if trainer.world_size > 1:
-            values = trainer.strategy.all_gather(values).flatten(0, 1)
-            labels = None if labels is None else trainer.strategy.all_gather(labels).flatten(0, 1)
-            if indices is None:
-                raise RuntimeError("PosteriorMeanWriter needs the dataset indices of each batch to merge ranks")
-            indices = trainer.strategy.all_gather(indices).flatten(0, 1)
+            # Every rank takes part, also one that predicted nothing (a shard can be empty): a rank that
+            # returned early would leave the others waiting in the gather.
+            values, labels, indices = _gather_predictions(trainer.strategy, values, labels, indices)
+        if values is None:
+            return
         if indices is not None:
             # Dataset order; a distributed sampler's padding repeats indices, keep each once.
             order = torch.argsort(indices, stable=True)
@@ -117,4 +119,71 @@ class PosteriorMeanWriter(BasePredictionWriter):
                 np.save(self.labels_path, labels.cpu().numpy())
                 message += f" and labels {tuple(labels.shape)} to {self.labels_path}"
             rank_zero_info(message)
-        self._chunks, self._label_chunks, self._indices = [], [], []
+
+
+#: Largest number of dimensions of a gathered tensor (rows included).
+_MAX_DIMS = 6
+_DTYPES = (
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.int64,
+    torch.int32,
+    torch.uint8,
+    torch.bool,
+)
+
+
+def _describe(tensor: Tensor | None) -> list[int]:
+    """``[present, dtype code, ndim, *shape]`` padded to a fixed length, so that every rank can gather it."""
+    if tensor is None:
+        return [0] * (3 + _MAX_DIMS)
+    if tensor.dim() > _MAX_DIMS or tensor.dtype not in _DTYPES:
+        raise ValueError(
+            f"PosteriorMeanWriter gathers tensors of at most {_MAX_DIMS} dimensions and dtype in {_DTYPES}, got "
+            f"{tuple(tensor.shape)} {tensor.dtype}"
+        )
+    return [1, _DTYPES.index(tensor.dtype), tensor.dim(), *tensor.shape, *[0] * (_MAX_DIMS - tensor.dim())]
+
+
+def _gather_predictions(
+    strategy: Strategy, values: Tensor | None, labels: Tensor | None, indices: Tensor | None
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """All ranks' rows of ``values``, ``labels`` and ``indices``, concatenated in rank order, on every rank.
+
+    The ranks may hold different numbers of rows (none at all, too). ``strategy.all_gather`` needs tensors
+    of one shape on every rank (under NCCL other shapes hang or return garbage), so each rank first
+    gathers a fixed-size description (rows, shape, dtype) of its tensors; then each tensor is padded to
+    the largest row count, gathered, and every rank's rows are cut back to its own count.
+
+    Raises:
+        RuntimeError: On every rank alike, when a rank with rows has no dataset indices (they order the rows),
+            or the ranks' rows have different shapes.
+    """
+    device = strategy.root_device
+    local = torch.tensor([_describe(t) for t in (values, labels, indices)], dtype=torch.long, device=device)
+    described = strategy.all_gather(local).reshape(-1, 3, 3 + _MAX_DIMS).tolist()  # one host read: (W, 3, ...)
+    rows = [int(d[0][3]) if d[0][0] else 0 for d in described]
+    if sum(rows) == 0:
+        return None, None, None
+    with_rows = [d for d, n in zip(described, rows) if n > 0]
+    if any(not d[2][0] for d in with_rows):
+        raise RuntimeError("PosteriorMeanWriter needs the dataset indices of each batch to merge ranks")
+    gathered: list[Tensor | None] = []
+    for slot in range(3):
+        if any(not d[slot][0] for d in with_rows):  # labels missing on a rank that has rows: written without them
+            gathered.append(None)
+            continue
+        shapes = {tuple(d[slot][3 + 1 : 3 + d[slot][2]]) for d in with_rows}
+        dtypes = {d[slot][1] for d in with_rows}
+        if len(shapes) != 1 or len(dtypes) != 1:
+            raise RuntimeError(f"PosteriorMeanWriter: the ranks predicted rows of different shapes or types: {shapes}")
+        tail, dtype = shapes.pop(), _DTYPES[dtypes.pop()]
+        mine = (values, labels, indices)[slot]
+        padded = torch.zeros((max(rows), *tail), dtype=dtype, device=device)
+        if mine is not None and mine.shape[0]:
+            padded[: mine.shape[0]] = mine.to(device)
+        everyone = strategy.all_gather(padded)  # (W, max rows, *tail)
+        gathered.append(torch.cat([everyone[r, :n] for r, n in enumerate(rows)]))
+    return gathered[0], gathered[1], gathered[2]
