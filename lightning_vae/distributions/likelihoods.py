@@ -276,13 +276,11 @@ class LaplaceLikelihood(_LearnedScale):
 def _log1mexp_neg(log_d: Tensor) -> Tensor:
     """``log(1 - exp(-d))`` for ``d = exp(log_d) > 0``, accurate and with finite gradients for any finite ``log_d``.
 
-    ``log(-expm1(-d))`` is exact to rounding while ``d`` is a normal float32; below ``d = 1e-3`` the
-    series ``log d - d/2`` (error under ``d²/24 < 5e-8``) takes over, so ``d`` may underflow. The
-    unused branch sees a harmless argument, so its gradient is never ``0·inf``.
+    ``log(-expm1(-d))`` is exact to rounding while ``d`` is a normal float32; below ``d = e^-80`` the
+    value is ``log d`` (to within ``d/2 < 1e-35``), so ``d`` may underflow without a ``log 0``.
     """
-    d = torch.exp(log_d)
-    small = d < 1e-3
-    return torch.where(small, log_d - 0.5 * d, torch.log(-torch.expm1(-torch.where(small, 1.0, d))))
+    clamped = log_d.clamp(min=-80.0)
+    return torch.log(-torch.expm1(-torch.exp(clamped))) + (log_d - clamped)
 
 
 def _to_levels(x: Tensor, levels: int) -> Tensor:
