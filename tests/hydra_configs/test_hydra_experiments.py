@@ -125,6 +125,16 @@ def test_a_hydra_checkpoint_reloads_with_load_from_checkpoint_alone(tmp_path: Pa
     torch.testing.assert_close(loaded.reconstruct(x), reference.reconstruct(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("overrides", [[], ["experiment=shapes"]], ids=["default", "shapes"])
+def test_the_main_job_watches_for_collapse(overrides: list[str], tmp_path: Path, monkeypatch) -> None:
+    """The main job (Hydra's default, experiment=shapes and configs/shapes.yaml) runs PosteriorCollapseMonitor."""
+    cfg = compose_cfg(overrides, tmp_path)
+    assert "PosteriorCollapseMonitor" in {type(c).__name__ for c in instantiate_group(cfg.callbacks, Callback, "c")}
+    monkeypatch.chdir(ROOT)
+    cli = VAECLI(VAE, LightningDataModule, subclass_mode_data=True, run=False, args=["--config", "configs/shapes.yaml"])
+    assert "PosteriorCollapseMonitor" in {type(c).__name__ for c in cli.trainer.callbacks}
+
+
 def test_the_collapse_experiment_watches_the_posterior(tmp_path: Path) -> None:
     cfg = compose_cfg(["experiment=mnist_collapse"], tmp_path)
     names = {type(c).__name__ for c in instantiate_group(cfg.callbacks, Callback, "callbacks")}
