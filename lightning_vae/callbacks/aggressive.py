@@ -12,9 +12,10 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, Sampler
 from typing_extensions import override
 
+from lightning_vae.data.common import KeyedDataset, batch_key
 from lightning_vae.metrics.collapse import MutualInformation
 from lightning_vae.utilities import batch_data
 
@@ -25,6 +26,27 @@ def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"Expected `{name}` to be a positive int{' or None' if allow_none else ''}, got {value!r}")
     return value
+
+
+class _KeyedShuffle(Sampler):
+    """Shuffled ``(index, batch key)`` pairs for a :class:`~lightning_vae.data.common.KeyedDataset`.
+
+    Each pass is a new order (seeded with ``seed`` and the pass number) with a key per batch of
+    ``batch_size`` from :func:`~lightning_vae.data.common.batch_key`.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed, self.passes = n, batch_size, seed, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.passes)
+        order = torch.randperm(self.n, generator=generator).tolist()
+        keys = [batch_key(self.seed, self.passes, 0, b) for b in range(math.ceil(self.n / self.batch_size))]
+        self.passes += 1
+        return iter((index, keys[i // self.batch_size]) for i, index in enumerate(order))
 
 
 class AggressiveEncoderTraining(Callback):
@@ -109,10 +131,14 @@ class AggressiveEncoderTraining(Callback):
         self.mi_history: list[float] = []
         self.inner_steps_total = 0
         self.last_inner_steps = 0
+        #: Inner steps skipped for a NaN/inf gradient (an overflow under 16-bit mixed precision).
+        self.skipped_inner_steps = 0
         self.switched_off_at_step: int | None = None
 
         self._optimizer: Optimizer | None = None
         self._pending_optimizer_state: dict[str, Any] | None = None
+        self._scaler: torch.amp.GradScaler | None = None
+        self._pending_scaler_state: dict[str, Any] | None = None
         self._fresh: Iterator[Any] | None = None
         self._fresh_loader: DataLoader | None = None
 
@@ -145,7 +171,9 @@ class AggressiveEncoderTraining(Callback):
         return self._optimizer
 
     # ------------------------------------------------------------------ fresh batches
-    def _loader(self, trainer: Trainer, seed: int) -> DataLoader:
+    def _loader(self, trainer: Trainer, seed: int, persistent: bool = True) -> DataLoader:
+        """A shuffled loader over the training loader's dataset, with its batch size, collate function, workers
+        and pinned memory (``persistent``: keep the workers between passes, for the fresh batches)."""
         loader = trainer.train_dataloader
         if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
             raise TypeError(
@@ -153,10 +181,22 @@ class AggressiveEncoderTraining(Callback):
                 f"single DataLoader over a map-style dataset, got {type(loader).__name__}"
             )
         batch_size = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or 1
+        workers = loader.num_workers
+        common: dict[str, Any] = {
+            "batch_size": batch_size,
+            "collate_fn": loader.collate_fn,
+            "num_workers": workers,
+            "pin_memory": loader.pin_memory,
+            "persistent_workers": persistent and workers > 0,
+            "worker_init_fn": loader.worker_init_fn,
+        }
+        if workers > 0:
+            common["multiprocessing_context"] = loader.multiprocessing_context
+        if isinstance(loader.dataset, KeyedDataset):
+            # Its examples are asked for as (index, batch key) (e.g. MNIST's dynamic binarisation): draw the keys too.
+            return DataLoader(loader.dataset, sampler=_KeyedShuffle(len(loader.dataset), batch_size, seed), **common)
         generator = torch.Generator().manual_seed(seed)
-        return DataLoader(
-            loader.dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=loader.collate_fn
-        )
+        return DataLoader(loader.dataset, shuffle=True, generator=generator, **common)
 
     def _next_fresh(self, trainer: Trainer) -> Any:
         if self._fresh_loader is None:
@@ -189,6 +229,7 @@ class AggressiveEncoderTraining(Callback):
 
     def _inner_loop(self, trainer: Trainer, pl_module: LightningModule, batch: Any) -> int:
         optimizer = self._get_optimizer(pl_module)
+        scaler = self._get_scaler(trainer, pl_module)
         params = self._encoder_params(pl_module)
         window: list[Tensor] = []
         previous = math.inf
@@ -198,20 +239,25 @@ class AggressiveEncoderTraining(Callback):
             while steps < self.max_inner_steps:
                 with trainer.strategy.precision_plugin.forward_context():
                     loss = cast(Any, pl_module).training_loss(current)
-                raw = torch.autograd.grad(loss, params, allow_unused=True)
+                raw = torch.autograd.grad(scaler.scale(loss) if scaler is not None else loss, params, allow_unused=True)
                 grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, raw)]
                 if trainer.world_size > 1:
                     flat = self._reduce_mean(trainer, torch.cat([g.reshape(-1) for g in grads]))
                     grads = list(torch.split(flat, [g.numel() for g in grads]))
                 for p, g in zip(params, grads):
                     p.grad = g.reshape(p.shape).to(p.dtype)
-                if self.gradient_clip_val is not None:
-                    torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
-                optimizer.step()
+                stepped = self._step(optimizer, scaler, params)
                 optimizer.zero_grad(set_to_none=True)
-                window.append(loss.detach().float())
                 steps += 1
-                if steps % self.check_every == 0:
+                if not stepped:
+                    self.skipped_inner_steps += 1
+                    if not bool(torch.isfinite(loss)):
+                        # The loss itself is NaN/inf: the joint step that follows meets this batch (and the
+                        # module's non-finite policy); more inner steps on it would only be skipped too.
+                        break
+                else:
+                    window.append(loss.detach().float())
+                if len(window) == self.check_every:
                     mean = float(self._reduce_mean(trainer, torch.stack(window).mean()))
                     if mean > previous:
                         break
@@ -219,6 +265,44 @@ class AggressiveEncoderTraining(Callback):
                 if steps < self.max_inner_steps:
                     current = self._next_fresh(trainer)
         return steps
+
+    def _get_scaler(self, trainer: Trainer, pl_module: LightningModule) -> torch.amp.GradScaler | None:
+        """A gradient scaler of the inner loop's own when the run scales its gradients (16-bit mixed precision)."""
+        outer = getattr(trainer.precision_plugin, "scaler", None)
+        if outer is None:
+            return None
+        if self._scaler is None:
+            # Start at the run's current scale (one host read, once), so the first inner steps do not overflow
+            # where the outer ones have already found their scale.
+            self._scaler = torch.amp.GradScaler(pl_module.device.type, init_scale=float(outer.get_scale()))
+            if self._pending_scaler_state is not None:
+                self._scaler.load_state_dict(self._pending_scaler_state)
+                self._pending_scaler_state = None
+        return self._scaler
+
+    def _step(self, optimizer: Optimizer, scaler: torch.amp.GradScaler | None, params: list[nn.Parameter]) -> bool:
+        """Step the inner optimiser unless a gradient is NaN/inf; return whether it stepped.
+
+        With a scaler (16-bit mixed precision) this is what ``GradScaler`` does: unscale, skip the step on
+        an overflow and lower the scale. Without one the gradients' norms are checked the same way. Either
+        way a skipped step leaves the encoder and the optimiser's state (Adam's moments and step count)
+        as they were; it costs one host read per inner step, as a gradient scaler does.
+        """
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+            if self.gradient_clip_val is not None:
+                torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
+            scale = scaler.get_scale()
+            scaler.step(optimizer)  # skipped when unscale_ found an inf or NaN
+            scaler.update()
+            return scaler.get_scale() >= scale  # the scale is lowered exactly when the step was skipped
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+            return False
+        if self.gradient_clip_val is not None:
+            torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
+        optimizer.step()
+        return True
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
@@ -253,7 +337,7 @@ class AggressiveEncoderTraining(Callback):
     def _mutual_information(self, trainer: Trainer, pl_module: LightningModule) -> float:
         """I(x; z) on ``mi_batches`` fixed training batches with fixed posterior samples (the same every epoch)."""
         metric = MutualInformation().to(pl_module.device)
-        loader = self._loader(trainer, self.seed)
+        loader = self._loader(trainer, self.seed, persistent=False)
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
         was_training = pl_module.training
         pl_module.eval()
@@ -279,6 +363,8 @@ class AggressiveEncoderTraining(Callback):
             "inner_steps_total": self.inner_steps_total,
             "switched_off_at_step": self.switched_off_at_step,
             "optimizer": optimizer_state,
+            "skipped_inner_steps": self.skipped_inner_steps,
+            "scaler": self._scaler.state_dict() if self._scaler is not None else self._pending_scaler_state,
         }
 
     @override
@@ -291,6 +377,9 @@ class AggressiveEncoderTraining(Callback):
         self.switched_off_at_step = state_dict.get("switched_off_at_step")
         self._pending_optimizer_state = state_dict.get("optimizer")
         self._optimizer = None
+        self.skipped_inner_steps = int(state_dict.get("skipped_inner_steps", 0))
+        self._pending_scaler_state = state_dict.get("scaler")
+        self._scaler = None
 
 
 __all__ = ["AggressiveEncoderTraining"]

@@ -234,3 +234,113 @@ def test_ddp_keeps_the_encoder_identical_on_every_rank(tmp_path):
         torch.testing.assert_close(ranks[1]["encoder"][name], value, rtol=0, atol=0, msg=name)
     assert ranks[0]["steps"] == ranks[1]["steps"] > 3  # the same stopping decisions on both ranks
     assert ranks[0]["mi"] == ranks[1]["mi"]
+
+
+# ------------------------------------------------------------------------------------------------ non-finite
+class InjectInf:
+    """A gradient hook on one encoder parameter: the ``at``-th gradient computed for it is all inf."""
+
+    def __init__(self, param: torch.Tensor, at: int) -> None:
+        self.calls, self.at = 0, at
+        param.register_hook(self)
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.full_like(grad, float("inf")) if self.calls == self.at else grad
+
+
+def _adam_state_finite(aggressive: AggressiveEncoderTraining) -> bool:
+    state = aggressive._optimizer.state_dict()["state"]  # type: ignore[union-attr]
+    return bool(state) and all(torch.isfinite(t).all() for s in state.values() for t in s.values())
+
+
+def _fit_with_inf(tmp_path, **trainer_extra: Any) -> tuple[Any, AggressiveEncoderTraining, InjectInf]:
+    model = tiny_vae()
+    # The second gradient of the first encoder weight: the second inner step of the first batch.
+    inject = InjectInf(next(model.encoder.parameters()), at=2)
+    aggressive = AggressiveEncoderTraining(max_inner_steps=4, check_every=10, mi_batches=1, max_epochs=1)
+    trainer = Trainer(
+        **trainer_kwargs(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0),
+        callbacks=[aggressive],
+        **trainer_extra,
+    )
+    trainer.fit(model, _vae_data())
+    return model, aggressive, inject
+
+
+def test_an_inf_inner_gradient_skips_that_step_and_the_encoder_stays_finite(tmp_path):
+    model, aggressive, inject = _fit_with_inf(tmp_path)
+    assert inject.calls > 2
+    assert aggressive.skipped_inner_steps == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert _adam_state_finite(aggressive)
+    step = aggressive._optimizer.state_dict()["state"][0]["step"]  # type: ignore[union-attr]
+    assert float(step) == aggressive.inner_steps_total - 1  # the skipped step left Adam's step count alone
+
+
+def test_under_16_bit_mixed_precision_the_inner_steps_have_their_own_gradient_scaler(tmp_path):
+    """16-mixed with a gradient scaler, as on a GPU (here CPU autocast): an overflow is skipped and lowers the scale."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10))
+    model, aggressive, _ = _fit_with_inf(tmp_path, plugins=[plugin])
+    assert aggressive._scaler is not None and aggressive._scaler is not plugin.scaler
+    assert aggressive.skipped_inner_steps == 1
+    assert aggressive._scaler.get_scale() < 2.0**10  # backed off once (and never grew: too few steps)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert _adam_state_finite(aggressive)
+    assert aggressive.state_dict()["scaler"]["scale"] == aggressive._scaler.get_scale()  # checkpointed
+
+
+def test_a_nan_inner_loss_ends_the_inner_loop_without_touching_the_encoder(tmp_path):
+    model = tiny_vae()
+    calls = {"n": 0}
+    loss_fn = model.training_loss
+
+    def training_loss(batch):
+        calls["n"] += 1
+        loss = loss_fn(batch)
+        return loss * float("nan") if calls["n"] == 2 else loss
+
+    model.training_loss = training_loss  # type: ignore[method-assign]
+    aggressive = AggressiveEncoderTraining(max_inner_steps=5, check_every=10, mi_batches=1, max_epochs=1)
+    spy = Spy()
+    trainer = Trainer(
+        **trainer_kwargs(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0),
+        callbacks=[Before(spy), aggressive, After(spy, aggressive)],
+    )
+    trainer.fit(model, _vae_data())
+    assert spy.log[0]["steps"] == 2 and aggressive.skipped_inner_steps == 1  # stopped at the NaN step
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert _adam_state_finite(aggressive)
+
+
+# ------------------------------------------------------------------------------------------------ loaders
+def test_the_fresh_batch_loader_has_the_workers_and_pinned_memory_of_the_training_loader():
+    from types import SimpleNamespace
+
+    main = DataLoader(
+        TensorDataset(torch.rand(12, 2)), batch_size=4, num_workers=2, pin_memory=True, persistent_workers=True
+    )
+    aggressive = AggressiveEncoderTraining()
+    fresh = aggressive._loader(SimpleNamespace(train_dataloader=main), seed=1)  # type: ignore[arg-type]
+    assert (fresh.num_workers, fresh.pin_memory, fresh.persistent_workers, fresh.batch_size) == (2, True, True, 4)
+    once = aggressive._loader(SimpleNamespace(train_dataloader=main), seed=1, persistent=False)  # type: ignore
+    assert once.num_workers == 2 and not once.persistent_workers
+
+
+def test_fresh_batches_from_a_keyed_training_set(mnist_dir):
+    """MNIST with dynamic binarisation asks for (index, batch key) pairs: the fresh batches come binarised."""
+    from types import SimpleNamespace
+
+    from lightning_vae.data import MNISTDataModule
+
+    dm = MNISTDataModule(str(mnist_dir), batch_size=8, val_size=16, train_subset=32, binarize="dynamic")
+    dm.setup("fit")
+    aggressive = AggressiveEncoderTraining()
+    fresh = aggressive._loader(SimpleNamespace(train_dataloader=dm.train_dataloader()), seed=3)  # type: ignore
+    batches = list(fresh)
+    assert len(batches) == 4 and batches[0][0].shape == (8, 1, 28, 28)
+    assert set(torch.cat([b[0] for b in batches]).unique().tolist()) == {0.0, 1.0}
+    again = list(fresh)  # a new pass: another order and other draws
+    assert not torch.equal(torch.cat([b[1] for b in batches]), torch.cat([b[1] for b in again]))
