@@ -65,10 +65,13 @@ class AggressiveEncoderTraining(Callback):
     Design: a callback on automatic optimisation. The inner updates use their own optimiser over
     the encoder's parameters (built by ``optimizer``, Adam with lr 1e-3 by default) and draw fresh
     batches from a second, shuffled ``DataLoader`` over the training loader's dataset (same batch
-    size and collate function, no workers). Under DDP the inner gradients are averaged over
-    processes and the stopping decision uses the loss averaged over processes, so every process
-    keeps the same encoder. The inner optimiser's state, the switch and the MI history are saved
-    in the checkpoint.
+    size, collate function, workers and pinned memory). Under DDP the inner gradients are averaged
+    over processes and the stopping decision uses the loss averaged over processes, so every process
+    keeps the same encoder. An inner step whose gradient is NaN or inf is skipped (the encoder and
+    the optimiser's state stay as they were; one host read per inner step, as a gradient scaler's);
+    under 16-bit mixed precision the inner steps scale their loss with a ``GradScaler`` of their own
+    (overflowing steps skipped, the scale lowered), and a NaN inner loss ends the inner loop. The
+    inner optimiser's and scaler's state, the switch and the MI history are saved in the checkpoint.
 
     The module protocol (``VAE`` keeps it; any LightningModule can):
 
