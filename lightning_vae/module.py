@@ -11,6 +11,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -120,7 +121,10 @@ class VAE(LightningModule):
         optimizer: Callable that builds the optimiser from the parameters (default Adam, lr 1e-3).
         lr_scheduler: Optional callable that builds a scheduler from the optimiser.
         compile: Compile the encoder and decoder with ``torch.compile`` (in place: parameter names and
-            checkpoints are those of the uncompiled networks).
+            checkpoints are those of the uncompiled networks); a dict gives ``torch.compile``'s keyword
+            arguments (e.g. ``{"mode": "max-autotune"}``). The networks are compiled in
+            :meth:`configure_model`, which the Trainer calls in every process (a compiled network does not
+            survive pickling to ``ddp_spawn`` workers); without a Trainer, call ``configure_model()``.
         on_nonfinite: What a NaN or inf training loss does: ``"raise"`` stops the run with an error that
             names the step, the batch and the term (the last checkpoint on disk stays the last finite
             state); ``"skip"`` skips the step (no parameter or optimizer-state change) and stops after
@@ -161,7 +165,7 @@ class VAE(LightningModule):
         prior_components: int = 10,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
-        compile: bool = False,
+        compile: bool | dict[str, Any] = False,
         on_nonfinite: NonFinitePolicy = "raise",
         max_nonfinite_skips: int = 10,
         iw_chunk_size: int = 2048,
@@ -207,10 +211,12 @@ class VAE(LightningModule):
         self.iw_chunk_size = iw_chunk_size
 
         self.encoder, self.decoder = encoder, decoder
-        if compile:
-            # nn.Module.compile compiles forward in place, keeping state_dict keys unchanged.
-            encoder.compile()
-            decoder.compile()
+        if not isinstance(compile, (bool, Mapping)):
+            raise TypeError(f"Expected `compile` to be a bool or a dict of torch.compile arguments, got {compile!r}")
+        #: torch.compile's arguments, or None: no compilation (see configure_model).
+        self._compile: dict[str, Any] | None = dict(compile) if isinstance(compile, Mapping) else None
+        if compile is True:
+            self._compile = {}
         # New names for the derived values: hparams record the arguments as given (as LightningCLI does).
         derived_latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
         derived_shape = data_shape if data_shape is not None else getattr(encoder, "input_shape", None)
@@ -480,6 +486,45 @@ class VAE(LightningModule):
             self.log("train/loss", terms.loss.detach().cpu(), prog_bar=True, batch_size=x.shape[0])
             self.log_dict(values, batch_size=x.shape[0])
         return {"loss": terms.loss, "kl": terms.kl.detach()}
+
+    def configure_model(self) -> None:
+        """Compile the encoder and decoder when ``compile`` asks for it (idempotent; see the class docstring).
+
+        The Trainer calls this hook in every process before training, evaluation or prediction.
+        ``nn.Module.compile`` compiles in place, so parameter names and checkpoints stay those of the
+        uncompiled networks; pickling (``ddp_spawn``) drops the compiled call, and this compiles again.
+        """
+        if self._compile is None:
+            return
+        for net in (self.encoder, self.decoder):
+            if getattr(net, "_compiled_call_impl", None) is None:
+                net.compile(**self._compile)
+
+    def setup(self, stage: str) -> None:
+        """Refuse strategies that shard the parameters over several processes (FSDP, DeepSpeed stage 3).
+
+        Callbacks and evaluation call the encoder and decoder outside the module's forward, some on global
+        rank zero only (image views, embeddings); with sharded parameters those calls see shards or wait
+        for an all-gather the other ranks never join. The networks these VAEs use fit on one device, so
+        data parallelism (DDP) is the supported way to scale; FSDP on a single process shards nothing and
+        is accepted.
+
+        Raises:
+            ValueError: For a sharding strategy with more than one process.
+        """
+        if self._trainer is None or self.trainer.world_size <= 1:
+            return
+        strategy = self.trainer.strategy
+        sharded = isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or bool(
+            getattr(strategy, "zero_stage_3", False)
+        )
+        if sharded:
+            raise ValueError(
+                f"VAE does not support sharded training ({type(strategy).__name__} with {self.trainer.world_size} "
+                "processes): callbacks and evaluation call the encoder and decoder outside the sharded forward, some "
+                "on rank zero only. Use data parallelism: Trainer(strategy='ddp', devices=N) (the networks fit on one "
+                "device)."
+            )
 
     # ------------------------------------------------------------------ the non-finite policy
     def on_fit_start(self) -> None:
