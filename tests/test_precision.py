@@ -28,11 +28,12 @@ def _shapes_conv() -> VAE:
 def _train(tmp_path: Path, model_fn, dm, precision: str, steps: int, **extra) -> tuple[float, float]:
     seed_everything(0)
     model = model_fn()
+    if "plugins" not in extra:
+        extra["precision"] = precision
     trainer = Trainer(
         **trainer_kwargs(
             tmp_path / precision, max_steps=steps, max_epochs=-1, limit_train_batches=None, limit_val_batches=8, **extra
         ),
-        precision=precision,  # type: ignore[arg-type]
         val_check_interval=steps,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
@@ -66,24 +67,69 @@ def test_bf16_mixed_on_cpu_trains_the_conv_shapes_vae_near_float32(tmp_path: Pat
     assert elbo16 == pytest.approx(elbo32, rel=REL_TOL)
 
 
+# 16-mixed: float16 overflows above 65504. GradScaler's default initial scale, 2^16, times this model's largest
+# initial gradient (about 403, a weight gradient of the conv VAE) overflows, and each overflowing step is skipped
+# while the scale halves: 2^16 -> 2^7 is 9 skipped steps of 30, which no 1% tolerance against float32 survives.
+# Starting at 2^6 (403 * 64 = 25,800, a factor 2.5 under the limit) no step is skipped: the test checks that, so
+# a failure says whether the scale or the arithmetic is at fault. Scaled gradients below float16's smallest
+# subnormal (6e-8), i.e. true gradients below 1e-9, flush to zero: nothing the ELBO after 30 steps can show.
+FP16_INIT_SCALE = 2.0**6
+
+
 @pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
 def test_mixed_precision_on_gpu(tmp_path: Path, precision: str) -> None:
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
     if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bfloat16")
     dm = ShapesDataModule(image_size=32, n_train=2048, n_val=512, batch_size=64)
     elbo32, _ = _train(tmp_path, _shapes_conv, dm, "32-true", 30, accelerator="gpu")
-    elbo_mixed, kl_mixed = _train(tmp_path, _shapes_conv, dm, precision, 30, accelerator="gpu")
+    extra: dict = {"accelerator": "gpu"}
+    scaler = None
+    if precision == "16-mixed":
+        scaler = torch.amp.GradScaler("cuda", init_scale=FP16_INIT_SCALE)
+        extra["plugins"] = [MixedPrecision("16-mixed", "cuda", scaler=scaler)]
+    elbo_mixed, kl_mixed = _train(tmp_path, _shapes_conv, dm, precision, 30, **extra)
+    if scaler is not None:
+        assert scaler.get_scale() == FP16_INIT_SCALE, f"steps were skipped for overflow: scale {scaler.get_scale()}"
     assert math.isfinite(elbo_mixed) and math.isfinite(kl_mixed)
     assert elbo_mixed == pytest.approx(elbo32, rel=REL_TOL)
 
 
 @pytest.mark.gpu
 @requires_cuda
-def test_fsdp_trains_a_conv_vae_on_gpu(tmp_path: Path) -> None:
+def test_fsdp_on_one_gpu_trains_a_conv_vae_with_rank_zero_callbacks(tmp_path: Path) -> None:
+    """FSDP on one process shards nothing: it trains, and callbacks that call the networks on rank zero work.
+
+    With several processes VAE.setup refuses FSDP (tests/distributed/test_sharding.py; the real refusal on two
+    GPUs is in benchmarks/gpu_check.sh).
+    """
+    from lightning_vae.callbacks import PosteriorCollapseMonitor, ReconstructionLogger
+
     dm = ShapesDataModule(image_size=64, n_train=512, n_val=128, batch_size=32)
     model = VAE(ConvEncoder(1, 64, 10), ConvDecoder(10, 1, 64))
-    trainer = Trainer(**trainer_kwargs(tmp_path, accelerator="gpu", devices=1, max_steps=5), strategy="fsdp")
+    callbacks = [ReconstructionLogger(n_images=8), PosteriorCollapseMonitor(iw_samples=4, log_images=False)]
+    trainer = Trainer(
+        **trainer_kwargs(tmp_path, accelerator="gpu", devices=1, max_steps=5, limit_val_batches=2),
+        strategy="fsdp",
+        callbacks=callbacks,
+    )
     trainer.fit(model, datamodule=dm)
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
+    assert math.isfinite(float(trainer.callback_metrics["collapse/nll_iw"]))
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_compile_on_gpu_matches_eager(tmp_path: Path) -> None:
+    """torch.compile (inductor) of the conv VAE on the GPU: the same ELBO as eager after the same steps."""
+    dm = ShapesDataModule(image_size=32, n_train=1024, n_val=256, batch_size=64)
+    eager, _ = _train(tmp_path / "eager", _shapes_conv, dm, "32-true", 20, accelerator="gpu")
+
+    def compiled() -> VAE:
+        return VAE(ConvEncoder(1, 32, 10), ConvDecoder(10, 1, 32), likelihood="bernoulli", compile=True)
+
+    fast, _ = _train(tmp_path / "compiled", compiled, dm, "32-true", 20, accelerator="gpu")
+    assert fast == pytest.approx(eager, rel=REL_TOL)  # fused kernels round differently; a wrong graph is far off
