@@ -10,13 +10,13 @@ How it works (the conventions for anyone writing README sections; also in the RE
   same namespace: names the reader is meant to supply (``x``, ``dm``).
 - **One folder, one namespace.** All blocks run in one temporary folder in which ``configs`` links to the
   repository's configs; python blocks share one namespace in README order (an earlier block's ``vae`` is there).
-- **Sizes.** In python blocks ``lightning.pytorch.Trainer`` is a subclass that sets ``max_epochs`` to 1 and caps
-  ``max_steps`` at 2 and ``limit_{train,val,test,predict}_batches`` at 2/1/1/1 (one epoch of two batches, then
-  one validation batch). ``lightning-vae fit|validate|test|predict`` commands get ``--trainer.max_steps=2``, the
-  batch limits and a small data set appended (``n_train``/``n_val`` for shapes, ``train_subset``/``val_size`` for
-  MNIST, batches of 32; nothing for ``--print_config`` or another data class); ``lightning-vae-hydra`` the same
-  as Hydra overrides (``++trainer.limit_...``) put before the README's arguments, plus
-  ``hydra/job_logging=none hydra/hydra_logging=none``.
+- **Sizes.** In python blocks ``lightning.pytorch.Trainer`` is a subclass that sets ``max_epochs`` to 1, turns off
+  the sanity check and caps ``max_steps`` at 2 and ``limit_{train,val,test,predict}_batches`` at 2/1/1/1 (one
+  epoch of two batches, then one validation batch). ``lightning-vae fit|validate|test|predict`` commands get
+  ``--trainer.max_steps=2``, the batch limits, no sanity check and a small data set appended (``n_train``/``n_val``
+  for shapes, ``train_subset``/``val_size`` for MNIST, batches of 32; nothing for ``--print_config``, no data for
+  another data class); ``lightning-vae-hydra`` the same as Hydra overrides (``++trainer.limit_...``) put before
+  the README's arguments, plus ``hydra/job_logging=none hydra/hydra_logging=none``.
 - **In one process.** ``lightning-vae ...`` and ``lightning-vae-hydra ...`` run in the test's own process
   (``lightning_vae.cli.main``, ``lightning_vae.hydra.main``; the same code as the console scripts, whose
   installation the packaging and CLI tests check), which saves starting Python and importing torch per command;
@@ -211,6 +211,7 @@ def _capped_trainer() -> type:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["max_epochs"] = 1
+            kwargs["num_sanity_val_steps"] = 0
             steps = kwargs.get("max_steps")
             if steps is not None and steps > 0:
                 kwargs["max_steps"] = min(steps, 2)
@@ -336,11 +337,13 @@ def _sized(tokens: list[str]) -> list[str]:
         )
         data += [] if other_data else ["--data.init_args.batch_size=32"]
         limits = [f"--trainer.{k}={v}" for k, v in CAPS.items()]
-        return [*tokens, "--trainer.max_steps=2", *limits, "--trainer.enable_progress_bar=false", *data]
+        quiet = ["--trainer.enable_progress_bar=false", "--trainer.num_sanity_val_steps=0"]
+        return [*tokens, "--trainer.max_steps=2", *limits, *quiet, *data]
     if tokens[0] == "lightning-vae-hydra":
         data = ["data.train_subset=64", "data.val_size=32"] if mnist else ["data.n_train=64", "data.n_val=32"]
         limits = [f"++trainer.{k}={v}" for k, v in CAPS.items()]
-        quiet = ["trainer.enable_progress_bar=false", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+        quiet = ["trainer.enable_progress_bar=false", "++trainer.num_sanity_val_steps=0"]
+        quiet += ["hydra/job_logging=none", "hydra/hydra_logging=none"]
         # Hydra takes its overrides as one run of arguments: the README's options (`-m`, `--cfg job`) go first
         flags: list[str] = []
         overrides: list[str] = []
