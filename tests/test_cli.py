@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def test_the_main_configs_exist() -> None:
 
 @pytest.mark.parametrize("config", _lightning_cli_configs(), ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_fit_fast_dev_run_for_every_config(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     cli = build_cli(
         args=[
             "fit",
@@ -64,7 +65,7 @@ def test_fit_fast_dev_run_for_every_config(config: Path, tmp_path: Path, monkeyp
 
 
 def test_overrides_fit_checkpoint_and_the_other_subcommands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     common = [
         "--config=configs/shapes.yaml",
         "--data.init_args.n_train=256",
@@ -100,7 +101,7 @@ def test_overrides_fit_checkpoint_and_the_other_subcommands(tmp_path: Path, monk
 
 
 def test_user_networks_trained_through_the_cli_reload_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     cli = build_cli(
         args=[
             "fit",
@@ -138,7 +139,7 @@ def test_console_script_prints_a_summary(tmp_path: Path) -> None:
             "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={tmp_path}",
         ],
-        cwd=ROOT,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
@@ -149,7 +150,7 @@ def test_console_script_prints_a_summary(tmp_path: Path) -> None:
 
 
 def test_bad_cli_values_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     with pytest.raises(SystemExit):
         build_cli(
             args=["fit", "--config=configs/shapes.yaml", "--model.likelihood=poisson", "--trainer.fast_dev_run=true"]
@@ -189,7 +190,7 @@ def _print_config(args: list[str], capsys: pytest.CaptureFixture) -> dict:
 def test_a_user_data_module_keeps_its_own_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     printed = _print_config(["fit", "--data.class_path", "test_cli.UserDataModule"], capsys)
     assert printed["data"] == {
         "class_path": "test_cli.UserDataModule",
@@ -215,8 +216,8 @@ def test_a_user_data_module_keeps_its_own_defaults(
     assert printed["data"]["init_args"]["n_train"] == 20000 and printed["data"]["init_args"]["n_val"] == 5
 
 
-def test_print_config_has_no_stray_optimizer_entries(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.chdir(ROOT)
+def test_print_config_has_no_stray_optimizer_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     printed = _print_config(["fit", "--config=configs/shapes.yaml"], capsys)
     assert "optimizer" not in printed and "lr_scheduler" not in printed  # the optimizer is the model's argument
     assert printed["model"]["optimizer"]["class_path"] == "torch.optim.Adam"
@@ -281,8 +282,13 @@ SMALL_28 = [
 def checkpoint_28(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A conv VAE on 28-px shapes (not the 32 px of the default config), trained two steps through the CLI."""
     root = tmp_path_factory.mktemp("trained28")
-    cli = build_cli(args=["fit", *SMALL_28, "--trainer.max_steps=2", f"--trainer.default_root_dir={root}"])
-    return Path(cli.trainer.checkpoint_callback.best_model_path)
+    here = os.getcwd()
+    os.chdir(root)  # the config's checkpoint folder is relative to the working directory
+    try:
+        cli = build_cli(args=["fit", *SMALL_28, "--trainer.max_steps=2", f"--trainer.default_root_dir={root}"])
+    finally:
+        os.chdir(here)
+    return root / cli.trainer.checkpoint_callback.best_model_path
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
@@ -311,7 +317,7 @@ def test_evaluation_without_a_config_uses_the_checkpoints_data(
 def test_evaluation_with_other_data_or_no_record_fails_with_a_message(
     checkpoint_28: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     with pytest.raises(CLIError, match=r"takes examples of shape \(1, 28, 28\) but ShapesDataModule gives \(1, 32"):
         build_cli(args=["test", f"--ckpt_path={checkpoint_28}", "--config=configs/shapes.yaml"])
     # a checkpoint written by a plain Trainer records no data module
@@ -335,7 +341,7 @@ def test_evaluation_with_other_data_or_no_record_fails_with_a_message(
 def test_a_run_shorter_than_an_epoch_validates_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     cli = build_cli(
         args=[
             "fit",
@@ -392,7 +398,7 @@ def test_the_summary_reads_the_record_a_spawned_worker_sends_back(tmp_path: Path
 def test_the_summary_after_ddp_spawn_reports_the_workers_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     build_cli(
         args=[
             "fit",
