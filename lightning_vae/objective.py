@@ -1,6 +1,6 @@
 """The VAE objective: ELBO with β, free bits and capacity, and the IWAE bound, in one pure function.
 
-Reduction rule (DESIGN.md): every term is summed over data and latent dimensions and averaged over
+Reduction rule (docs/architecture.md): every term is summed over data and latent dimensions and averaged over
 the batch, so every value is in nats per example. Free bits follow Kingma et al. (2016): the KL of
 each latent dimension (or group, or the total) is averaged over the batch *before* ``max(λ, ·)``.
 """

@@ -46,7 +46,7 @@ def tiny_vae(data_shape: tuple[int, ...] = (1, 8, 8), latent_dim: int = 4, **kwa
 
 
 def trainer_kwargs(tmp_path: Path, **overrides) -> dict:
-    """Quiet CPU Trainer settings (STYLE.md convention 5)."""
+    """Quiet CPU Trainer settings: no progress bar, logger, checkpoints or model summary; two batches per epoch."""
     kwargs = dict(
         default_root_dir=tmp_path,
         accelerator="cpu",

@@ -1,6 +1,6 @@
 """KL annealing callbacks: β from a schedule (``KLAnnealing``) and the capacity objective (``CapacityAnnealing``).
 
-Both work on any LightningModule that keeps the annealing protocol (DESIGN.md): float attributes
+Both work on any LightningModule that keeps the annealing protocol (docs/architecture.md): float attributes
 that its loss reads at every step (``beta``; ``capacity`` and ``capacity_gamma`` for the capacity
 form). Values are recomputed from ``trainer.global_step`` (or the epoch counted from it) before
 every training batch, so a run resumed from a checkpoint, or any rank under DDP, uses exactly the

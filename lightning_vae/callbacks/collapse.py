@@ -34,7 +34,7 @@ def _check_number(name: str, value: Any, *, integer: bool = False, low: float = 
 class PosteriorCollapseMonitor(Callback):
     """Watch the posterior for collapse at the end of every validation and test run.
 
-    Reads what ``validation_step`` / ``test_step`` return (the monitor protocol of DESIGN.md): a
+    Reads what ``validation_step`` / ``test_step`` return (the monitor protocol of docs/architecture.md): a
     mapping with ``"posterior"`` (a distribution with ``.mean`` and ``.variance``, event shape
     ``(D,)``), ``"z"`` (one sample per example, ``(B, D)`` or ``(1, B, D)``) and optionally
     ``"kl_per_dim"`` (the batch-averaged KL of each dimension, ``(D,)``; computed against the

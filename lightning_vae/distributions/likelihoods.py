@@ -2,7 +2,7 @@
 
 Shapes: ``x`` is ``(B, *data_shape)``; the decoder output ``params`` is ``(*S, B, *param_shape)``
 where ``S`` are optional leading sample dimensions (importance samples). ``log_prob`` returns
-``(*S, B)`` in float32 nats, summed over every data dimension (the reduction rule in DESIGN.md).
+``(*S, B)`` in float32 nats, summed over every data dimension (the reduction rule of docs/architecture.md).
 
 Numerical range: every likelihood computes in float32 (half-precision decoder outputs are cast
 first, so they behave the same under autocast) and has finite values and gradients for any finite
