@@ -99,7 +99,7 @@ def test_two_nodes_through_torchrun_train_and_checkpoint(tmp_path: Path) -> None
             "--trainer.num_nodes=2", "--trainer.devices=1", "--trainer.strategy=ddp",
             "--trainer.max_steps=3", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
             "--data.init_args.n_train=256", "--data.init_args.n_val=64",
-            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.default_root_dir={tmp_path}", f"--checkpoint.dirpath={tmp_path}/checkpoints",
         ]  # fmt: skip
         procs.append(
             subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -108,7 +108,7 @@ def test_two_nodes_through_torchrun_train_and_checkpoint(tmp_path: Path) -> None
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in outputs[0] and "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
-    checkpoints = list(tmp_path.rglob("*.ckpt"))
-    assert len(checkpoints) == 1, checkpoints
-    loaded = VAE.load_from_checkpoint(checkpoints[0])
+    checkpoints = sorted(p.name for p in tmp_path.rglob("*.ckpt"))
+    assert len(checkpoints) == 2 and checkpoints[-1] == "last.ckpt", checkpoints  # best and last, written by rank 0
+    loaded = VAE.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert loaded.encoder.latent_dim == 10
