@@ -164,6 +164,16 @@ def test_user_networks_train_and_reload_when_passed_again(tmp_path: Path) -> Non
     x = torch.rand(3, 1, 8, 8)
     torch.testing.assert_close(loaded.encode(x).mean, vae.encode(x).mean)
     assert vae.prior.latent_dim == 4  # learned from the first posterior
+    # A reloaded model knows its latent size and data shape from the checkpoint: it samples before any encode.
+    assert loaded.prior.latent_dim == 4 and loaded.data_shape == (1, 8, 8)
+    assert loaded.sample(5).shape == (5, 1, 8, 8)
+
+
+def test_sampling_with_an_encoder_without_latent_dim_learns_the_size_from_the_data_shape() -> None:
+    vae = VAE(encoder=PlainEncoder(), decoder=PlainDecoder(), data_shape=(1, 8, 8))
+    assert vae.sample(3).shape == (3, 1, 8, 8) and vae.prior.latent_dim == 4
+    with pytest.raises(ValueError, match=r"latent size is unknown.*latent_dim=\.\.\."):
+        VAE(encoder=PlainEncoder(), decoder=PlainDecoder()).sample(2)
 
 
 def test_predict_returns_latent_means(tmp_path: Path) -> None:

@@ -36,11 +36,11 @@ def _check_nonnegative(name: str, value: Any, what: str = "a finite float >= 0")
     return float(value)
 
 
-def require_attribute(pl_module: LightningModule, name: str, owner: str) -> None:
-    """Raise a ``TypeError`` naming the protocol when ``pl_module`` has no attribute ``name``."""
+def require_attribute(pl_module: LightningModule, name: str, owner: str, kind: str = "a float attribute") -> None:
+    """Raise a ``TypeError`` naming the protocol when ``pl_module`` has no attribute ``name`` (of the given kind)."""
     if not hasattr(pl_module, name):
         raise TypeError(
-            f"{owner} needs a LightningModule with a float attribute `{name}` that its loss reads at every step "
+            f"{owner} needs a LightningModule with {kind} `{name}` that its loss reads at every step "
             f"(the annealing protocol), got {type(pl_module).__name__} without `{name}`"
         )
 

@@ -115,9 +115,9 @@ class FreeBits(ScheduledAttribute):
         super().check_module(pl_module)
         name = type(self).__name__
         if self.mode is not None:
-            require_attribute(pl_module, "free_bits_mode", name)
+            require_attribute(pl_module, "free_bits_mode", name, kind="a string attribute ('dim', 'group' or 'total')")
         if self.groups is not None:
-            require_attribute(pl_module, "free_bits_groups", name)
+            require_attribute(pl_module, "free_bits_groups", name, kind="an int attribute")
         n_samples = getattr(pl_module, "n_samples", 1)
         if self.schedule.high > 0 and isinstance(n_samples, int) and n_samples > 1:
             raise ValueError(

@@ -142,7 +142,7 @@ def test_modules_that_cannot_take_free_bits_are_rejected(tmp_path: Path) -> None
             super().__init__()
             del self.free_bits_mode
 
-    with pytest.raises(TypeError, match=r"FreeBits needs a LightningModule with a float attribute `free_bits_mode`"):
+    with pytest.raises(TypeError, match=r"FreeBits needs .* a string attribute .* `free_bits_mode`"):
         Trainer(**trainer_args, callbacks=[FreeBits(0.5, mode="total")]).fit(NoMode(), dm)
 
 
@@ -151,3 +151,13 @@ def test_state_key_and_schedule_of_an_epoch_decay() -> None:
     assert cb.state_key == "FreeBits"
     assert cb.schedule(0) == 2.0 and cb.schedule(5) == pytest.approx(1.0) and cb.schedule(10) == 0.0
     assert FreeBits(0.25).schedule(10**6) == 0.25  # constant by default
+
+
+def test_a_reloaded_model_has_the_free_bits_the_callback_set(tmp_path) -> None:
+    from lightning_vae import VAE
+
+    vae = tiny_vae(free_bits=0.0)
+    trainer = Trainer(**trainer_kwargs(tmp_path, callbacks=[FreeBits(0.1)], max_epochs=1))
+    trainer.fit(vae, datamodule=TensorDataModule(torch.rand(16, 1, 8, 8), batch_size=8))
+    trainer.save_checkpoint(tmp_path / "fb.ckpt")
+    assert VAE.load_from_checkpoint(tmp_path / "fb.ckpt").free_bits == pytest.approx(0.1)
