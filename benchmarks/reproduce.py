@@ -396,7 +396,7 @@ def evaluate_nll(
             before = float(metric.nll_sum)
             metric.update(model, x)
             batch_means.append((float(metric.nll_sum) - before) / x.shape[0])
-            bar.set_postfix(nll=f"{float(metric.nll_sum / metric.total):.2f}")
+            bar.set_postfix(nll=f"{float(metric.nll_sum / metric.total):.2f}", refresh=False)
     model.train(was_training)
     nll = float(metric.compute())
     if not math.isfinite(nll):
