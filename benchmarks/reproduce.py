@@ -58,8 +58,12 @@ from lightning_vae.metrics import ImportanceWeightedNLL
 from lightning_vae.nets import MLPDecoder, MLPEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MNIST_DIR = os.environ.get("MNIST_DIR", "/work/shared/data/mnist")
-RUNS_DIR = ROOT / "benchmarks" / "runs"
+DEFAULT_MNIST_DIR = os.environ.get(
+    "LIGHTNING_VAE_MNIST_DIR", os.environ.get("MNIST_DIR", str(ROOT.parent / "shared" / "data" / "mnist"))
+)
+#: Checkpoint folders of the runs; $LIGHTNING_VAE_RUNS_DIR puts them outside the checkout (a run that lasts
+#: longer than one checkout then survives a fresh clone).
+RUNS_DIR = Path(os.environ.get("LIGHTNING_VAE_RUNS_DIR", str(ROOT / "benchmarks" / "runs")))
 RESULTS_PATH = ROOT / "benchmarks" / "reproduction_results.json"
 FIGURES_DIR = ROOT / "benchmarks" / "figures"
 #: Seed of the evaluation's importance samples (the test images are binarised by the data module's own seed).
