@@ -840,13 +840,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "smoke": bool(args.smoke),
     }
+    if args.no_eval:  # the results entry and its figure stay those of the last evaluation
+        return entry
     figure = plot(entry, figures_dir / f"reproduction_{exp.name}.png")
     entry["figure"] = (
         None if figure is None else (os.path.relpath(figure, ROOT) if figure.is_relative_to(ROOT) else str(figure))
     )
-    if not args.no_eval:
-        _update_results(results_path, entry)
-        print(f"wrote {results_path}", flush=True)
+    _update_results(results_path, entry)
+    print(f"wrote {results_path}", flush=True)
     return entry
 
 

@@ -233,3 +233,10 @@ def test_plot_only_redraws_the_figure_from_the_results(tmp_path: Path, mnist_dir
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(FileNotFoundError, match="No entry for vamp_k500"):
         _smoke("vamp_k500", tmp_path, mnist_dir, "--plot-only")
+
+
+def test_no_eval_trains_without_touching_the_results(tmp_path: Path, mnist_dir: Path) -> None:
+    entry = _smoke("burda_vae_1l", tmp_path, mnist_dir, "--no-eval")
+    assert entry["ours"] is None and entry["epochs_run"] == 1
+    assert not (tmp_path / "results.json").exists() and not (tmp_path / "figures").exists()
+    assert (tmp_path / "runs" / "burda_vae_1l" / "last.ckpt").exists()
