@@ -549,12 +549,9 @@ def machine_description() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
-    try:
-        import lightning
+    import lightning
 
-        info["lightning"] = lightning.__version__
-    except ImportError:  # pragma: no cover - lightning is a dependency
-        pass
+    info["lightning"] = lightning.__version__
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -412,7 +412,7 @@ class VAE(LightningModule):
             f"{type(batch).__name__}"
         )
 
-    def _check_batch(self, x: Tensor, where: str | None) -> None:
+    def _check_batch(self, x: Tensor, where: Callable[[], str] | None) -> None:
         # The range check is one fused min/max reduction and one host read (a sync on accelerators): run it on
         # the first batches, where bad data shows, then every 50th. NaN/inf data in any other batch makes that
         # batch's loss non-finite, which the non-finite policy catches at every step.
@@ -420,7 +420,7 @@ class VAE(LightningModule):
             try:
                 self.likelihood.check_target(x)
             except ValueError as err:
-                context = f" ({where})" if where else ""
+                context = f" ({where()})" if where is not None else ""
                 if bool(torch.isfinite(x).all()):
                     raise ValueError(f"{err}{context}") from None
                 if self.guard.policy == "raise":
@@ -429,11 +429,12 @@ class VAE(LightningModule):
         self._checked_batches += 1
 
     def compute_terms(
-        self, x: Tensor, n_samples: int | None = None, where: str | None = None
+        self, x: Tensor, n_samples: int | None = None, where: Callable[[], str] | None = None
     ) -> tuple[ELBOTerms, VAEOutput]:
         """Evaluate the objective on ``x`` with the module's current β, free bits and capacity.
 
-        ``where`` (e.g. ``"validation batch 3"``) is added to the message of a data-check error.
+        ``where`` returns the step's description (e.g. ``"validation batch 3"``) for the message of a data-check
+        error; it is called only when the check fails, so the step formats no string.
         """
         self._check_batch(x, where)
         if self.data_shape is None:  # learned from the data when neither given nor known to the encoder
@@ -466,7 +467,8 @@ class VAE(LightningModule):
         x = self.unpack_batch(batch)
         trainer = self._trainer
         step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
-        terms, _ = self.compute_terms(x, where=f"training: global step {step}, epoch {epoch}, batch {batch_idx}")
+        where = lambda: f"training: global step {step}, epoch {epoch}, batch {batch_idx}"  # noqa: E731
+        terms, _ = self.compute_terms(x, where=where)
         if self.guard.observe(self, x, terms, step=step, batch_idx=batch_idx, epoch=epoch):
             return None
         # Step values reach the loggers (and the progress bar) every `log_every_n_steps`; calling self.log on
@@ -627,7 +629,7 @@ class VAE(LightningModule):
 
     def _eval_step(self, batch: Any, stage: str, batch_idx: int) -> dict[str, Any]:
         x = self.unpack_batch(batch)
-        terms, out = self.compute_terms(x, n_samples=1, where=f"{stage} batch {batch_idx}")
+        terms, out = self.compute_terms(x, n_samples=1, where=lambda: f"{stage} batch {batch_idx}")
         n = x.shape[0]
         self._eval_losses.append((batch_idx, terms.loss.detach()))
         for term in _EVAL_TERMS:
