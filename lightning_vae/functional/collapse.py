@@ -188,14 +188,18 @@ def mutual_information(
         # Rows [i, j] = log q(z_i | x_j) are formed a chunk at a time and reduced at once (log-sum-exp over j and
         # the diagonal), so each temporary stays near 2^22 elements for any batch size: no B x B matrix is kept.
         rows = max(1, (1 << 22) // max(batch * z.shape[-1], 1))
-        log_qz_parts, diagonal_parts = [], []
+        # The per-row results go into buffers allocated once: small tensors kept between the chunks would split
+        # the heap's freed chunk memory, and the next chunk would then be placed above them (growth per chunk).
+        log_qz = torch.empty(batch, dtype=torch.float64, device=z.device)
+        diagonal = torch.empty(batch, dtype=torch.float64, device=z.device) if entropy == "sampled" else None
         for i in range(0, batch, rows):
             chunk = posterior.log_prob(z[i : i + rows].unsqueeze(1)).double()  # (rows, B)
-            log_qz_parts.append(torch.logsumexp(chunk, dim=1))
-            if entropy == "sampled":
-                diagonal_parts.append(chunk.diagonal(offset=i).clone())  # a copy: a view would keep the chunk
-        neg_entropy = torch.cat(diagonal_parts) if entropy == "sampled" else -posterior.entropy().double()
-        log_qz = torch.cat(log_qz_parts) - math.log(batch)
+            log_qz[i : i + rows] = torch.logsumexp(chunk, dim=1)
+            if diagonal is not None:
+                diagonal[i : i + rows] = chunk.diagonal(offset=i)
+            del chunk
+        neg_entropy = diagonal if diagonal is not None else -posterior.entropy().double()
+        log_qz = log_qz - math.log(batch)
         return neg_entropy.mean() - log_qz.mean()
 
 
