@@ -1,0 +1,152 @@
+"""What callbacks, metrics and views need of a module, as ``typing.Protocol``s, and one helper that checks them.
+
+A callback works on any LightningModule that keeps the protocol it names: ``VAE`` keeps all of them, a user's
+own module only the ones it uses. :func:`require` checks a module against a protocol and says, in one
+``TypeError``, what is missing and who needs it.
+
+- :class:`Annealable` (attributes ``beta``, ``free_bits``, ``capacity``): the annealing, free-bits, capacity and
+  target-rate callbacks.
+- :class:`SupportsLogJoint` (``encode(x)``, ``log_joint(x, z)``): ``ImportanceWeightedNLL`` and ``iw_nll``.
+- :class:`SupportsViews` (``sample(n)``, ``reconstruct(x)``, ``encode(x)``): the image, traversal, latent and
+  embedding views.
+- :class:`SupportsTrainingLoss` (``encoder``, ``decoder``, ``training_loss(batch)``, ``encode(x)``): aggressive
+  encoder training.
+- :class:`MonitorOutputs`: what ``validation_step`` / ``test_step`` return for the posterior-collapse monitor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypedDict, runtime_checkable
+
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+
+@runtime_checkable
+class Annealable(Protocol):
+    """The annealing protocol: values a callback may set between training steps; the loss reads them each step."""
+
+    beta: float
+    free_bits: float
+    capacity: float | None
+
+
+@runtime_checkable
+class SupportsLogJoint(Protocol):
+    """What the importance-weighted NLL needs of a model: ``encode`` and ``log_joint``."""
+
+    def encode(self, x: Tensor) -> Distribution:
+        """q(z|x) with batch shape ``(B,)`` and event shape ``(D,)``."""
+
+    def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
+        """``log p(x, z)`` of shape ``(S, B)`` for latents ``z`` of shape ``(S, B, D)``."""
+
+
+@runtime_checkable
+class SupportsViews(Protocol):
+    """What the image views need: draw from the model, reconstruct data, encode data."""
+
+    def sample(self, n: int) -> Tensor:
+        """``n`` examples in data space."""
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The reconstruction of ``x`` in data space."""
+
+    def encode(self, x: Tensor) -> Distribution:
+        """q(z|x)."""
+
+
+@runtime_checkable
+class SupportsTrainingLoss(Protocol):
+    """What aggressive encoder training needs: the networks, the loss of a batch, and ``encode``."""
+
+    encoder: nn.Module
+    decoder: nn.Module
+
+    def training_loss(self, batch: Any) -> Tensor:
+        """The loss ``training_step`` minimises on ``batch``."""
+
+    def encode(self, x: Tensor) -> Distribution:
+        """q(z|x)."""
+
+
+class MonitorOutputs(TypedDict, total=False):
+    """What ``validation_step`` / ``test_step`` return for the posterior-collapse monitor.
+
+    ``posterior``, ``z`` and ``kl_per_dim`` are those of the first latent group; ``groups`` maps every group's
+    name to its own ``{"posterior", "z", "kl_per_dim"}`` (one entry for a single-group model).
+    """
+
+    loss: Tensor
+    posterior: Distribution
+    z: Tensor
+    kl_per_dim: Tensor | None
+    groups: dict[str, dict[str, Any]]
+
+
+def _members(protocol: type) -> tuple[list[str], list[str]]:
+    """The attribute names and method names a protocol declares (its own and its bases', not ``object``'s)."""
+    attributes: list[str] = []
+    methods: list[str] = []
+    for klass in reversed(protocol.__mro__):
+        if klass in (object, Protocol) or klass.__module__ == "typing":
+            continue
+        attributes += [name for name in getattr(klass, "__annotations__", {}) if name not in attributes]
+        methods += [
+            name
+            for name, value in vars(klass).items()
+            if callable(value) and not name.startswith("_") and name not in methods
+        ]
+    return attributes, methods
+
+
+def missing_members(obj: Any, protocol: type) -> list[str]:
+    """The members of ``protocol`` that ``obj`` lacks (methods must be callable), in declaration order.
+
+    Example::
+
+        >>> class Module:
+        ...     beta, free_bits = 1.0, 0.0
+        >>> missing_members(Module(), Annealable)
+        ['capacity']
+    """
+    attributes, methods = _members(protocol)
+    missing = [name for name in attributes if not hasattr(obj, name)]
+    return missing + [name for name in methods if not callable(getattr(obj, name, None))]
+
+
+def require(obj: Any, protocol: type, user: str, members: tuple[str, ...] | None = None) -> None:
+    """Check that ``obj`` keeps ``protocol`` (or only its ``members``) for ``user`` (a callback or function name).
+
+    Raises:
+        TypeError: Naming the user, the protocol, the module's class and what it lacks.
+
+    Example::
+
+        >>> class Module:
+        ...     beta = 1.0
+        >>> require(Module(), Annealable, "KLAnnealing", members=("beta",))
+        >>> require(Module(), Annealable, "FreeBits", members=("free_bits",))
+        Traceback (most recent call last):
+        ...
+        TypeError: FreeBits needs a module that keeps the Annealable protocol; Module lacks `free_bits`
+    """
+    missing = missing_members(obj, protocol)
+    if members is not None:
+        missing = [name for name in missing if name in members]
+    if missing:
+        lacks = ", ".join(f"`{name}`" for name in missing)
+        raise TypeError(
+            f"{user} needs a module that keeps the {protocol.__name__} protocol; {type(obj).__name__} lacks {lacks}"
+        )
+
+
+__all__ = [
+    "Annealable",
+    "MonitorOutputs",
+    "SupportsLogJoint",
+    "SupportsTrainingLoss",
+    "SupportsViews",
+    "missing_members",
+    "require",
+]
