@@ -6,6 +6,8 @@ from typing import Any
 
 from torch import Tensor
 
+from lightning_vae.data.common import unpack_batch
+
 
 def logs_this_step(trainer: Any) -> bool:
     """Whether the loggers receive step values after the current (or next) training step.
@@ -24,20 +26,23 @@ def logs_this_step(trainer: Any) -> bool:
 def batch_data(pl_module: Any, batch: Any) -> Tensor:
     """The data tensor of a batch, for callbacks that work on any module.
 
-    ``pl_module.unpack_batch(batch)`` when the module has it (as ``VAE``), else the batch itself when
-    it is a tensor, else the first element of a tuple or list.
+    ``pl_module.unpack_batch(batch)`` when the module has it (as ``VAE``), else
+    :func:`lightning_vae.data.common.unpack_batch` (a tensor, an ``(x, y, ...)`` sequence or a dict).
 
     Raises:
-        TypeError: When the data cannot be found; the message says to add ``unpack_batch``.
+        TypeError: When the batch is none of these; the message says to add ``unpack_batch``.
+        ValueError: When a dict batch holds no tensor under the known keys.
+
+    Example::
+
+        >>> import torch
+        >>> batch_data(object(), (torch.zeros(2, 3), torch.ones(2))).shape
+        torch.Size([2, 3])
     """
     unpack = getattr(pl_module, "unpack_batch", None)
     if callable(unpack):
         return unpack(batch)
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
-    raise TypeError(
-        f"Cannot find the data in a batch of type {type(batch).__name__}; "
-        "give the module an `unpack_batch(batch)` method that returns it"
-    )
+    try:
+        return unpack_batch(batch)
+    except TypeError as error:
+        raise TypeError(f"{error}; or give the module an `unpack_batch(batch)` method that returns the data") from None

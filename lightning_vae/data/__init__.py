@@ -1,10 +1,12 @@
-"""DataModules: embedded shapes (the default), MNIST from IDX files, and a user's own tensors."""
+"""DataModules: embedded shapes (the default), MNIST from IDX files, and a user's own tensors; ``unpack_batch``."""
 
+from lightning_vae.data.common import BATCH_KEYS, unpack_batch
 from lightning_vae.data.mnist import MissingDataError, MNISTDataModule, load_mnist, read_idx
 from lightning_vae.data.shapes import FACTOR_NAMES, FACTOR_SIZES, ShapesDataModule, ShapesDataset, render_shapes
 from lightning_vae.data.tensors import TensorDataModule, load_array
 
 __all__ = [
+    "BATCH_KEYS",
     "FACTOR_NAMES",
     "FACTOR_SIZES",
     "MNISTDataModule",
@@ -16,4 +18,5 @@ __all__ = [
     "load_mnist",
     "read_idx",
     "render_shapes",
+    "unpack_batch",
 ]

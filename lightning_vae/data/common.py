@@ -1,4 +1,7 @@
-"""DataLoader construction shared by the data modules: resumable training loaders, exact evaluation under DDP.
+"""What the data modules share: the data of a batch, resumable training loaders, exact evaluation under DDP.
+
+:func:`unpack_batch` is the one place that finds the data tensor in a batch (a tensor, an ``(x, y, ...)``
+sequence or a dict); the module, the callbacks and the metrics all go through it.
 
 Training loaders resume mid-epoch. The order of an epoch is a function of ``(seed, epoch)`` alone
 (:class:`ResumableSampler`), the loader counts the batches it has handed out and Lightning stores that
@@ -12,13 +15,53 @@ interrupted, with or without worker processes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+#: Dict keys under which :func:`unpack_batch` looks for the data in a dict batch, in this order.
+BATCH_KEYS = ("x", "image", "images", "input", "inputs", "data")
+
+
+def unpack_batch(batch: Any) -> Tensor:
+    """The data tensor of a batch given as a tensor, an ``(x, y, ...)`` sequence or a dict.
+
+    A dict batch holds the data under the first of :data:`BATCH_KEYS` present with a tensor value.
+
+    Raises:
+        TypeError: If ``batch`` is none of these (or a sequence that does not start with a tensor).
+        ValueError: If a dict batch has no tensor under any of :data:`BATCH_KEYS`.
+
+    Example::
+
+        >>> x = torch.zeros(2, 3)
+        >>> unpack_batch(x) is x, unpack_batch((x, torch.ones(2))) is x, unpack_batch({"image": x}) is x
+        (True, True, True)
+        >>> unpack_batch({"label": x})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected a dict batch to hold the data under one of ('x', 'image', ...), got keys ['label']
+    """
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    if isinstance(batch, Mapping):
+        for key in BATCH_KEYS:
+            if key in batch and isinstance(batch[key], Tensor):
+                return batch[key]
+        raise ValueError(
+            f"Expected a dict batch to hold the data under one of {BATCH_KEYS}, got keys {sorted(map(str, batch))}"
+        )
+    raise TypeError(
+        "Expected a batch that is a tensor, a tuple/list starting with a tensor, or a dict, got "
+        f"{type(batch).__name__}"
+    )
 
 
 def batch_key(seed: int, epoch: int, rank: int, batch: int) -> int:
