@@ -1,4 +1,4 @@
-"""Shared fixtures: the real MNIST folder and a fixed seed. Shared helpers live in helpers.py."""
+"""Shared fixtures: the real MNIST folder and a fixed seed. Shared code lives in support/."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import MNIST_DIR, tiny_vae, trainer_kwargs  # noqa: F401  (re-exported for convenience)
+from support.modules import tiny_vae, trainer_kwargs  # noqa: F401  (re-exported for convenience)
+from support.paths import MNIST_DIR
 
 
 @pytest.fixture

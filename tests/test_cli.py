@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import MNIST_DIR, ROOT, tiny_vae, trainer_kwargs
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
+from support.modules import tiny_vae, trainer_kwargs
+from support.paths import MNIST_DIR, ROOT
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_vae import VAE
@@ -105,9 +106,9 @@ def test_user_networks_trained_through_the_cli_reload_alone(tmp_path: Path, monk
     cli = build_cli(
         args=[
             "fit",
-            "--model.encoder=helpers.PlainEncoder",
+            "--model.encoder=support.modules.PlainEncoder",
             "--model.encoder.init_args.in_features=1024",
-            "--model.decoder=helpers.PlainDecoder",
+            "--model.decoder=support.modules.PlainDecoder",
             "--model.decoder.init_args.shape=[1, 32, 32]",
             "--data=lightning_vae.data.ShapesDataModule",
             "--data.init_args.n_train=128",
@@ -234,7 +235,9 @@ def test_fit_without_a_config_says_what_to_pass(
     assert "checkpoint" not in message and "--model.encoder=CLASS" in message
     assert "Seed set" not in capsys.readouterr().out  # the message comes first
     with pytest.raises(CLIError, match=r"no data module was given\. Pass --config NAME .* or --data=CLASS"):
-        build_cli(args=["fit", "--model.encoder=helpers.PlainEncoder", "--model.decoder=helpers.PlainDecoder"])
+        build_cli(
+            args=["fit", "--model.encoder=support.modules.PlainEncoder", "--model.decoder=support.modules.PlainDecoder"]
+        )
     with pytest.raises(CLIError, match=r"lightning-vae test: no model\. Pass --ckpt_path CKPT"):
         build_cli(args=["test", "--data=lightning_vae.data.ShapesDataModule"])
 
@@ -414,7 +417,7 @@ def test_the_summary_after_ddp_spawn_reports_the_workers_run(
             "--trainer.enable_progress_bar=false",
             "--trainer.logger=CSVLogger",
             f"--trainer.logger.save_dir={tmp_path}",
-            "--trainer.callbacks+=helpers.DestroyProcessGroupAtExit",
+            "--trainer.callbacks+=support.modules.DestroyProcessGroupAtExit",
             f"--trainer.default_root_dir={tmp_path}",
         ]
     )

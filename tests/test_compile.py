@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import DestroyProcessGroupAtExit, tiny_vae, trainer_kwargs
 from lightning.pytorch import Callback, Trainer
+from support.modules import DestroyProcessGroupAtExit, tiny_vae, trainer_kwargs
 
 from lightning_vae import VAE
 from lightning_vae.data import TensorDataModule

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, PlainDecoder, PlainEncoder, trainer_kwargs
 from lightning.pytorch import Trainer
+from support.modules import PlainDecoder, PlainEncoder, trainer_kwargs
+from support.paths import ROOT
 from torch import nn
 from torch.distributions import Independent, Laplace, Normal
 

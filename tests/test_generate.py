@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from callbacks.test_images import decode_png, quantize, reference_grid
-from helpers import ROOT
+from support.paths import ROOT
 
 from lightning_vae import VAE
 from lightning_vae.callbacks import PosteriorMeanWriter

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import tiny_vae, trainer_kwargs
 from lightning.pytorch import Callback, LightningModule, Trainer
+from support.modules import tiny_vae, trainer_kwargs
 
 from lightning_vae.callbacks import FreeBits, KLAnnealing, PosteriorCollapseMonitor, TargetRate
 from lightning_vae.data import TensorDataModule

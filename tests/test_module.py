@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import PlainDecoder, PlainEncoder, tiny_vae, trainer_kwargs
 from lightning.pytorch import Trainer
+from support.modules import PlainDecoder, PlainEncoder, tiny_vae, trainer_kwargs
 
 from lightning_vae import VAE
 from lightning_vae.data import MNISTDataModule, ShapesDataModule, TensorDataModule

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import tiny_vae
+from support.modules import tiny_vae
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from lightning_vae.distributions import BernoulliLikelihood, DiagonalGaussian, StandardNormal

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from callbacks.test_images import decode_png
-from helpers import ROOT
+from support.paths import ROOT
 
 SECTION = "### Walkthrough: your data, your encoder, your module, any logger"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import MNIST_DIR, ROOT
+from support.paths import MNIST_DIR, ROOT
 
 from lightning_vae.configs import copy_to, lightning_cli_configs, packaged_dir
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import trainer_kwargs
 from lightning.pytorch import Trainer, seed_everything
+from support.modules import trainer_kwargs
 
 from lightning_vae import VAE
 from lightning_vae.data import MNISTDataModule, ShapesDataModule

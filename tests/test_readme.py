@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import MNIST_DIR, ROOT
+from support.paths import MNIST_DIR, ROOT
 
 README = ROOT / "README.md"
 CI_RUN = ROOT / ".ci" / "run"

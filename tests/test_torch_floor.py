@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import pytest
 import torch
-from helpers import ROOT
+from support.paths import ROOT
 
 
 class Guarded(NamedTuple):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT
+from support.paths import ROOT
 from torch.distributions import Bernoulli, Independent, Normal
 
 SCRIPT = ROOT / "benchmarks" / "reproduce.py"

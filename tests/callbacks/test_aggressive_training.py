@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 import torch
-from callbacks.test_collapse_helpers import ProtocolModule, train_loader
-from helpers import DestroyProcessGroupAtExit, tiny_vae, trainer_kwargs
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from support.collapse import ProtocolModule, train_loader
+from support.modules import DestroyProcessGroupAtExit, tiny_vae, trainer_kwargs
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from callbacks.annealing_helpers import MemoryLogger, Recorder, UserVAE, binary_images
-from helpers import ROOT, tiny_vae, trainer_kwargs
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from support.annealing import MemoryLogger, Recorder, UserVAE, binary_images
+from support.modules import tiny_vae, trainer_kwargs
+from support.paths import ROOT
 
 from lightning_vae import VAE
 from lightning_vae.callbacks import CapacityAnnealing, ExactResume, FreeBits, KLAnnealing, TargetRate

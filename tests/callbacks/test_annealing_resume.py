@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from callbacks.annealing_helpers import MemoryLogger, Recorder, UserVAE, binary_images
-from helpers import DestroyProcessGroupAtExit, tiny_vae, trainer_kwargs
 from lightning.pytorch import Callback, Trainer
+from support.annealing import MemoryLogger, Recorder, UserVAE, binary_images
+from support.modules import DestroyProcessGroupAtExit, tiny_vae, trainer_kwargs
 
 from lightning_vae.callbacks import FreeBits, KLAnnealing, TargetRate
 from lightning_vae.data import TensorDataModule

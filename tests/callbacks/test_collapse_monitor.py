@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from callbacks.test_collapse_helpers import ProtocolModule, train_loader
-from helpers import DestroyProcessGroupAtExit, trainer_kwargs
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from support.collapse import ProtocolModule, train_loader
+from support.modules import DestroyProcessGroupAtExit, trainer_kwargs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_vae import VAE

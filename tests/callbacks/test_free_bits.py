@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from callbacks.annealing_helpers import MemoryLogger, Recorder, UserVAE, binary_images
-from helpers import tiny_vae, trainer_kwargs
 from lightning.pytorch import Trainer
+from support.annealing import MemoryLogger, Recorder, UserVAE, binary_images
+from support.modules import tiny_vae, trainer_kwargs
 from torch.distributions import Normal, kl_divergence
 
 from lightning_vae.callbacks import FreeBits

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import trainer_kwargs
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from support.modules import trainer_kwargs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_vae import VAE

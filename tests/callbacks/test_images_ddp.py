@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import DestroyProcessGroupAtExit, trainer_kwargs
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from support.modules import DestroyProcessGroupAtExit, trainer_kwargs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from callbacks.test_collapse_helpers import IndexedImages, ProtocolModule, binary_patterns, train_loader
 from callbacks.test_images import decode_png, quantize, reference_grid, shapes, small_vae
-from helpers import trainer_kwargs
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CometLogger, CSVLogger, Logger, MLFlowLogger, TensorBoardLogger
+from support.collapse import IndexedImages, ProtocolModule, binary_patterns, train_loader
+from support.modules import trainer_kwargs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import trainer_kwargs
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from support.modules import trainer_kwargs
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata

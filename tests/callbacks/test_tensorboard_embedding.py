@@ -9,9 +9,9 @@ import pytest
 import torch
 from callbacks.test_images import decode_png  # the PNG reader written from the specification
 from google.protobuf import text_format
-from helpers import trainer_kwargs
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from support.modules import trainer_kwargs
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
 from lightning_vae import VAE

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import trainer_kwargs
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from support.modules import trainer_kwargs
 
 from lightning_vae import VAE
 from lightning_vae.callbacks import (

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, DestroyProcessGroupAtExit, DeterministicEncoder, PlainDecoder, trainer_kwargs
 from lightning.pytorch import Trainer, seed_everything
+from support.modules import DestroyProcessGroupAtExit, DeterministicEncoder, PlainDecoder, trainer_kwargs
+from support.paths import ROOT
 
 from lightning_vae import VAE
 from lightning_vae.callbacks import PosteriorCollapseMonitor

@@ -19,9 +19,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from helpers import DestroyProcessGroupAtExit, DeterministicEncoder, PlainDecoder, trainer_kwargs
 from lightning.fabric.utilities.distributed import _all_gather_ddp_if_available
 from lightning.pytorch import Trainer
+from support.modules import DestroyProcessGroupAtExit, DeterministicEncoder, PlainDecoder, trainer_kwargs
 from torchmetrics import MeanMetric
 
 from lightning_vae import VAE

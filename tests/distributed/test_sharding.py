@@ -10,8 +10,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from helpers import tiny_vae
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
+from support.modules import tiny_vae
 
 
 def _setup(strategy: object, world_size: int) -> None:

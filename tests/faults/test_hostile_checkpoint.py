@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_vae, trainer_kwargs
 from lightning.pytorch import Trainer
+from support.modules import tiny_vae, trainer_kwargs
 
 from lightning_vae import VAE
 from lightning_vae.building import build, resolve_class

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-HERE = Path(__file__).parent
-ROOT = HERE.parents[1]
+TESTS = Path(__file__).resolve().parents[1]
+ROOT = TESTS.parent
 MAX_STEPS = 23  # 2.3 epochs of 10 batches
 
 
@@ -32,12 +32,12 @@ def _run(tmp: Path, name: str, *extra: str, resume: bool = False) -> subprocess.
         "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=1",
         f"--trainer.default_root_dir={folder}",
         f"--checkpoint.dirpath={folder}/checkpoints", "--checkpoint.every_n_train_steps=2",
-        "--trainer.callbacks+=kill_helpers.BetaRecorder", f"--trainer.callbacks.path={folder}/beta.jsonl",
+        "--trainer.callbacks+=support.kill.BetaRecorder", f"--trainer.callbacks.path={folder}/beta.jsonl",
         *extra,
     ]
     if resume:
         args.append("--ckpt_path=last")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
     return subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -58,8 +58,8 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    "kill", ["--trainer.callbacks+=kill_helpers.KillAt --trainer.callbacks.step=13",
-             "--trainer.callbacks+=kill_helpers.KillAt --trainer.callbacks.during_save=14"],
+    "kill", ["--trainer.callbacks+=support.kill.KillAt --trainer.callbacks.step=13",
+             "--trainer.callbacks+=support.kill.KillAt --trainer.callbacks.during_save=14"],
     ids=["mid-epoch", "during-checkpoint-write"],
 )
 def test_sigkill_then_resume_is_bit_identical(uninterrupted: Path, tmp_path: Path, kill: str) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_vae, trainer_kwargs
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from support.modules import tiny_vae, trainer_kwargs
 from torch import nn
 
 from lightning_vae import VAE

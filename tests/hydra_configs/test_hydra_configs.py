@@ -8,10 +8,10 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from hydra.utils import instantiate
-from hydra_configs.hydra_helpers import SMALL_SHAPES, compose_cfg, options, small_mnist
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.loggers import Logger
+from support.hydra import SMALL_SHAPES, compose_cfg, options, small_mnist
 
 from lightning_vae import VAE
 from lightning_vae.hydra import instantiate_group

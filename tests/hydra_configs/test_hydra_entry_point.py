@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra_configs.hydra_helpers import CONFIG_DIR, SMALL_SHAPES, env_without_config_dir
+from support.hydra import CONFIG_DIR, SMALL_SHAPES, env_without_config_dir
 
 from lightning_vae import hydra as entry
 from lightning_vae.hydra import CONFIG_DIR_ENV, find_config_dir

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import MNIST_DIR, ROOT
 from hydra.utils import instantiate
-from hydra_configs.hydra_helpers import (
+from lightning.pytorch import Callback, LightningDataModule
+from support.hydra import (
     SMALL_SHAPES,
     compose_cfg,
     data_view,
@@ -21,7 +21,7 @@ from hydra_configs.hydra_helpers import (
     trainer_view,
     training_callbacks,
 )
-from lightning.pytorch import Callback, LightningDataModule
+from support.paths import MNIST_DIR, ROOT
 
 from lightning_vae import VAE
 from lightning_vae.cli import VAECLI

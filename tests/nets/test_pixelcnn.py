@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 import torch
-from helpers import trainer_kwargs
 from lightning.pytorch import Trainer
+from support.modules import trainer_kwargs
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_vae import VAE

@@ -10,10 +10,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from helpers import MNIST_DIR, ROOT
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from support.paths import MNIST_DIR, ROOT
 
 CONFIG_DIR = ROOT / "configs"
 #: Overrides that keep a run small: a few hundred shapes, a subset of MNIST from the real files.

@@ -1,9 +1,9 @@
-"""Helpers shared by the tests: a tiny VAE and quiet Trainer settings (import with `from helpers import ...`)."""
+"""Small modules and settings the tests share: a tiny VAE, quiet Trainer settings, users' plain encoders and decoders,
+and a callback that closes a spawned worker's process group."""
 
 from __future__ import annotations
 
 import atexit
-import os
 from pathlib import Path
 
 import torch
@@ -13,10 +13,6 @@ from torch import nn
 from lightning_vae import VAE
 from lightning_vae.distributions import DiagonalGaussian
 from lightning_vae.nets import MLPDecoder, MLPEncoder
-
-ROOT = Path(__file__).resolve().parents[1]
-#: Real MNIST lives beside the checkout; override with LIGHTNING_VAE_MNIST_DIR.
-MNIST_DIR = Path(os.environ.get("LIGHTNING_VAE_MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
 
 
 def _destroy_process_group() -> None:
