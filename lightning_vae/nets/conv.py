@@ -8,7 +8,8 @@ from typing import Literal
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
-from lightning_vae.nets.common import Activation, check_positive_int, make_activation
+from lightning_vae.checks import check_choice, check_int, check_shape
+from lightning_vae.nets.common import Activation, make_activation
 
 ImageSize = Literal[28, 32, 64]
 
@@ -17,13 +18,12 @@ DEFAULT_CHANNELS: dict[int, tuple[int, ...]] = {28: (32, 64), 32: (32, 64, 64), 
 
 
 def _stages(image_size: int, channels: Sequence[int] | None) -> tuple[tuple[int, ...], int]:
-    if image_size not in DEFAULT_CHANNELS:
-        raise ValueError(f"Expected `image_size` to be one of {sorted(DEFAULT_CHANNELS)}, got {image_size!r}")
+    check_choice("image_size", check_int("image_size", image_size), ImageSize)
     default = DEFAULT_CHANNELS[image_size]
-    chans = tuple(default if channels is None else channels)
-    if len(chans) != len(default) or not all(isinstance(c, int) and c > 0 for c in chans):
+    chans = default if channels is None else check_shape("channels", channels)
+    if len(chans) != len(default):
         raise ValueError(
-            f"Expected `channels` to hold {len(default)} positive ints for {image_size}x{image_size} images "
+            f"Expected `channels` to hold {len(default)} ints >= 1 for {image_size}x{image_size} images "
             f"(one per stride-2 stage), got {channels!r}"
         )
     return chans, image_size // 2 ** len(chans)
@@ -59,9 +59,9 @@ class ConvEncoder(HyperparametersMixin, nn.Module):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.latent_dim = check_positive_int("latent_dim", latent_dim)
-        check_positive_int("in_channels", in_channels)
-        check_positive_int("hidden_size", hidden_size)
+        self.latent_dim = check_int("latent_dim", latent_dim, low=1)
+        check_int("in_channels", in_channels, low=1)
+        check_int("hidden_size", hidden_size, low=1)
         chans, side = _stages(image_size, channels)
         self.input_shape = (in_channels, image_size, image_size)
         layers: list[nn.Module] = []
@@ -113,9 +113,9 @@ class ConvDecoder(HyperparametersMixin, nn.Module):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.latent_dim = check_positive_int("latent_dim", latent_dim)
-        check_positive_int("out_channels", out_channels)
-        self.params_per_element = check_positive_int("params_per_element", params_per_element)
+        self.latent_dim = check_int("latent_dim", latent_dim, low=1)
+        check_int("out_channels", out_channels, low=1)
+        self.params_per_element = check_int("params_per_element", params_per_element, low=1)
         chans, side = _stages(image_size, channels)
         self.out_channels, self.image_size, self._side, self._top = out_channels, image_size, side, chans[-1]
         self.dense = nn.Sequential(

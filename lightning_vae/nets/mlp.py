@@ -8,10 +8,16 @@ from collections.abc import Sequence
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
-from lightning_vae.nets.common import Activation, check_positive_int, check_shape, make_activation
+from lightning_vae.checks import check_int, check_shape
+from lightning_vae.nets.common import Activation, make_activation
 
 
-def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
+def _hidden(sizes: Sequence[int]) -> list[int]:
+    """The hidden widths, checked: a sequence of ints >= 1 (empty for no hidden layer)."""
+    return [] if isinstance(sizes, Sequence) and len(sizes) == 0 else list(check_shape("hidden_sizes", sizes))
+
+
+def _mlp(sizes: Sequence[int], activation: Activation) -> nn.Sequential:
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(n_in, n_out), make_activation(activation)]
@@ -45,8 +51,8 @@ class MLPEncoder(HyperparametersMixin, nn.Module):
         super().__init__()
         self.save_hyperparameters()
         self.input_shape = check_shape("input_shape", input_shape)
-        self.latent_dim = check_positive_int("latent_dim", latent_dim)
-        hidden = [check_positive_int("hidden_sizes", h) for h in hidden_sizes]
+        self.latent_dim = check_int("latent_dim", latent_dim, low=1)
+        hidden = _hidden(hidden_sizes)
         self.body = _mlp([math.prod(self.input_shape), *hidden], activation)
         self.head = nn.Linear(hidden[-1] if hidden else math.prod(self.input_shape), 2 * latent_dim)
 
@@ -87,10 +93,10 @@ class MLPDecoder(HyperparametersMixin, nn.Module):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.latent_dim = check_positive_int("latent_dim", latent_dim)
+        self.latent_dim = check_int("latent_dim", latent_dim, low=1)
         self.output_shape = check_shape("output_shape", output_shape)
-        self.params_per_element = check_positive_int("params_per_element", params_per_element)
-        hidden = [check_positive_int("hidden_sizes", h) for h in hidden_sizes]
+        self.params_per_element = check_int("params_per_element", params_per_element, low=1)
+        hidden = _hidden(hidden_sizes)
         self.body = _mlp([latent_dim, *hidden], activation)
         self.head = nn.Linear(hidden[-1] if hidden else latent_dim, params_per_element * math.prod(self.output_shape))
 

@@ -19,7 +19,9 @@ import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
-from lightning_vae.nets.common import check_positive_int, check_shape
+from lightning_vae.checks import check_choice, check_int, check_shape
+
+MaskType = Literal["A", "B"]
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -50,12 +52,11 @@ class MaskedConv2d(nn.Conv2d):
     mask: Tensor
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, mask_type: Literal["A", "B"], dilation: int = 1
+        self, in_channels: int, out_channels: int, kernel_size: int, mask_type: MaskType, dilation: int = 1
     ) -> None:
-        if mask_type not in ("A", "B"):
-            raise ValueError(f"Expected `mask_type` to be 'A' or 'B', got {mask_type!r}")
-        if kernel_size % 2 != 1:
-            raise ValueError(f"Expected an odd `kernel_size`, got {kernel_size}")
+        check_choice("mask_type", mask_type, MaskType)
+        if check_int("kernel_size", kernel_size, low=1) % 2 != 1:
+            raise ValueError(f"Expected `kernel_size` to be odd, got {kernel_size}")
         super().__init__(
             in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation
         )
@@ -113,18 +114,16 @@ class PixelCNNDecoder(HyperparametersMixin, nn.Module):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.latent_dim = check_positive_int("latent_dim", latent_dim)
+        self.latent_dim = check_int("latent_dim", latent_dim, low=1)
         self.image_shape = check_shape("image_shape", image_shape)
         if len(self.image_shape) != 3:
             raise ValueError(f"Expected `image_shape` to be (channels, height, width), got {image_shape!r}")
-        check_positive_int("channels", channels)
-        check_positive_int("n_layers", n_layers)
-        self.params_per_element = check_positive_int("params_per_element", params_per_element)
-        dilations = [1] * n_layers if dilations is None else list(dilations)
-        if len(dilations) != n_layers or not all(isinstance(d, int) and d > 0 for d in dilations):
-            raise ValueError(
-                f"Expected `dilations` to hold {n_layers} positive ints (one per layer), got {dilations!r}"
-            )
+        check_int("channels", channels, low=1)
+        check_int("n_layers", n_layers, low=1)
+        self.params_per_element = check_int("params_per_element", params_per_element, low=1)
+        dilations = [1] * n_layers if dilations is None else list(check_shape("dilations", dilations))
+        if len(dilations) != n_layers:
+            raise ValueError(f"Expected `dilations` to hold {n_layers} ints >= 1 (one per layer), got {dilations!r}")
         c_img = self.image_shape[0]
         self.first = MaskedConv2d(c_img, channels, first_kernel_size, "A")
         self.layers = nn.ModuleList(MaskedConv2d(channels, channels, kernel_size, "B", d) for d in dilations)
