@@ -18,11 +18,14 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from lightning_vae.checks import check_choice, check_float, check_int, choices
+
 ScheduleName = Literal["constant", "linear", "logistic", "cosine", "cyclical"]
 CycleShape = Literal["linear", "sigmoid", "cosine"]
 
-SCHEDULE_NAMES: tuple[str, ...] = ("constant", "linear", "logistic", "cosine", "cyclical")
-CYCLE_SHAPES: tuple[str, ...] = ("linear", "sigmoid", "cosine")
+#: The names of :data:`ScheduleName` and :data:`CycleShape`, as tuples.
+SCHEDULE_NAMES: tuple[str, ...] = choices(ScheduleName)
+CYCLE_SHAPES: tuple[str, ...] = choices(CycleShape)
 
 
 def _lerp(start: float, end: float, p: float) -> float:
@@ -94,15 +97,13 @@ def cosine_schedule(step: float, length: float, start: float = 0.0, end: float =
     return _lerp(start, end, 0.5 * (1.0 - math.cos(math.pi * p)))
 
 
-def _cycle_shape(u: float, shape: str) -> float:
+def _cycle_shape(u: float, shape: CycleShape) -> float:
     """The rising part of one cycle, ``f(u)`` for ``u`` in [0, 1] (Fu et al. 2019, reference code)."""
-    if shape == "linear":
+    if check_choice("shape", shape, CycleShape) == "linear":
         return u
     if shape == "sigmoid":
         return _sigmoid(12.0 * u - 6.0)
-    if shape == "cosine":
-        return 0.5 * (1.0 - math.cos(math.pi * u))
-    raise ValueError(f"Expected `shape` to be one of {CYCLE_SHAPES}, got {shape!r}")
+    return 0.5 * (1.0 - math.cos(math.pi * u))
 
 
 def cyclical_schedule(
@@ -150,18 +151,6 @@ def capacity_schedule(step: float, length: float, c_max: float, c_start: float =
     return linear_schedule(step, length, c_start, c_max)
 
 
-def _check_real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"Expected `{name}` to be a finite float, got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"Expected `{name}` to be an int >= {low}, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class Schedule:
     """A schedule chosen by name, with every parameter validated once; call it with a step.
@@ -184,8 +173,8 @@ class Schedule:
         midpoint: ``t0`` of the logistic schedule (default ``length / 2``).
 
     Raises:
-        ValueError: For an unknown kind or shape, or numbers out of range.
-        TypeError: For values that are not finite numbers.
+        TypeError: For a kind or shape that is not a string, a non-number, or a non-int count.
+        ValueError: For an unknown kind or shape, NaN or infinity, or numbers out of range.
 
     Example::
 
@@ -206,26 +195,18 @@ class Schedule:
     midpoint: float | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in SCHEDULE_NAMES:
-            raise ValueError(f"Expected `schedule` to be one of {SCHEDULE_NAMES}, got {self.kind!r}")
-        object.__setattr__(self, "start", _check_real("start", self.start))
-        object.__setattr__(self, "end", _check_real("end", self.end))
-        _check_int("length", self.length, 1)
-        _check_int("delay", self.delay, 0)
-        _check_int("n_cycles", self.n_cycles, 1)
-        ratio = _check_real("ratio", self.ratio)
-        if not 0.0 < ratio <= 1.0:
-            raise ValueError(f"Expected `ratio` to be in (0, 1], got {self.ratio!r}")
-        object.__setattr__(self, "ratio", ratio)
-        if self.shape not in CYCLE_SHAPES:
-            raise ValueError(f"Expected `cycle_shape` to be one of {CYCLE_SHAPES}, got {self.shape!r}")
+        check_choice("schedule", self.kind, ScheduleName)
+        object.__setattr__(self, "start", check_float("start", self.start))
+        object.__setattr__(self, "end", check_float("end", self.end))
+        check_int("length", self.length, low=1)
+        check_int("delay", self.delay, low=0)
+        check_int("n_cycles", self.n_cycles, low=1)
+        object.__setattr__(self, "ratio", check_float("ratio", self.ratio, low=0.0, high=1.0, strict_low=True))
+        check_choice("cycle_shape", self.shape, CycleShape)
         if self.steepness is not None:
-            steepness = _check_real("steepness", self.steepness)
-            if steepness <= 0.0:
-                raise ValueError(f"Expected `steepness` to be > 0, got {self.steepness!r}")
-            object.__setattr__(self, "steepness", steepness)
+            object.__setattr__(self, "steepness", check_float("steepness", self.steepness, low=0.0, strict_low=True))
         if self.midpoint is not None:
-            object.__setattr__(self, "midpoint", _check_real("midpoint", self.midpoint))
+            object.__setattr__(self, "midpoint", check_float("midpoint", self.midpoint))
 
     @property
     def low(self) -> float:
