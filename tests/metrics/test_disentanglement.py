@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from test_host_syncs import HostReads
+from support.host_reads import HostReads
 
 from lightning_vae.functional.disentanglement import discretize, mutual_information_gap
 from lightning_vae.metrics import MutualInformationGap
