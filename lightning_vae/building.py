@@ -127,6 +127,51 @@ def describe(module: Any) -> dict[str, Any] | None:
     return None
 
 
+def save_hparams(module: Any, frame: Any, modules: Mapping[str, Any], factories: Mapping[str, Any]) -> None:
+    """Save a LightningModule's ``__init__`` arguments so a checkpoint rebuilds it alone, never pickling a module.
+
+    ``modules`` maps argument names to what was passed (an ``nn.Module``, a ``Likelihood`` or a name); a module is
+    saved as its :func:`describe` description, or left out when it cannot be described (a checkpoint then needs
+    it passed again). ``factories`` maps the optimizer/scheduler arguments to what was passed: callables are left
+    out (LightningCLI records them in its own config). Under LightningCLI (whose parsed config carries the
+    ``_instantiator`` key) the whole config is kept, where every network is a ``class_path``/``init_args`` dict.
+
+    Args:
+        module: The LightningModule.
+        frame: The frame of its ``__init__`` (``inspect.currentframe()`` there).
+        modules: Argument name -> value, for the arguments that may hold modules.
+        factories: Argument name -> value, for the optimizer and scheduler arguments.
+    """
+    ignore = [name for name, value in modules.items() if isinstance(value, nn.Module)]
+    ignore += [name for name, value in factories.items() if not isinstance(value, Mapping)]
+    module.save_hyperparameters(ignore=ignore, frame=frame)
+    if "_instantiator" in module.hparams:
+        module.save_hyperparameters(frame=frame)
+        return
+    extra = {name: d for name, value in modules.items() if (d := describe(value)) is not None}
+    if extra:
+        module.save_hyperparameters({**dict(module.hparams), **extra})
+
+
+#: Top-level children of the training module whose parameters now live under its ``model``.
+_MODEL_CHILDREN = ("encoder.", "decoder.", "likelihood.", "prior.")
+
+
+def migrate_state_dict(checkpoint: dict[str, Any]) -> None:
+    """Rename the weights of a checkpoint written when the networks were children of the training module.
+
+    ``encoder.*``, ``decoder.*``, ``likelihood.*`` and ``prior.*`` become ``model.encoder.*`` and so on (in
+    place); a checkpoint already in the new layout is left as it is.
+    """
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict) or any(key.startswith("model.") for key in state):
+        return
+    if any(key.startswith(_MODEL_CHILDREN) for key in state):
+        checkpoint["state_dict"] = {
+            (f"model.{key}" if key.startswith(_MODEL_CHILDREN) else key): value for key, value in state.items()
+        }
+
+
 def _slot_of(path: str) -> str:
     top = path.split(".", 1)[0]
     if path == top and top in ("likelihood", "prior", "data", "optimizer", "lr_scheduler"):
@@ -213,4 +258,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return checkpoint
 
 
-__all__ = ["build", "check_checkpoint_classes", "describe", "load_checkpoint", "resolve_class"]
+__all__ = [
+    "build",
+    "check_checkpoint_classes",
+    "describe",
+    "load_checkpoint",
+    "migrate_state_dict",
+    "resolve_class",
+    "save_hparams",
+]

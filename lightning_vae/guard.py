@@ -217,5 +217,42 @@ class NonFiniteGuard:
             "learning rate or gradient clipping, or pass VAE(on_nonfinite='skip') to skip such steps."
         )
 
+class DataCheck:
+    """Checks batches against the likelihood (finite, within its range) on the first batches, then every Nth.
 
-__all__ = ["NonFiniteError", "NonFiniteGuard", "NonFinitePolicy", "nonfinite_parameters"]
+    The range check is one fused min/max reduction and one host read (a sync on accelerators): it runs on the
+    first ``first`` batches, where bad data shows, then every ``every``-th. NaN/inf data in any other batch makes
+    that batch's loss non-finite, which the non-finite policy catches at every step.
+
+    Args:
+        first: Batches checked at the start.
+        every: Then every this many batches.
+    """
+
+    def __init__(self, first: int = 10, every: int = 50) -> None:
+        self.first, self.every = first, every
+        self.seen = 0
+
+    def __call__(self, likelihood: Any, x: Tensor, policy: NonFinitePolicy, where: Any = None) -> None:
+        """Check ``x`` if this batch is due; ``where()`` describes the step for the message (called on failure only).
+
+        Raises:
+            ValueError: For finite data outside the likelihood's range.
+            NonFiniteError: For NaN/inf data under ``policy="raise"`` (under ``"skip"`` the step's non-finite loss
+                is handled by the guard).
+        """
+        due = self.seen < self.first or self.seen % self.every == 0
+        self.seen += 1
+        if not due:
+            return
+        try:
+            likelihood.check_target(x)
+        except ValueError as err:
+            context = f" ({where()})" if where is not None else ""
+            if bool(torch.isfinite(x).all()):
+                raise ValueError(f"{err}{context}") from None
+            if policy == "raise":
+                raise NonFiniteError(f"{err}{context}") from None
+
+
+__all__ = ["DataCheck", "NonFiniteError", "NonFiniteGuard", "NonFinitePolicy", "nonfinite_parameters"]

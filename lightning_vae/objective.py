@@ -7,8 +7,9 @@ each latent dimension (or group, or the total) is averaged over the batch *befor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -37,6 +38,9 @@ class ELBOTerms(NamedTuple):
             ``|KL - C|`` in capacity form.
         iwae: The importance-weighted bound ``E[log 1/k sum_i w_i]`` for k > 1 samples, else ``None``.
         log_weights: ``log p(x, z_i) - log q(z_i | x)`` of shape ``(k, B)``.
+        kl_groups: The batch-mean KL of each latent group (detached), in the model's group order.
+        kl_per_dim_groups: Batch-averaged KL of each dimension of each group, ``(D_g,)``, or ``None`` for a
+            group whose KL does not factorise over dimensions.
 
     ``loss``, ``recon``, ``kl`` and ``kl_penalty`` carry gradients; ``elbo``, ``kl_per_dim``, ``iwae``
     and ``log_weights`` are reported values, detached from the graph (differentiate ``loss``).
@@ -50,6 +54,8 @@ class ELBOTerms(NamedTuple):
     kl_penalty: Tensor
     iwae: Tensor | None
     log_weights: Tensor
+    kl_groups: dict[str, Tensor] | None = None
+    kl_per_dim_groups: dict[str, Tensor | None] | None = None
 
 
 def _float32_region(device: torch.device) -> AbstractContextManager[None]:
@@ -130,6 +136,19 @@ def free_bits_penalty(
     return per_dim.clamp(min=free_bits).sum()
 
 
+def check_single_sample(n_samples: int, free_bits: float, capacity: float | None) -> None:
+    """The rule that free bits and the capacity objective apply to the single-sample ELBO, stated once.
+
+    Raises:
+        ValueError: For ``n_samples > 1`` together with ``free_bits > 0`` or a ``capacity``.
+    """
+    if n_samples > 1 and (free_bits > 0 or capacity is not None):
+        raise ValueError(
+            f"Expected `n_samples` to be 1 with free bits or the capacity objective (they apply to the "
+            f"single-sample ELBO), got n_samples={n_samples}; set n_samples=1, or free_bits=0 and capacity=None"
+        )
+
+
 def elbo(
     x: Tensor,
     posterior: Distribution,
@@ -137,20 +156,9 @@ def elbo(
     decoder_output: Tensor,
     likelihood: Likelihood,
     prior: Distribution,
-    *,
-    beta: float = 1.0,
-    free_bits: float = 0.0,
-    free_bits_mode: FreeBitsMode = "dim",
-    free_bits_groups: int = 1,
-    capacity: float | None = None,
-    capacity_gamma: float = 1000.0,
+    **settings: Any,
 ) -> ELBOTerms:
-    """Evaluate the objective on one batch.
-
-    With one sample (``z`` of shape ``(1, B, D)``) the loss is the β-ELBO
-    ``recon + β · KL_fb`` (free bits applied), or ``recon + γ·|KL − C|`` when ``capacity`` C is
-    given (Burgess et al. 2018). With ``k > 1`` samples it is the negative IWAE bound (Burda et al.
-    2015) with log-weights ``log p(x|z) + β (log p(z) − log q(z|x))``; β = 1 gives the exact bound.
+    """Evaluate the objective on one batch of a model with one latent group: :func:`elbo_groups` for one group.
 
     Args:
         x: Data batch ``(B, *data_shape)``.
@@ -159,15 +167,8 @@ def elbo(
         decoder_output: Likelihood parameters for each sample, ``(k, B, *param_shape)``.
         likelihood: Turns ``decoder_output`` into ``log p(x|z)``.
         prior: p(z) with event shape ``(D,)``.
-        beta: Weight of the KL term (β-VAE, annealing).
-        free_bits: λ in nats; 0 disables free bits.
-        free_bits_mode: ``"dim"``, ``"group"`` or ``"total"``.
-        free_bits_groups: Number of equal groups of latent dimensions for ``"group"``.
-        capacity: Target KL C in nats for the capacity form, or ``None``.
-        capacity_gamma: γ of the capacity form.
-
-    Raises:
-        ValueError: For β < 0, negative free bits, or free bits / capacity combined with k > 1.
+        **settings: ``beta``, ``free_bits``, ``free_bits_mode``, ``free_bits_groups``, ``capacity``,
+            ``capacity_gamma`` as in :func:`elbo_groups`.
 
     Example::
 
@@ -179,25 +180,75 @@ def elbo(
         >>> round(terms.kl.item(), 6), round(terms.recon.item(), 4)  # q = prior; 3 * log 2
         (0.0, 2.0794)
     """
+    return elbo_groups(x, {"z": posterior}, {"z": z}, decoder_output, likelihood, {"z": prior}, **settings)
+
+
+def elbo_groups(
+    x: Tensor,
+    posteriors: Mapping[str, Distribution],
+    z: Mapping[str, Tensor],
+    decoder_output: Tensor,
+    likelihood: Likelihood,
+    priors: Mapping[str, Distribution],
+    *,
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+    free_bits_mode: FreeBitsMode = "dim",
+    free_bits_groups: int = 1,
+    capacity: float | None = None,
+    capacity_gamma: float = 1000.0,
+) -> ELBOTerms:
+    """Evaluate the objective on one batch of a model with named latent groups.
+
+    The KL is the sum over groups of ``KL(q(z_g | ...) || p(z_g | z_>g))`` (closed form where both are
+    diagonal Gaussians, else Monte Carlo on the samples). With one sample (``z[g]`` of shape ``(1, B, D_g)``)
+    the loss is the β-ELBO ``recon + β · KL_fb`` (free bits applied to the dimensions of every group together,
+    in the groups' order), or ``recon + γ·|KL − C|`` when ``capacity`` C is given (Burgess et al. 2018). With
+    ``k > 1`` samples it is the negative IWAE bound (Burda et al. 2015) with log-weights
+    ``log p(x|z) + β Σ_g (log p(z_g|z_>g) − log q(z_g|x, ...))``; β = 1 gives the exact bound.
+
+    Args:
+        x: Data batch ``(B, *data_shape)``.
+        posteriors: q of each group, event shape ``(D_g,)``.
+        z: Samples of each group, ``(k, B, D_g)``.
+        decoder_output: Likelihood parameters for each sample, ``(k, B, *param_shape)``.
+        likelihood: Turns ``decoder_output`` into ``log p(x|z)``.
+        priors: p of each group, event shape ``(D_g,)``.
+        beta: Weight of the KL term (β-VAE, annealing).
+        free_bits: λ in nats; 0 disables free bits.
+        free_bits_mode: ``"dim"``, ``"group"`` or ``"total"``.
+        free_bits_groups: Number of equal groups of latent dimensions for ``"group"``.
+        capacity: Target KL C in nats for the capacity form, or ``None``.
+        capacity_gamma: γ of the capacity form.
+
+    Raises:
+        ValueError: For β < 0, negative free bits, samples of the wrong rank or disagreeing sample counts, or
+            free bits / capacity combined with k > 1.
+    """
     if beta < 0:
         raise ValueError(f"Expected `beta` to be >= 0, got {beta}")
-    if z.dim() != 3:
-        raise ValueError(f"Expected samples `z` of shape (k, B, D), got {tuple(z.shape)}")
-    k = z.shape[0]
-    if k > 1 and (free_bits > 0 or capacity is not None):
-        raise ValueError(
-            "Free bits and the capacity objective apply to the single-sample ELBO; got them together with "
-            f"{k} importance samples. Set n_samples=1, or free_bits=0 and capacity=None"
-        )
+    names = list(posteriors)
+    for name in names:
+        if z[name].dim() != 3:
+            raise ValueError(f"Expected samples `z` of group {name!r} of shape (k, B, D), got {tuple(z[name].shape)}")
+    k = z[names[0]].shape[0]
+    if any(z[name].shape[0] != k for name in names):
+        raise ValueError(f"Expected the same number of samples in every group, got {[z[n].shape[0] for n in names]}")
+    check_single_sample(k, free_bits, capacity)
     with _float32_region(x.device):
-        z = z.float()
+        zf = {name: z[name].float() for name in names}
         nll = likelihood.nll(x, decoder_output)  # (k, B): -log p(x|z)
-        kl, elementwise = kl_terms(posterior, prior, z)
+        parts = {name: kl_terms(posteriors[name], priors[name], zf[name]) for name in names}
+        kl = sum((part[0] for part in parts.values()), torch.zeros((), device=nll.device))
+        elementwise = _concat_elementwise([part[1] for part in parts.values()])
         recon = nll.mean()
         kl_mean = kl.mean()
         log_weights: Tensor | None = None
         if k > 1:
-            log_ratio = prior.log_prob(z).float() - posterior.log_prob(z).float()  # log p(z) - log q(z|x)
+            log_ratio = sum(
+                (priors[n].log_prob(zf[n]).float() - posteriors[n].log_prob(zf[n]).float() for n in names),
+                torch.zeros((), device=nll.device),
+            )  # log p(z) - log q(z|x)
             log_weights = log_ratio - nll
             weighted = log_weights if beta == 1.0 else beta * log_ratio - nll
             loss = -log_mean_exp(weighted, dim=0).mean()
@@ -224,7 +275,9 @@ def elbo(
                 log_weights = log_weights.detach()
             iwae = iwae_bound(log_weights) if k > 1 else None
             elbo_value = log_weights.mean()
-            per_dim = kl_per_dim(elementwise) if elementwise is not None else None
+            per_dim_groups = {n: None if p[1] is None else kl_per_dim(p[1]) for n, p in parts.items()}
+            per_dim = None if elementwise is None else kl_per_dim(elementwise)
+            kl_groups = {n: p[0].detach().mean() for n, p in parts.items()} if len(names) > 1 else {names[0]: kl_mean}
     return ELBOTerms(
         loss=loss,
         elbo=elbo_value,
@@ -234,7 +287,20 @@ def elbo(
         kl_penalty=penalty,
         iwae=iwae,
         log_weights=log_weights,
+        kl_groups=kl_groups,
+        kl_per_dim_groups=per_dim_groups,
     )
+
+
+def _concat_elementwise(parts: list[Tensor | None]) -> Tensor | None:
+    """The elementwise KL of every group side by side, ``(..., B, sum D_g)``, or ``None`` if one does not factorise."""
+    if any(part is None for part in parts):
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    tensors = [part for part in parts if part is not None]
+    shape = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(*shape, t.shape[-1]) for t in tensors], dim=-1)
 
 
 def iwae_bound(log_weights: Tensor) -> Tensor:
@@ -249,4 +315,13 @@ def iwae_bound(log_weights: Tensor) -> Tensor:
     return log_mean_exp(log_weights, dim=0).mean()
 
 
-__all__ = ["ELBOTerms", "FreeBitsMode", "elbo", "free_bits_penalty", "iwae_bound", "kl_terms"]
+__all__ = [
+    "ELBOTerms",
+    "FreeBitsMode",
+    "check_single_sample",
+    "elbo",
+    "elbo_groups",
+    "free_bits_penalty",
+    "iwae_bound",
+    "kl_terms",
+]

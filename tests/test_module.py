@@ -47,9 +47,9 @@ def test_unknown_batch_formats_are_named() -> None:
 
 
 def test_bad_input_gives_errors_that_name_the_problem() -> None:
-    with pytest.raises(ValueError, match="`beta` to be > 0, got 0"):
+    with pytest.raises(ValueError, match="`beta` to be a finite float > 0, got 0"):
         tiny_vae(beta=0.0)
-    with pytest.raises(ValueError, match="`beta` to be > 0, got -1"):
+    with pytest.raises(ValueError, match="`beta` to be a finite float > 0, got -1"):
         tiny_vae(beta=-1.0)
     with pytest.raises(ValueError, match="needs an encoder and decoder"):
         VAE()
@@ -67,7 +67,7 @@ def test_bad_input_gives_errors_that_name_the_problem() -> None:
     with pytest.raises(ValueError, match="n_samples=4"):
         tiny_vae(n_samples=4, free_bits=0.5)
     vae = tiny_vae()
-    with pytest.raises(ValueError, match="`beta` to be >= 0"):
+    with pytest.raises(ValueError, match="`beta` to be a finite float >= 0"):
         vae.beta = -0.5
     vae.beta = 0.0  # annealing may start from zero
 

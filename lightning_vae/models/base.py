@@ -1,0 +1,145 @@
+"""The latent-variable model interface: one inference path, one generative path, named latent groups.
+
+A model is a plain ``nn.Module`` (no Lightning in it). Its latent state is an ordered collection of named
+*groups* (one group ``"z"`` for a VAE, several for a hierarchical model, top group first):
+
+- :meth:`LatentVariableModel.inference` maps data ``x`` to the posterior of every group and ``k`` reparameterised
+  samples of each, ``z[name]`` of shape ``(k, B, D_name)``;
+- :meth:`LatentVariableModel.generative` maps samples of every group (and, for an autoregressive decoder, the
+  data) to the likelihood's parameters ``(k, B, *param_shape)`` and the prior of every group (for a lower group
+  of a hierarchical model, conditioned on the samples above it);
+- everything else (``log_joint``, ``sample``, ``reconstruct``, ``forward``) is built on those two, once, here.
+
+The objective (:func:`lightning_vae.objective.elbo_groups`), the metrics, the collapse monitor and the views
+iterate over the groups; see ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from lightning_vae.distributions.likelihoods import Likelihood
+
+
+class Inference(NamedTuple):
+    """What the inference path returns.
+
+    Attributes:
+        posteriors: ``q(z_g | x, ...)`` for each group ``g``, event shape ``(D_g,)`` and batch shape ``(B,)``
+            (or ``(k, B)`` when it depends on samples of another group).
+        z: ``k`` samples of each group, ``(k, B, D_g)``.
+    """
+
+    posteriors: dict[str, Distribution]
+    z: dict[str, Tensor]
+
+
+class Generative(NamedTuple):
+    """What the generative path returns.
+
+    Attributes:
+        params: The likelihood's parameters for every sample, ``(k, B, *param_shape)``.
+        priors: ``p(z_g | z_>g)`` for each group, event shape ``(D_g,)``; a lower group's batch shape is
+            that of the samples it is conditioned on.
+    """
+
+    params: Tensor
+    priors: dict[str, Distribution]
+
+
+class ModelOutput(NamedTuple):
+    """One pass of inference and generation (what ``forward`` returns)."""
+
+    inference: Inference
+    generative: Generative
+
+
+class LatentVariableModel(nn.Module, ABC):
+    """A latent-variable model ``p(x | z) p(z)`` with an amortised posterior ``q(z | x)`` over named groups.
+
+    Subclasses implement :meth:`inference`, :meth:`generative` and :meth:`prior_sample`, and set
+    :attr:`likelihood` (a :class:`~lightning_vae.distributions.Likelihood`), :attr:`data_shape` (the shape of
+    one example, or ``None`` until :meth:`fix_shapes` sees data) and :attr:`group_names`.
+    """
+
+    likelihood: Likelihood
+    data_shape: tuple[int, ...] | None
+    group_names: tuple[str, ...]
+
+    @abstractmethod
+    def inference(self, x: Tensor, n_samples: int = 1) -> Inference:
+        """The posterior of every group given ``x`` and ``n_samples`` reparameterised samples of each."""
+
+    @abstractmethod
+    def generative(self, z: Mapping[str, Tensor], x: Tensor | None = None) -> Generative:
+        """The likelihood's parameters and the priors for samples ``z[g]`` of shape ``(k, B, D_g)``."""
+
+    @abstractmethod
+    def prior_sample(self, n: int) -> dict[str, Tensor]:
+        """``n`` ancestral samples of every group from the prior, ``(1, n, D_g)`` each."""
+
+    def fix_shapes(self, x: Tensor | None = None) -> None:
+        """Fix the sizes the model could not know at construction from one batch ``x`` (idempotent).
+
+        The base class records :attr:`data_shape`; subclasses also fix latent sizes. Called once by the
+        training module before the first step, and by :meth:`sample` (which then needs ``data_shape``).
+        """
+        if self.data_shape is None and x is not None:
+            self.data_shape = tuple(int(d) for d in x.shape[1:])
+
+    def forward(self, x: Tensor, n_samples: int = 1) -> ModelOutput:
+        """Infer ``n_samples`` samples of every group for ``x`` and generate from them."""
+        inference = self.inference(x, n_samples)
+        return ModelOutput(inference, self.generative(inference.z, x))
+
+    def log_joint(self, x: Tensor, z: Tensor | Mapping[str, Tensor]) -> Tensor:
+        """``log p(x, z) = log p(x | z) + sum_g log p(z_g | z_>g)`` in nats, shape ``(S, B)``.
+
+        ``z`` maps each group to samples ``(S, B, D_g)``; a single tensor is the only group's samples.
+        """
+        groups = self._as_groups(z)
+        out = self.generative(groups, x)
+        log_p = self.likelihood.log_prob(x, out.params)
+        for name, prior in out.priors.items():
+            log_p = log_p + prior.log_prob(groups[name].float()).float()
+        return log_p
+
+    def encode(self, x: Tensor) -> Distribution:
+        """``q(z|x)`` of the first group (the only group of a single-group model)."""
+        return self.inference(x, 1).posteriors[self.group_names[0]]
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> Tensor:
+        """Draw ``n`` examples: latents from the prior, then the likelihood's mean (or a sample of ``x``)."""
+        params = self.generative(self.prior_sample(n)).params[0]
+        return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decode the posterior means of ``x`` and return the likelihood's mean, in data space."""
+        inference = self.inference(x, 1)
+        means = {name: q.mean.expand_as(inference.z[name]) for name, q in inference.posteriors.items()}
+        return self.likelihood.mean(self.generative(means, x).params[0])
+
+    def _as_groups(self, z: Tensor | Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+        if isinstance(z, Tensor):
+            if len(self.group_names) != 1:
+                raise ValueError(
+                    f"Expected `z` to map each latent group {self.group_names} to its samples, got one tensor"
+                )
+            return {self.group_names[0]: z}
+        missing = [name for name in self.group_names if name not in z]
+        if missing:
+            raise ValueError(
+                f"Expected `z` to hold samples of every latent group {self.group_names}, missing {missing}"
+            )
+        return z
+
+
+__all__ = ["Generative", "Inference", "LatentVariableModel", "ModelOutput"]
