@@ -1,4 +1,4 @@
-"""The metrics accumulate over batches to the whole-set value, checked against NumPy/SciPy references."""
+"""The collapse metrics accumulate over batches to the whole-set value, checked against NumPy/SciPy references."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from scipy import stats
-from torch.distributions import Independent, MultivariateNormal, Normal
+from torch.distributions import Normal
 
 from lightning_vae.distributions import DiagonalGaussian
 from lightning_vae.functional.collapse import kl_to_standard_normal, mutual_information
-from lightning_vae.functional.disentanglement import mutual_information_gap
 from lightning_vae.metrics import (
     ActiveUnits,
     CollapsedDimensions,
@@ -80,47 +78,6 @@ def test_mutual_information_is_the_size_weighted_mean_of_batch_estimates():
     expected = sum(m * n for m, n in zip(per_batch, SIZES)) / sum(SIZES)
     assert metric.compute().item() == pytest.approx(expected, rel=1e-12)
     assert metric.compute().item() <= math.log(16)
-
-
-class _ExactLinearGaussian(torch.nn.Module):
-    """p(z) = N(0, I), p(x|z) = N(Wz, I), with the exact (full-covariance) posterior as q."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.W = torch.tensor([[1.0, 0.5], [-0.3, 2.0], [0.2, 0.1]], dtype=torch.float64)
-
-    def encode(self, x):
-        cov = torch.linalg.inv(torch.eye(2, dtype=torch.float64) + self.W.T @ self.W)
-        return MultivariateNormal(x @ self.W @ cov.T, covariance_matrix=cov)
-
-    def log_joint(self, x, z):
-        return Independent(Normal(z @ self.W.T, 1.0), 1).log_prob(x) + Independent(Normal(0.0 * z, 1.0), 1).log_prob(z)
-
-
-def test_importance_weighted_nll_in_nats_and_bits_matches_scipy():
-    model = _ExactLinearGaussian()
-    xs = [torch.randn(n, 3, dtype=torch.float64) for n in (4, 3)]
-    nats, bits = (
-        ImportanceWeightedNLL(n_samples=9, chunk_size=5),
-        ImportanceWeightedNLL(n_samples=2, unit="bits_per_dim"),
-    )
-    for x in xs:
-        nats.update(model, x)
-        bits.update(model, x)
-    w = model.W.numpy()
-    reference = -stats.multivariate_normal(np.zeros(3), w @ w.T + np.eye(3)).logpdf(torch.cat(xs).numpy()).mean()
-    assert nats.compute().item() == pytest.approx(reference, rel=1e-5)
-    assert bits.compute().item() == pytest.approx(reference / (3 * math.log(2)), rel=1e-5)
-
-
-def test_mig_metric_over_batches_equals_the_whole_set():
-    g = torch.Generator().manual_seed(2)
-    factors = torch.randint(0, 5, (90, 3), generator=g)
-    codes = factors.float() @ torch.randn(3, 4, generator=g) + 0.5 * torch.randn(90, 4, generator=g)
-    metric = MutualInformationGap(n_bins=10)
-    for c, f in zip(codes.split(32), factors.split(32)):
-        metric.update(c, f)
-    assert metric.compute().item() == pytest.approx(mutual_information_gap(codes, factors, 10).item(), rel=1e-12)
 
 
 def test_metrics_reset_and_pickle():
