@@ -15,7 +15,11 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from lightning_vae.checks import check_choice, check_int, check_type
 from lightning_vae.functional.kl import gaussian_kl
+
+#: How :func:`mutual_information` estimates the posterior entropy.
+EntropyEstimate = Literal["sampled", "exact"]
 
 #: Default thresholds: a latent dimension whose KL or posterior-mean variance is below 0.01 counts as unused.
 KL_THRESHOLD = 0.01
@@ -23,8 +27,9 @@ ACTIVITY_THRESHOLD = 0.01
 
 
 def _check_2d(name: str, x: Tensor) -> None:
-    if x.dim() != 2:
-        raise ValueError(f"Expected `{name}` of shape (B, D), got {tuple(x.shape)}")
+    """``TypeError`` unless ``x`` is a tensor, ``ValueError`` unless it has shape ``(B, D)``."""
+    if check_type(name, x, Tensor, "a tensor").dim() != 2:
+        raise ValueError(f"Expected `{name}` to have shape (B, D), got shape {tuple(x.shape)}")
 
 
 # ---------------------------------------------------------------------------------------- KL per dimension
@@ -48,12 +53,11 @@ def _kl_per_dim_update(kl: Tensor, batch_size: int | None = None) -> tuple[Tenso
     if batch_size is None:
         _check_2d("kl", kl)
         return kl.double().sum(0), kl.shape[0]
-    if kl.dim() != 1:
+    if check_type("kl", kl, Tensor, "a tensor").dim() != 1:
         raise ValueError(
             f"Expected the batch-averaged KL per dimension of shape (D,) with `batch_size`, got {tuple(kl.shape)}"
         )
-    if batch_size <= 0:
-        raise ValueError(f"Expected `batch_size` to be a positive int, got {batch_size}")
+    check_int("batch_size", batch_size, low=1)
     return kl.double() * batch_size, batch_size
 
 
@@ -70,9 +74,9 @@ def count_collapsed(kl_per_dim: Tensor, threshold: float = KL_THRESHOLD) -> Tens
 
 
 # ---------------------------------------------------------------------------------------- active units
-def _moments_update(values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _moments_update(values: Tensor, name: str = "means") -> tuple[Tensor, Tensor, Tensor]:
     """``(count, mean, M2)`` of one batch of ``(B, D)`` values in float64 (M2: sum of squared deviations)."""
-    _check_2d("values", values)
+    _check_2d(name, values)
     v = values.detach().double()
     mean = v.mean(0)
     count = torch.full((), float(v.shape[0]), dtype=torch.float64, device=v.device)  # filled there: no host copy
@@ -135,7 +139,7 @@ def active_units(means: Tensor, threshold: float = ACTIVITY_THRESHOLD) -> Tensor
 
 # ---------------------------------------------------------------------------------------- mutual information
 def mutual_information(
-    posterior: Distribution, z: Tensor | None = None, entropy: Literal["sampled", "exact"] = "sampled"
+    posterior: Distribution, z: Tensor | None = None, entropy: EntropyEstimate = "sampled"
 ) -> Tensor:
     """The estimate of ``I(x; z)`` under ``q(x, z) = p_data(x) q(z|x)`` of He et al. (2019) on one batch, in nats.
 
@@ -169,8 +173,7 @@ def mutual_information(
         >>> round(mutual_information(apart).item(), 4), round(math.log(256), 4)  # saturates at log B
         (5.5452, 5.5452)
     """
-    if entropy not in ("sampled", "exact"):
-        raise ValueError(f"Expected `entropy` to be 'sampled' or 'exact', got {entropy!r}")
+    check_choice("entropy", entropy, EntropyEstimate)
     if len(posterior.batch_shape) != 1 or len(posterior.event_shape) != 1:
         raise ValueError(
             "Expected a posterior with batch shape (B,) and event shape (D,), got batch shape "

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightning_vae.checks import check_int
+
 
 def discretize(codes: Tensor, n_bins: int = 20) -> Tensor:
     """Bin each column of ``codes`` ``(N, D)`` into ``n_bins`` equal-width bins over its range; ``(N, D)`` int64.
@@ -23,8 +25,7 @@ def discretize(codes: Tensor, n_bins: int = 20) -> Tensor:
     """
     if codes.dim() != 2:
         raise ValueError(f"Expected codes of shape (N, D), got {tuple(codes.shape)}")
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"Expected `n_bins` to be a positive int, got {n_bins!r}")
+    check_int("n_bins", n_bins, low=1)
     codes = codes.double()
     # The edges of every column at once, where the codes are (no host read): those of numpy.linspace,
     # ``low + i * (high - low) / n_bins`` with the last one exactly ``high``.

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_vae.checks import check_int
+
 
 def soft_clamp(x: Tensor, low: float, high: float) -> Tensor:
     """Clamp ``x`` to ``[low, high]`` smoothly, keeping a non-zero gradient everywhere.
@@ -25,7 +27,7 @@ def soft_clamp(x: Tensor, low: float, high: float) -> Tensor:
         tensor([-10.,   0.,  10.])
     """
     if not low < high:
-        raise ValueError(f"Expected `low` < `high`, got low={low}, high={high}")
+        raise ValueError(f"Expected `low` to be < `high`, got low={low}, high={high}")
     return high - F.softplus((high - low) - F.softplus(x - low))
 
 
@@ -49,6 +51,5 @@ def bits_per_dim(nats: Tensor | float, num_dims: int) -> Tensor | float:
         >>> round(bits_per_dim(784 * math.log(2), 784), 6)
         1.0
     """
-    if num_dims <= 0:
-        raise ValueError(f"Expected `num_dims` to be a positive int, got {num_dims}")
+    check_int("num_dims", num_dims, low=1)
     return nats / (num_dims * math.log(2.0))

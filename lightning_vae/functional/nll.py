@@ -1,8 +1,8 @@
 """The importance-weighted estimate of log p(x) (Burda et al. 2015), in bounded memory.
 
-The model protocol it needs (``VAE`` keeps it; any other module can): ``encode(x)`` returns
-``q(z|x)`` as a distribution with batch shape ``(B,)`` and event shape ``(D,)``, and
-``log_joint(x, z)`` returns ``log p(x, z) = log p(x|z) + log p(z)`` in nats, shape ``(S, B)``, for
+The model protocol it needs is :class:`lightning_vae.protocols.SupportsLogJoint` (``VAE`` keeps it; any other
+module can): ``encode(x)`` returns ``q(z|x)`` as a distribution with batch shape ``(B,)`` and event shape
+``(D,)``, and ``log_joint(x, z)`` returns ``log p(x, z) = log p(x|z) + log p(z)`` in nats, shape ``(S, B)``, for
 latents ``z`` of shape ``(S, B, D)``.
 """
 
@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-
-@runtime_checkable
-class SupportsLogJoint(Protocol):
-    """What the importance-weighted NLL needs of a model: ``encode`` and ``log_joint``."""
-
-    def encode(self, x: Tensor) -> Distribution: ...
-
-    def log_joint(self, x: Tensor, z: Tensor) -> Tensor: ...
+from lightning_vae.checks import check_int
+from lightning_vae.protocols import SupportsLogJoint, require
 
 
 def iw_log_likelihood(
@@ -58,10 +52,8 @@ def iw_log_likelihood(
         >>> iw_log_likelihood(torch.zeros(3, 1), q, lambda x, z: q.log_prob(z), n_samples=10)  # q = p: log 1
         tensor([0., 0., 0.])
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"Expected `n_samples` to be an int >= 1, got {n_samples!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"Expected `chunk_size` to be an int >= 1, got {chunk_size!r}")
+    check_int("n_samples", n_samples, low=1)
+    check_int("chunk_size", chunk_size, low=1)
     batch = x.shape[0]
     per_pass = max(1, chunk_size // max(batch, 1))
     total: Tensor | None = None
@@ -87,16 +79,23 @@ def iw_log_likelihood(
 def iw_nll(model: Any, x: Tensor, n_samples: int = 5000, chunk_size: int = 10000) -> Tensor:
     """Importance-weighted negative log-likelihood ``-log p(x)`` of each example of ``x`` under ``model``, ``(B,)``.
 
-    ``model`` keeps the protocol of :class:`SupportsLogJoint`; see :func:`iw_log_likelihood`.
+    ``model`` keeps the protocol :class:`~lightning_vae.protocols.SupportsLogJoint`; see :func:`iw_log_likelihood`.
 
     Raises:
-        TypeError: If ``model`` has no ``encode`` or ``log_joint``.
+        TypeError: If ``model`` has no ``encode`` or ``log_joint`` (the message names what it lacks).
+
+    Example::
+
+        >>> from torch.distributions import Independent, Normal
+        >>> class Model:  # q(z|x) = p(z) = N(0, I) and p(x|z) = 1: log p(x) = 0
+        ...     def encode(self, x):
+        ...         return Independent(Normal(torch.zeros(len(x), 2), torch.ones(len(x), 2)), 1)
+        ...     def log_joint(self, x, z):
+        ...         return Independent(Normal(torch.zeros(2), torch.ones(2)), 1).log_prob(z)
+        >>> iw_nll(Model(), torch.zeros(3, 1), n_samples=4).abs().max().item() < 1e-6
+        True
     """
-    if not isinstance(model, SupportsLogJoint):
-        raise TypeError(
-            "Expected a model with `encode(x) -> Distribution` and `log_joint(x, z) -> Tensor`, got "
-            f"{type(model).__name__}"
-        )
+    require(model, SupportsLogJoint, "iw_nll")
     with torch.no_grad():
         posterior = model.encode(x)
         return -iw_log_likelihood(x, posterior, model.log_joint, n_samples=n_samples, chunk_size=chunk_size)

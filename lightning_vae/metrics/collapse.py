@@ -6,7 +6,7 @@ statistics as torchmetrics states (summed or concatenated across processes).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -14,21 +14,17 @@ from torch.distributions import Distribution
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from lightning_vae.checks import check_choice, check_float
 from lightning_vae.functional.collapse import (
     ACTIVITY_THRESHOLD,
     KL_THRESHOLD,
+    EntropyEstimate,
     _active_units_compute,
     _kl_per_dim_update,
     _moments_update,
     count_collapsed,
     mutual_information,
 )
-
-
-def _check_threshold(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"Expected `threshold` to be a number >= 0, got {value!r}")
-    return float(value)
 
 
 class KLPerDimension(Metric):
@@ -89,7 +85,7 @@ class CollapsedDimensions(KLPerDimension):
 
     def __init__(self, threshold: float = KL_THRESHOLD, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.threshold = _check_threshold(threshold)
+        self.threshold = check_float("threshold", threshold, low=0.0)
 
     def compute(self) -> Tensor:
         return count_collapsed(super().compute(), self.threshold)
@@ -128,7 +124,7 @@ class PosteriorMeanVariance(Metric):
 
     def update(self, posterior_mean: Tensor) -> None:
         """Add the posterior means ``(B, D)`` of a batch."""
-        count, mean, m2 = _moments_update(posterior_mean)
+        count, mean, m2 = _moments_update(posterior_mean, "posterior_mean")
         self.counts.append(count.reshape(1))
         self.means.append(mean.unsqueeze(0))
         self.m2s.append(m2.unsqueeze(0))
@@ -160,7 +156,7 @@ class ActiveUnits(PosteriorMeanVariance):
 
     def __init__(self, threshold: float = ACTIVITY_THRESHOLD, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.threshold = _check_threshold(threshold)
+        self.threshold = check_float("threshold", threshold, low=0.0)
 
     def compute(self) -> Tensor:
         return (self._merged()[1] > self.threshold).sum()
@@ -197,11 +193,9 @@ class MutualInformation(Metric):
     mi_sum: Tensor
     total: Tensor
 
-    def __init__(self, entropy: Literal["sampled", "exact"] = "sampled", **kwargs: Any) -> None:
+    def __init__(self, entropy: EntropyEstimate = "sampled", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if entropy not in ("sampled", "exact"):
-            raise ValueError(f"Expected `entropy` to be 'sampled' or 'exact', got {entropy!r}")
-        self.entropy: Literal["sampled", "exact"] = entropy
+        self.entropy: EntropyEstimate = check_choice("entropy", entropy, EntropyEstimate)
         self.add_state("mi_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 

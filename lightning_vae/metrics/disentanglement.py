@@ -9,6 +9,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from lightning_vae.checks import check_int
 from lightning_vae.functional.disentanglement import mutual_information_gap
 
 
@@ -43,9 +44,7 @@ class MutualInformationGap(Metric):
 
     def __init__(self, n_bins: int = 20, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
-            raise ValueError(f"Expected `n_bins` to be an int >= 2, got {n_bins!r}")
-        self.n_bins = n_bins
+        self.n_bins = check_int("n_bins", n_bins, low=2)
         self.add_state("codes", default=[], dist_reduce_fx="cat")
         self.add_state("factors", default=[], dist_reduce_fx="cat")
 

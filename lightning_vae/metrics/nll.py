@@ -9,15 +9,20 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_vae.checks import check_choice, check_int
 from lightning_vae.functional.math import bits_per_dim
 from lightning_vae.functional.nll import iw_nll
+from lightning_vae.protocols import SupportsLogJoint, require
+
+#: The units :class:`ImportanceWeightedNLL` reports in.
+NLLUnit = Literal["nats", "bits_per_dim"]
 
 
 class ImportanceWeightedNLL(Metric):
     """``-log p(x)`` estimated with ``k`` importance samples, averaged over all examples seen.
 
-    ``update(model, x)`` needs a model that keeps the protocol of
-    :class:`~lightning_vae.functional.nll.SupportsLogJoint`: ``encode(x) -> q(z|x)`` and
+    ``update(model, x)`` needs a model that keeps the protocol
+    :class:`~lightning_vae.protocols.SupportsLogJoint`: ``encode(x) -> q(z|x)`` and
     ``log_joint(x, z) -> log p(x, z)`` (``VAE`` has both). Samples are decoded in chunks of at most
     ``chunk_size`` (sample, example) pairs, so memory stays bounded for any ``k``.
 
@@ -27,7 +32,8 @@ class ImportanceWeightedNLL(Metric):
         unit: ``"nats"`` (per example) or ``"bits_per_dim"`` (nats / (data dimensions · ln 2)).
 
     Raises:
-        ValueError: For a non-positive ``n_samples`` or ``chunk_size``, or an unknown ``unit``.
+        TypeError: For a non-int ``n_samples`` or ``chunk_size``, or a ``unit`` that is not a string.
+        ValueError: For ``n_samples`` or ``chunk_size`` below 1, or an unknown ``unit``.
 
     Example::
 
@@ -52,22 +58,24 @@ class ImportanceWeightedNLL(Metric):
         self,
         n_samples: int = 5000,
         chunk_size: int = 10000,
-        unit: Literal["nats", "bits_per_dim"] = "nats",
+        unit: NLLUnit = "nats",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        for name, value in (("n_samples", n_samples), ("chunk_size", chunk_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected `{name}` to be an int >= 1, got {value!r}")
-        if unit not in ("nats", "bits_per_dim"):
-            raise ValueError(f"Expected `unit` to be 'nats' or 'bits_per_dim', got {unit!r}")
-        self.n_samples, self.chunk_size, self.unit = n_samples, chunk_size, unit
+        self.n_samples = check_int("n_samples", n_samples, low=1)
+        self.chunk_size = check_int("chunk_size", chunk_size, low=1)
+        self.unit: NLLUnit = check_choice("unit", unit, NLLUnit)
         self.num_dims: int | None = None
         self.add_state("nll_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, model: Any, x: Tensor) -> None:
-        """Add the batch ``x`` ``(B, *data_shape)`` under ``model``."""
+        """Add the batch ``x`` ``(B, *data_shape)`` under ``model``.
+
+        Raises:
+            TypeError: If ``model`` does not keep :class:`~lightning_vae.protocols.SupportsLogJoint`.
+        """
+        require(model, SupportsLogJoint, "ImportanceWeightedNLL")
         nll = iw_nll(model, x, n_samples=self.n_samples, chunk_size=self.chunk_size)
         self.num_dims = math.prod(x.shape[1:])
         self.nll_sum = self.nll_sum + nll.double().sum().to(self.nll_sum.device)

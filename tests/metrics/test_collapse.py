@@ -94,8 +94,12 @@ def test_metrics_reset_and_pickle():
 def test_metric_arguments_are_validated():
     with pytest.raises(ValueError, match="threshold"):
         ActiveUnits(threshold=-1.0)
-    with pytest.raises(ValueError, match="threshold"):
+    with pytest.raises(TypeError, match=r"`threshold` to be a finite float, got 'x'"):
         CollapsedDimensions(threshold="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"`threshold` to be a finite float, got nan"):
+        ActiveUnits(threshold=float("nan"))
+    with pytest.raises(TypeError, match=r"`n_samples` to be an int, got 2.0"):
+        ImportanceWeightedNLL(n_samples=2.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="n_samples"):
         ImportanceWeightedNLL(n_samples=0)
     with pytest.raises(ValueError, match="unit"):
@@ -106,6 +110,15 @@ def test_metric_arguments_are_validated():
         MutualInformation(entropy="mc")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\(D,\) with `batch_size`"):
         KLPerDimension().update(torch.ones(2, 3), batch_size=2)
+    with pytest.raises(ValueError, match=r"`batch_size` to be an int >= 1, got 0"):
+        KLPerDimension().update(torch.ones(3), batch_size=0)
+    with pytest.raises(ValueError, match=r"`kl` to have shape \(B, D\), got shape \(2, 3, 4\)"):
+        KLPerDimension().update(torch.ones(2, 3, 4))
+    with pytest.raises(TypeError, match=r"`posterior_mean` to be a tensor, got \[\[0.0\]\] \(list\)"):
+        PosteriorMeanVariance().update([[0.0]])  # type: ignore[arg-type]
+    lacks = r"ImportanceWeightedNLL needs .*SupportsLogJoint.*Linear lacks `encode`, `log_joint`"
+    with pytest.raises(TypeError, match=lacks):
+        ImportanceWeightedNLL(n_samples=2).update(torch.nn.Linear(2, 2), torch.zeros(1, 2))
     with pytest.raises(ValueError, match="at least 2 examples"):
         metric = ActiveUnits()
         metric.update(torch.zeros(1, 3))
