@@ -7,26 +7,22 @@ The model (inference and generative paths, see :mod:`lightning_vae.models`) is a
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from lightning_vae.building import build, check_checkpoint_classes, load_checkpoint, migrate_state_dict, save_hparams
+from lightning_vae.building import build, save_hparams
 from lightning_vae.checks import check_choice, check_float, check_int, check_type
 from lightning_vae.data.common import unpack_batch
 from lightning_vae.distributions.likelihoods import Likelihood
 from lightning_vae.distributions.priors import Prior
-from lightning_vae.evaluation import EvalMetrics, Stage
-from lightning_vae.functional.nll import iw_nll
-from lightning_vae.guard import DataCheck, NonFiniteError, NonFiniteGuard, NonFinitePolicy
+from lightning_vae.evaluation import EvalMetrics
+from lightning_vae.guard import DataCheck, NonFiniteGuard, NonFinitePolicy
+from lightning_vae.hooks import CheckpointHooks, EvaluationSteps, FaultHooks
 from lightning_vae.models.base import LatentVariableModel, ModelOutput
 from lightning_vae.models.vae import LikelihoodName, PriorName, VAEModel
 from lightning_vae.objective import ELBOTerms, FreeBitsMode, check_single_sample, elbo_groups
@@ -51,7 +47,7 @@ class VAEOutput(NamedTuple):
     groups: ModelOutput
 
 
-class VAE(LightningModule):
+class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
     """A variational autoencoder around any encoder and decoder, or any latent-variable model.
 
     ``VAE(encoder, decoder, likelihood=..., prior=...)`` builds the single-group
@@ -287,11 +283,6 @@ class VAE(LightningModule):
         self.log("train/loss", terms.loss.detach().cpu(), prog_bar=True, batch_size=batch_size)
         self.log_dict(values, batch_size=batch_size)
 
-    def _epoch_edge(self, batch_idx: int) -> bool:
-        """First or last training batch of the epoch: logged too, so short runs and epoch ends have values."""
-        n = self.trainer.num_training_batches
-        return batch_idx == 0 or (isinstance(n, int) and batch_idx == n - 1)
-
     def configure_model(self) -> None:
         """Compile the model's networks when ``compile`` asks for it (idempotent; the Trainer calls it per process)."""
         if self._compile is None:
@@ -300,171 +291,12 @@ class VAE(LightningModule):
             if getattr(net, "_compiled_call_impl", None) is None:
                 net.compile(**self._compile)
 
-    def setup(self, stage: str) -> None:
-        """Refuse strategies that shard the parameters over several processes (FSDP, DeepSpeed stage 3).
-
-        Callbacks and evaluation call the model outside the module's forward, some on rank zero only; with
-        sharded parameters those calls see shards. Data parallelism (DDP) is the supported way to scale.
-
-        Raises:
-            ValueError: For a sharding strategy with more than one process.
-        """
-        if self._trainer is None or self.trainer.world_size <= 1:
-            return
-        strategy = self.trainer.strategy
-        if isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or getattr(strategy, "zero_stage_3", False):
-            raise ValueError(
-                f"VAE does not support sharded training ({type(strategy).__name__} with {self.trainer.world_size} "
-                "processes): callbacks and evaluation call the model outside the sharded forward, some on rank "
-                "zero only. Use data parallelism: Trainer(strategy='ddp', devices=N) (the networks fit on one device)."
-            )
-
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
-
-    # ------------------------------------------------------------------ the non-finite policy
-    def on_fit_start(self) -> None:
-        # On a CPU reading the loss costs nothing; elsewhere the guard keeps device values and reads them later.
-        self.guard.deferred = self.device.type != "cpu"
-        if self.guard.policy == "skip" and self.trainer.world_size > 1:
-            rank_zero_warn("on_nonfinite='skip' under several processes: a step is skipped on every rank when any "
-                           "rank's loss is non-finite (one all-reduce per step).")
-            self.guard.agree = _all_ranks_finite
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.guard.pending and (logs_this_step(self._trainer) or self._epoch_edge(batch_idx)):
-            self.guard.flush(self)
-
-    def on_train_epoch_end(self) -> None:
-        self.guard.flush(self)
-
-    def on_before_optimizer_step(self, optimizer: Any) -> None:
-        # Under 16-bit mixed precision the gradient scaler owns non-finite gradients (it skips those steps itself).
-        if getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is None:
-            self.guard.check_gradients(self)
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse to write non-finite weights; record the sizes and annealed values a reloaded model needs."""
-        self.guard.flush(self)
-        self.guard.check_parameters(self)
-        shape = self.model.data_shape
-        checkpoint["lightning_vae"] = {
-            "latent_dim": getattr(self.model, "latent_dim", None),
-            "data_shape": None if shape is None else list(shape),
-            "beta": self.beta,
-            "free_bits": self.free_bits,
-            "capacity": self.capacity,
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        migrate_state_dict(checkpoint)
-        state = checkpoint.get("lightning_vae") or {}
-        prior = getattr(self.model, "prior", None)
-        if state.get("latent_dim") is not None and getattr(prior, "latent_dim", 0) is None:
-            prior.latent_dim = int(state["latent_dim"])  # type: ignore[union-attr]
-        if state.get("data_shape") is not None and self.model.data_shape is None:
-            self.model.data_shape = tuple(int(d) for d in state["data_shape"])
-        if "beta" in state:
-            self._beta = float(state["beta"])
-            self.free_bits = float(state["free_bits"])
-            self.capacity = None if state["capacity"] is None else float(state["capacity"])
-
-    @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls,
-        checkpoint_path: str | os.PathLike,
-        map_location: Any = None,
-        hparams_file: str | os.PathLike | None = None,
-        strict: bool | None = None,
-        **kwargs: Any,
-    ) -> VAE:
-        """Load a ``VAE`` from a checkpoint file, refusing hostile or corrupt files before anything runs.
-
-        The file is read with ``torch.load(weights_only=True)``; every class its hyperparameters name must be a
-        network, ``Likelihood``, ``Prior``, optimizer or scheduler class, checked before any is called
-        (:func:`lightning_vae.building.check_checkpoint_classes`). Networks passed as keyword arguments replace
-        the recorded ones.
-
-        Raises:
-            ValueError: For a missing, empty, truncated or non-checkpoint file, or a refused class, naming the file.
-        """
-        checkpoint = load_checkpoint(checkpoint_path)
-        hparams = {k: v for k, v in (checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {}).items() if k not in kwargs}
-        check_checkpoint_classes(hparams, source=str(checkpoint_path))
-        try:
-            return super().load_from_checkpoint(  # type: ignore[return-value]
-                str(checkpoint_path),
-                map_location=map_location,
-                hparams_file=None if hparams_file is None else str(hparams_file),
-                strict=strict,
-                weights_only=True,
-                **kwargs,
-            )
-        except RuntimeError as err:
-            if any(s in str(err) for s in ("size mismatch", "Missing key", "Unexpected key")):
-                raise ValueError(
-                    f"The weights in {str(checkpoint_path)!r} do not fit the networks built for them (wrong shape "
-                    f"for this network?): {err}"
-                ) from err
-            raise
-
-    # ------------------------------------------------------------------ evaluation
-    def _eval_step(self, batch: Any, stage: Stage, batch_idx: int) -> dict[str, Any]:
-        x = unpack_batch(batch)
-        terms, out = self.compute_terms(x, n_samples=1, where=lambda: f"{stage} batch {batch_idx}")
-        for name, metric in self.eval_metrics.update(stage, terms, x.shape[0], batch_idx).items():
-            self.log(name, metric, prog_bar=name.endswith("/elbo"))
-        if self.n_eval_samples > 1:
-            # The same chunked estimator as ImportanceWeightedNLL: memory bounded by iw_chunk_size for any k.
-            values = iw_nll(self, x, n_samples=self.n_eval_samples, chunk_size=self.iw_chunk_size)
-            self.log(f"{stage}/nll_iw", self.eval_metrics.update_nll(stage, values))
-        inference = out.groups.inference
-        per_dim = terms.kl_per_dim_groups or {}
-        groups = {
-            name: {"posterior": q, "z": inference.z[name][0], "kl_per_dim": per_dim.get(name)}
-            for name, q in inference.posteriors.items()
-        }
-        return {"loss": terms.loss, "posterior": out.posterior, "z": out.z[0], "kl_per_dim": terms.kl_per_dim,
-                "groups": groups}  # fmt: skip
-
-    def _end_eval_epoch(self, stage: Stage) -> None:
-        report = self.eval_metrics.nonfinite_report(stage)
-        if report is not None and not (self._trainer is not None and self.trainer.sanity_checking):
-            if self.guard.policy == "raise":
-                raise NonFiniteError(report)
-            rank_zero_warn(report)
-        shape = self.model.data_shape
-        value = None if shape is None else self.eval_metrics.bits_per_dim(stage, shape, self.n_eval_samples > 1)
-        if value is not None:  # already reduced across ranks; sync_dist only states that the value is global
-            self.log(f"{stage}/bits_per_dim", value, sync_dist=True)
-
-    def on_validation_epoch_start(self) -> None:
-        self.eval_metrics.reset("val")
-
-    def on_test_epoch_start(self) -> None:
-        self.eval_metrics.reset("test")
-
-    def on_validation_epoch_end(self) -> None:
-        self._end_eval_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._end_eval_epoch("test")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
-        return self._eval_step(batch, "val", batch_idx)
-
-    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
-        return self._eval_step(batch, "test", batch_idx)
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """The posterior mean of the first latent group for each example, shape ``(B, D)``."""
-        return self.encode(unpack_batch(batch)).mean
-
 
 #: Attributes of the model that read through the training module.
 _DELEGATED = frozenset(
@@ -477,14 +309,6 @@ def _networks(model: nn.Module) -> list[nn.Module]:
     """The networks ``compile`` compiles: the encoder and decoder of a single-group model, else the model."""
     parts = [getattr(model, name, None) for name in ("encoder", "decoder")]
     return [p for p in parts if isinstance(p, nn.Module)] or [model]
-
-
-def _all_ranks_finite(finite: Tensor) -> Tensor:
-    import torch.distributed as dist
-
-    flag = finite.float().reshape(1)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return flag[0] > 0
 
 
 __all__ = ["VAE", "VAEOutput"]
