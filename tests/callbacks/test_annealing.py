@@ -1,4 +1,6 @@
-"""KLAnnealing, CapacityAnnealing and TargetRate: values at every step, logging, any annealable module, validation."""
+"""KLAnnealing and CapacityAnnealing (and what every annealing callback shares): values at every step, logging, any
+annealable module, validation; a run stopped mid-cycle and resumed with ``ckpt_path=`` logs the same β and λ as a
+straight run, and under DDP every rank uses the same β at every step."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from support.annealing import MemoryLogger, Recorder, UserVAE, binary_images
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from support.annealing import MemoryLogger, Recorder, UserVAE, binary_images, ddp_trainer, fit, rank_rows
 from support.modules import tiny_vae, trainer_kwargs
 from support.paths import ROOT
 
@@ -22,14 +24,6 @@ from lightning_vae.data import TensorDataModule
 @pytest.fixture
 def datamodule() -> TensorDataModule:
     return TensorDataModule(binary_images(256), batch_size=32)
-
-
-def fit(tmp_path: Path, module: LightningModule, dm: LightningDataModule, callbacks: list, **overrides) -> Trainer:
-    kwargs = dict(max_epochs=-1, limit_val_batches=0, log_every_n_steps=1, callbacks=callbacks)
-    kwargs.update(overrides)
-    trainer = Trainer(**trainer_kwargs(tmp_path, **kwargs))
-    trainer.fit(module, dm)
-    return trainer
 
 
 # ---------------------------------------------------------------- KLAnnealing on the VAE
@@ -150,48 +144,6 @@ def test_capacity_needs_the_single_sample_objective(tmp_path: Path, datamodule: 
 
 
 # ---------------------------------------------------------------- TargetRate
-def test_target_rate_applies_its_rule_to_the_kl_of_each_step(tmp_path: Path, datamodule: TensorDataModule) -> None:
-    # The KL starts under 0.8 nats (beta falls), then rises past 1.2 as beta gets small (beta climbs back).
-    controller = TargetRate(target=1.0, step_size=0.2, tolerance=0.2, beta_max=4.0)
-    rec = Recorder()
-    fit(tmp_path, UserVAE(log_kl=True), datamodule, [controller, rec], max_steps=15, limit_train_batches=8)
-    betas, kls = rec.column("beta"), rec.column("kl")
-    assert betas[0] == 1.0
-    factors = []
-    for t in range(len(betas) - 1):
-        factors.append(1.2 if kls[t] > 1.2 else 0.8 if kls[t] < 0.8 else 1.0)
-        assert betas[t + 1] == pytest.approx(min(max(betas[t] * factors[-1], 1e-3), 4.0), rel=1e-12), t
-    assert {0.8, 1.2} <= set(factors)  # both directions were taken
-    assert controller.updates == 15
-    assert controller.state_dict() == {"beta": pytest.approx(controller.next_beta(betas[-1], kls[-1])), "updates": 15}
-
-
-def test_target_rate_converges_to_the_target_kl(tmp_path: Path) -> None:
-    # Without control this model's KL settles near 5 nats at beta = 1; the controller must bring it to 8.
-    target = 8.0
-    rec = Recorder()
-    module = UserVAE(log_kl=True, lr=1e-2)
-    dm = TensorDataModule(binary_images(512), batch_size=64)
-    callbacks = [TargetRate(target, step_size=0.05, tolerance=0.25), rec]
-    fit(tmp_path, module, dm, callbacks, max_steps=200, limit_train_batches=None)
-    kls = rec.column("kl")
-    assert sum(kls[:10]) / 10 < target / 2  # it starts far from the target
-    assert sum(kls[-50:]) / 50 == pytest.approx(target, abs=0.75)
-    assert max(rec.column("beta")[-50:]) < 1.0  # it got there by lowering beta
-
-
-def test_target_rate_restores_beta_from_a_checkpoint(tmp_path: Path, datamodule: TensorDataModule) -> None:
-    first = TargetRate(target=100.0, step_size=0.1, tolerance=0.0)
-    trainer = fit(tmp_path, tiny_vae(), datamodule, [first], max_steps=5, limit_train_batches=8)
-    ckpt = tmp_path / "mid.ckpt"
-    trainer.save_checkpoint(ckpt)
-    assert first.beta == pytest.approx(0.9**5)
-    second, rec = TargetRate(target=100.0, step_size=0.1, tolerance=0.0), Recorder()
-    Trainer(**trainer_kwargs(tmp_path, max_steps=7, max_epochs=-1, limit_val_batches=0, callbacks=[second, rec])).fit(
-        tiny_vae(), datamodule, ckpt_path=ckpt
-    )
-    assert rec.column("step") == [5, 6]
-    assert rec.column("beta") == pytest.approx([0.9**5, 0.9**6])
 
 
 # ---------------------------------------------------------------- validation, state, pickling
@@ -212,32 +164,11 @@ def test_target_rate_restores_beta_from_a_checkpoint(tmp_path: Path, datamodule:
         (lambda: CapacityAnnealing(c_max=-1.0, length=10), ValueError, r"Expected `c_max` to be .* >= 0, got -1.0"),
         (lambda: CapacityAnnealing(c_max=5.0, length=10, gamma=0.0), ValueError, r"Expected `gamma` .* > 0, got 0.0"),
         (lambda: CapacityAnnealing(c_max=5.0, length=-10), ValueError, r"Expected `length` to be an int >= 1, got -10"),
-        (lambda: TargetRate(target=-1.0), ValueError, r"Expected `target` to be a finite float >= 0, got -1.0"),
-        (lambda: TargetRate(1.0, step_size=1.5), ValueError, r"Expected `step_size` to be in \(0, 1\), got 1.5"),
-        (lambda: TargetRate(1.0, step_size=0.0), ValueError, r"Expected `step_size` to be a finite float > 0, got 0.0"),
-        (lambda: TargetRate(1.0, tolerance=-0.1), ValueError, r"Expected `tolerance` to be a finite float >= 0"),
-        (lambda: TargetRate(1.0, beta_min=0.0), ValueError, r"Expected `beta_min` to be a finite float > 0, got 0.0"),
-        (lambda: TargetRate(1.0, beta_min=2.0), ValueError, r"Expected `beta_min` <= `beta_max`, got beta_min=2.0"),
-        (lambda: TargetRate(1.0, beta_init=5.0), ValueError, r"Expected `beta_init` in \[beta_min, beta_max\]"),
-        (lambda: TargetRate(1.0, monitor=""), ValueError, r"Expected `monitor` to be the non-empty name"),
-        (lambda: TargetRate(1.0, update_every=0), ValueError, r"Expected `update_every` to be an int >= 1, got 0"),
     ],
 )
 def test_arguments_are_validated(factory, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         factory()
-
-
-class _LossOnlyVAE(UserVAE):
-    """Returns only the loss from training_step, so TargetRate must find the KL among the logged values."""
-
-    def training_step(self, batch, batch_idx):  # type: ignore[override]
-        return super().training_step(batch, batch_idx)["loss"]
-
-
-def test_target_rate_names_a_missing_monitor(tmp_path: Path, datamodule: TensorDataModule) -> None:
-    with pytest.raises(RuntimeError, match=r"training step's output .* or the logged value 'val/kl'"):
-        fit(tmp_path, _LossOnlyVAE(), datamodule, [TargetRate(1.0, monitor="val/kl")], max_steps=2)
 
 
 def test_state_keys_pickling_and_a_changed_schedule_warns() -> None:
@@ -317,3 +248,83 @@ def test_annealing_configs_build_their_callbacks(config: Path, tmp_path: Path, m
         expected = classes[type(cb).__name__](**spec["init_args"])  # what the YAML describes, built by hand
         public = lambda c: {k: v for k, v in vars(c).items() if not k.startswith("_")}  # noqa: E731
         assert public(cb) == public(expected)
+
+
+# ---------------------------------------------------------------- restart safety: resume and DDP ranks
+STEPS, BATCHES_PER_EPOCH = 20, 6
+
+
+def _callbacks(setup: str) -> list[Callback]:
+    if setup == "step":
+        # Period 8: the stop at step 9 falls in the rising half of the second cycle, and in the middle of epoch 1.
+        return [
+            KLAnnealing("cyclical", length=16, n_cycles=2, ratio=0.5),
+            FreeBits(1.0, schedule="linear", end=0.0, length=12),
+        ]
+    # Stops in epoch 1 or after it fall in the middle of both ramps (beta 1/3 then 2/3, lambda 0.375 then 0.125).
+    return [
+        KLAnnealing("linear", length=3, interval="epoch"),
+        FreeBits(0.5, schedule="cosine", end=0.0, length=3, interval="epoch"),
+    ]
+
+
+def _trainer(tmp_path: Path, max_steps: int, callbacks: list[Callback], logger: MemoryLogger) -> Trainer:
+    return Trainer(
+        **trainer_kwargs(
+            tmp_path,
+            max_steps=max_steps,
+            max_epochs=-1,
+            limit_train_batches=BATCHES_PER_EPOCH,
+            limit_val_batches=0,
+            log_every_n_steps=1,
+            logger=logger,
+            callbacks=callbacks,
+        )
+    )
+
+
+@pytest.mark.parametrize(("setup", "middle"), [("step", 9), ("epoch", 9), ("epoch", 2 * BATCHES_PER_EPOCH)])
+def test_resume_mid_cycle_logs_identical_beta_and_lambda(tmp_path: Path, setup: str, middle: int) -> None:
+    dm = TensorDataModule(binary_images(256), batch_size=16)
+
+    straight, straight_log = Recorder(), MemoryLogger()
+    _trainer(tmp_path / "straight", STEPS, [*_callbacks(setup), straight], straight_log).fit(tiny_vae(), dm)
+
+    first, first_log = Recorder(), MemoryLogger()
+    trainer = _trainer(tmp_path / "first", middle, [*_callbacks(setup), first], first_log)
+    trainer.fit(tiny_vae(), dm)
+    ckpt = tmp_path / "middle.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    # A new process would build everything again: fresh module, fresh callbacks, then ckpt_path=.
+    second, second_log = Recorder(), MemoryLogger()
+    _trainer(tmp_path / "second", STEPS, [*_callbacks(setup), second], second_log).fit(tiny_vae(), dm, ckpt_path=ckpt)
+
+    assert straight.column("step") == list(range(STEPS))
+    assert first.column("step") + second.column("step") == list(range(STEPS))
+    for name in ("beta", "free_bits"):
+        assert first.column(name) + second.column(name) == straight.column(name), name
+    for key in ("train/beta", "train/free_bits"):
+        logged = straight_log.series(key)
+        assert len(logged) == STEPS
+        assert {**first_log.series(key), **second_log.series(key)} == logged, key
+    # the schedules really moved across the stop
+    assert len(set(straight.column("beta"))) > 2 and len(set(straight.column("free_bits"))) > 2
+
+
+# ---------------------------------------------------------------- DDP
+
+
+def test_ddp_ranks_use_the_same_scheduled_beta_and_lambda(tmp_path: Path) -> None:
+    out = tmp_path / "records"
+    out.mkdir()
+    callbacks = [
+        KLAnnealing("cyclical", length=8, n_cycles=2, ratio=0.5),
+        FreeBits(0.5, schedule="linear", end=0.0, length=4),
+        Recorder(str(out)),
+    ]
+    ddp_trainer(tmp_path, callbacks, max_steps=10).fit(tiny_vae(), TensorDataModule(binary_images(256), batch_size=16))
+    rank0, rank1 = rank_rows(out)
+    assert [r["step"] for r in rank0] == [r["step"] for r in rank1] == list(range(10))
+    assert [r["beta"] for r in rank0] == [r["beta"] for r in rank1] == [0, 0.5, 1, 1, 0, 0.5, 1, 1, 1, 1]
+    assert [r["free_bits"] for r in rank0] == [r["free_bits"] for r in rank1] == [0.5, 0.375, 0.25, 0.125] + [0.0] * 6

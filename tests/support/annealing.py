@@ -1,4 +1,5 @@
-"""Helpers of the annealing and free-bits tests: an in-memory logger, a recorder, and a user's own annealable module."""
+"""Code of the annealing, target-rate and free-bits tests: data, an in-memory logger, a recorder, a user's own
+annealable module, and short fits (one process or two DDP processes)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
 from lightning_vae.functional import gaussian_kl
 from lightning_vae.objective import free_bits_penalty
+from support.modules import DestroyProcessGroupAtExit, trainer_kwargs
 
 
 def binary_images(n: int = 256, side: int = 8, latent: int = 4, seed: int = 0) -> Tensor:
@@ -118,3 +120,33 @@ class UserVAE(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def fit(tmp_path: Path, module: LightningModule, dm: LightningDataModule, callbacks: list, **overrides) -> Trainer:
+    """Fit ``module`` quietly without validation, logging every step."""
+    kwargs = dict(max_epochs=-1, limit_val_batches=0, log_every_n_steps=1, callbacks=callbacks)
+    kwargs.update(overrides)
+    trainer = Trainer(**trainer_kwargs(tmp_path, **kwargs))
+    trainer.fit(module, dm)
+    return trainer
+
+
+def rank_rows(out: Path) -> tuple[list[dict], list[dict]]:
+    """The rows a two-process :class:`Recorder` wrote, rank 0 then rank 1."""
+    return json.loads((out / "rank0.json").read_text()), json.loads((out / "rank1.json").read_text())
+
+
+def ddp_trainer(tmp_path: Path, callbacks: list[Callback], max_steps: int) -> Trainer:
+    """Two ``ddp_spawn`` CPU processes, four batches per epoch, no validation."""
+    return Trainer(
+        **trainer_kwargs(
+            tmp_path,
+            strategy="ddp_spawn",
+            devices=2,
+            max_steps=max_steps,
+            max_epochs=-1,
+            limit_train_batches=4,
+            limit_val_batches=0,
+            callbacks=[*callbacks, DestroyProcessGroupAtExit()],
+        )
+    )
