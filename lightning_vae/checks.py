@@ -179,4 +179,29 @@ def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-__all__ = ["check_choice", "check_float", "check_int", "check_shape", "check_type", "choices"]
+def check_single_sample(n_samples: Any, user: str) -> None:
+    """The rule that free bits and the capacity objective apply to the single-sample ELBO, stated once.
+
+    ``user`` names what needs the rule (a callback, or the module's argument), for the message.
+
+    Raises:
+        TypeError: If ``n_samples`` is not an int.
+        ValueError: If ``n_samples`` is not 1.
+
+    Example::
+
+        >>> check_single_sample(1, "FreeBits")
+        >>> check_single_sample(5, "FreeBits")
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `n_samples` to be 1 for FreeBits (free bits and the capacity objective apply to the \
+single-sample ELBO), got 5; set n_samples=1
+    """
+    if check_int("n_samples", n_samples, low=1) != 1:
+        raise ValueError(
+            f"Expected `n_samples` to be 1 for {user} (free bits and the capacity objective apply to the "
+            f"single-sample ELBO), got {n_samples}; set n_samples=1"
+        )
+
+
+__all__ = ["check_choice", "check_float", "check_int", "check_shape", "check_single_sample", "check_type", "choices"]

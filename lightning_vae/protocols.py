@@ -5,10 +5,11 @@ own module only the ones it uses. :func:`require` checks a module against a prot
 ``TypeError``, what is missing and who needs it.
 
 - :class:`Annealable` (attributes ``beta``, ``free_bits``, ``capacity``): the annealing, free-bits, capacity and
-  target-rate callbacks.
+  target-rate callbacks; :class:`SupportsFreeBitsMode` (``free_bits_mode``, ``free_bits_groups``) and
+  :class:`SupportsCapacityGamma` (``capacity_gamma``) add what ``FreeBits`` and ``CapacityAnnealing`` set when asked.
 - :class:`SupportsLogJoint` (``encode(x)``, ``log_joint(x, z)``): ``ImportanceWeightedNLL`` and ``iw_nll``.
-- :class:`SupportsViews` (``sample(n)``, ``reconstruct(x)``, ``encode(x)``): the image, traversal, latent and
-  embedding views.
+- :class:`SupportsViews` (``sample(n)``, ``reconstruct(x)``, ``encode(x)``, ``decode(z)``): the image, traversal,
+  latent and embedding views.
 - :class:`SupportsTrainingLoss` (``encoder``, ``decoder``, ``training_loss(batch)``, ``encode(x)``): aggressive
   encoder training.
 - :class:`MonitorOutputs`: what ``validation_step`` / ``test_step`` return for the posterior-collapse monitor.
@@ -29,6 +30,21 @@ class Annealable(Protocol):
     beta: float
     free_bits: float
     capacity: float | None
+
+
+@runtime_checkable
+class SupportsFreeBitsMode(Annealable, Protocol):
+    """The annealing protocol and how free bits are counted: per ``"dim"``, ``"group"`` or in ``"total"``."""
+
+    free_bits_mode: str
+    free_bits_groups: int
+
+
+@runtime_checkable
+class SupportsCapacityGamma(Annealable, Protocol):
+    """The annealing protocol and γ, the weight of ``|KL - C|`` in the capacity objective."""
+
+    capacity_gamma: float
 
 
 @runtime_checkable
@@ -54,6 +70,9 @@ class SupportsViews(Protocol):
 
     def encode(self, x: Tensor) -> Distribution:
         """q(z|x)."""
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The decoder's output (the likelihood's parameters) for latents ``z``."""
 
 
 @runtime_checkable
@@ -144,6 +163,8 @@ def require(obj: Any, protocol: type, user: str, members: tuple[str, ...] | None
 __all__ = [
     "Annealable",
     "MonitorOutputs",
+    "SupportsCapacityGamma",
+    "SupportsFreeBitsMode",
     "SupportsLogJoint",
     "SupportsTrainingLoss",
     "SupportsViews",
