@@ -18,16 +18,11 @@ from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, MixtureSameFamily
 
+from lightning_vae.checks import check_int, check_shape
 from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, DiagonalGaussian, as_posterior
 from lightning_vae.functional.math import soft_clamp
 
 _LOG_2PI = math.log(2 * math.pi)
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"Expected `{name}` to be a positive int, got {value!r}")
-    return value
 
 
 class DiagonalGaussianMixture(MixtureSameFamily):
@@ -129,7 +124,7 @@ class StandardNormalPrior(Prior):
     def __init__(self, latent_dim: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.latent_dim = None if latent_dim is None else _check_positive_int("latent_dim", latent_dim)
+        self.latent_dim = None if latent_dim is None else check_int("latent_dim", latent_dim, low=1)
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
         self._cached: tuple[tuple[int, torch.device], StandardNormal] | None = None
 
@@ -158,7 +153,7 @@ class LearnableGaussianPrior(Prior):
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.latent_dim = _check_positive_int("latent_dim", latent_dim)
+        self.latent_dim = check_int("latent_dim", latent_dim, low=1)
         self.loc = nn.Parameter(torch.zeros(latent_dim))
         self.log_var = nn.Parameter(torch.zeros(latent_dim))
 
@@ -187,8 +182,8 @@ class MixtureOfGaussiansPrior(Prior):
     def __init__(self, latent_dim: int, n_components: int = 10) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.latent_dim = _check_positive_int("latent_dim", latent_dim)
-        _check_positive_int("n_components", n_components)
+        self.latent_dim = check_int("latent_dim", latent_dim, low=1)
+        check_int("n_components", n_components, low=1)
         self.logits = nn.Parameter(torch.zeros(n_components))
         # Spread the initial means so the components do not start identical.
         self.locs = nn.Parameter(torch.randn(n_components, latent_dim, generator=torch.Generator().manual_seed(0)))
@@ -223,8 +218,9 @@ class VampPrior(Prior):
     def __init__(self, input_shape: Sequence[int], n_components: int = 500, latent_dim: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        _check_positive_int("n_components", n_components)
-        self.latent_dim = latent_dim
+        check_int("n_components", n_components, low=1)
+        input_shape = check_shape("input_shape", input_shape)
+        self.latent_dim = None if latent_dim is None else check_int("latent_dim", latent_dim, low=1)
         generator = torch.Generator().manual_seed(0)
         # Start near the middle of [0, 1] data with a little spread (as in the paper's initialisation).
         self.pseudo_inputs = nn.Parameter(0.5 + 0.05 * torch.randn(n_components, *input_shape, generator=generator))

@@ -159,3 +159,41 @@ def test_means_and_samples_live_in_data_space() -> None:
         for value in (lik.mean(p), lik.sample(p)):
             assert value.shape == (2, 1, 4, 4)
             assert 0.0 <= float(value.min()) and float(value.max()) <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("factory", "error", "match"),
+    [
+        (lambda: GaussianLikelihood("learned"), ValueError, r"`sigma_mode` to be one of \('fixed', 'global'"),
+        (lambda: GaussianLikelihood(None), TypeError, r"`sigma_mode` to be one of .*got None"),
+        (lambda: GaussianLikelihood(sigma=0.0), ValueError, r"`sigma` to be a finite float > 0, got 0.0"),
+        (lambda: GaussianLikelihood(sigma=float("nan")), ValueError, r"`sigma` to be a finite float, got nan"),
+        (lambda: GaussianLikelihood(sigma="1"), TypeError, r"`sigma` to be a finite float, got '1' \(str\)"),
+        (lambda: GaussianLikelihood("per_dim", data_shape=(1, 0)), ValueError, r"`data_shape` to be a non-empty"),
+        (lambda: LaplaceLikelihood("per_dim"), ValueError, r"per-dimension scale needs `data_shape`"),
+        (lambda: LaplaceLikelihood(scale=-1.0), ValueError, r"`scale` to be a finite float > 0, got -1.0"),
+        (lambda: LaplaceLikelihood(scale_mode="x"), ValueError, r"`scale_mode` to be one of"),
+        (lambda: DiscretizedLogisticMixtureLikelihood(0), ValueError, r"`n_components` to be an int >= 1, got 0"),
+        (lambda: DiscretizedLogisticMixtureLikelihood(2.0), TypeError, r"`n_components` to be an int, got 2.0"),
+    ],
+)
+def test_arguments_are_checked(factory, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        factory()
+
+
+def test_class_paths_stay_the_public_ones() -> None:
+    """Checkpoints name a likelihood by class path: the package path, whichever module defines the class."""
+    from lightning_vae.building import describe, resolve_class
+    from lightning_vae.distributions import likelihoods
+
+    for name in ("Likelihood", "BernoulliLikelihood", "GaussianLikelihood", "LaplaceLikelihood"):
+        cls = resolve_class(f"lightning_vae.distributions.likelihoods.{name}", "likelihood")
+        assert cls is getattr(likelihoods, name)
+    for name in ("CategoricalLikelihood", "DiscretizedLogisticMixtureLikelihood"):
+        assert resolve_class(f"lightning_vae.distributions.likelihoods.{name}", "likelihood").__name__ == name
+    description = describe(GaussianLikelihood("global", 0.5))
+    assert description == {
+        "class_path": "lightning_vae.distributions.likelihoods.GaussianLikelihood",
+        "init_args": {"sigma_mode": "global", "sigma": 0.5, "data_shape": None},
+    }

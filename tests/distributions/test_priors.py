@@ -168,3 +168,21 @@ def test_mixture_prior_clamps_component_log_variances_like_the_posterior() -> No
     p = prior()
     expected = DiagonalGaussian(torch.zeros(2, 2), prior.log_vars.detach()).log_var
     torch.testing.assert_close(p.log_vars, expected)
+
+
+@pytest.mark.parametrize(
+    ("factory", "error", "match"),
+    [
+        (lambda: StandardNormalPrior(0), ValueError, r"`latent_dim` to be an int >= 1, got 0"),
+        (lambda: StandardNormalPrior(2.0), TypeError, r"`latent_dim` to be an int, got 2.0 \(float\)"),
+        (lambda: LearnableGaussianPrior(-1), ValueError, r"`latent_dim` to be an int >= 1, got -1"),
+        (lambda: MixtureOfGaussiansPrior(2, n_components=0), ValueError, r"`n_components` to be an int >= 1"),
+        (lambda: VampPrior((1, 4, 4), n_components="5"), TypeError, r"`n_components` to be an int, got '5'"),
+        (lambda: VampPrior(784), TypeError, r"`input_shape` to be a sequence of ints, got 784"),
+        (lambda: VampPrior((1, 0, 4)), ValueError, r"`input_shape` to be a non-empty sequence of sizes >= 1"),
+        (lambda: VampPrior((1, 4, 4), latent_dim=0), ValueError, r"`latent_dim` to be an int >= 1, got 0"),
+    ],
+)
+def test_prior_arguments_are_checked(factory, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        factory()
