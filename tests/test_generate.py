@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from callbacks.test_images import decode_png, quantize, reference_grid
+from support.images import decode_png, quantize, reference_grid
 from support.paths import ROOT
 
 from lightning_vae import VAE

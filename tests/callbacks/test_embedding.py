@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from callbacks.test_images import decode_png  # the PNG reader written from the specification
 from google.protobuf import text_format
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from support.images import decode_png  # the PNG reader written from the specification
 from support.modules import trainer_kwargs
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from callbacks.test_images import decode_png
+from support.images import decode_png
 from support.paths import ROOT
 
 SECTION = "### Walkthrough: your data, your encoder, your module, any logger"
