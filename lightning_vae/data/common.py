@@ -24,6 +24,8 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from lightning_vae.checks import check_int
+
 #: Dict keys under which :func:`unpack_batch` looks for the data in a dict batch, in this order.
 BATCH_KEYS = ("x", "image", "images", "input", "inputs", "data")
 
@@ -59,8 +61,26 @@ def unpack_batch(batch: Any) -> Tensor:
             f"Expected a dict batch to hold the data under one of {BATCH_KEYS}, got keys {sorted(map(str, batch))}"
         )
     raise TypeError(
-        "Expected a batch that is a tensor, a tuple/list starting with a tensor, or a dict, got "
-        f"{type(batch).__name__}"
+        f"Expected a batch that is a tensor, a tuple/list starting with a tensor, or a dict, got {type(batch).__name__}"
+    )
+
+
+def check_loader_args(batch_size: Any, num_workers: Any, seed: Any) -> tuple[int, int, int]:
+    """The loader arguments every data module takes, checked: ``(batch_size >= 1, num_workers >= 0, seed)``.
+
+    Raises:
+        TypeError: For a value that is not an int.
+        ValueError: For a batch size below 1 or a negative number of workers.
+
+    Example::
+
+        >>> check_loader_args(32, 0, 7)
+        (32, 0, 7)
+    """
+    return (
+        check_int("batch_size", batch_size, low=1),
+        check_int("num_workers", num_workers, low=0),
+        check_int("seed", seed),
     )
 
 

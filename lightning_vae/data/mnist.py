@@ -24,7 +24,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_vae.data.common import make_loader
+from lightning_vae.checks import check_choice, check_int, check_type
+from lightning_vae.data.common import check_loader_args, make_loader
+
+#: The two MNIST splits; and how MNIST pixels are binarised (``"none"`` keeps the grey levels).
+Split = Literal["train", "test"]
+Binarize = Literal["dynamic", "static", "none"]
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -126,14 +131,14 @@ def download_file(
     raise ValueError(f"Could not download {name}: " + "; ".join(errors))
 
 
-def load_mnist(
-    data_dir: str | os.PathLike, split: Literal["train", "test"], download: bool = False
-) -> tuple[Tensor, Tensor]:
+def load_mnist(data_dir: str | os.PathLike, split: Split, download: bool = False) -> tuple[Tensor, Tensor]:
     """Load a split as ``(images, labels)``: images ``(N, 1, 28, 28)`` float in [0, 1], labels ``(N,)`` int64.
 
     Raises:
         MissingDataError: If a file is missing and ``download`` is off (the message names the file).
+        ValueError: For an unknown split, or files that are not MNIST's.
     """
+    check_choice("split", split, Split)
     paths = {}
     for kind in ("images", "labels"):
         name = FILES[f"{split}_{kind}"]
@@ -203,7 +208,7 @@ class MNISTDataModule(LightningDataModule):
         data_dir: str | None = None,
         batch_size: int = 128,
         val_size: int = 5000,
-        binarize: Literal["dynamic", "static", "none"] = "dynamic",
+        binarize: Binarize = "dynamic",
         download: bool = False,
         num_workers: int = 0,
         seed: int = 0,
@@ -213,14 +218,14 @@ class MNISTDataModule(LightningDataModule):
             data_dir = os.environ.get(MNIST_DIR_ENV) or None  # resolved before save_hyperparameters records it
         super().__init__()
         self.save_hyperparameters()
-        if binarize not in ("dynamic", "static", "none"):
-            raise ValueError(f"Expected `binarize` to be one of ('dynamic', 'static', 'none'), got {binarize!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"Expected `batch_size` to be a positive int, got {batch_size!r}")
-        if not 0 <= val_size < 60000:
-            raise ValueError(f"Expected `val_size` in [0, 60000), got {val_size}")
-        self.data_dir, self.batch_size, self.val_size, self.binarize = data_dir, batch_size, val_size, binarize
-        self.download, self.num_workers, self.seed, self.train_subset = download, num_workers, seed, train_subset
+        if data_dir is not None:
+            check_type("data_dir", data_dir, (str, os.PathLike), "a folder path")
+        self.binarize: Binarize = check_choice("binarize", binarize, Binarize)
+        self.batch_size, self.num_workers, self.seed = check_loader_args(batch_size, num_workers, seed)
+        self.val_size = check_int("val_size", val_size, low=0, high=59999)
+        self.train_subset = None if train_subset is None else check_int("train_subset", train_subset, low=1)
+        self.download = check_type("download", download, bool, "a bool")
+        self.data_dir = data_dir
         self.data_shape = (1, 28, 28)
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None

@@ -8,14 +8,23 @@ the factors, so the data set is deterministic for a seed and carries its ground 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_vae.data.common import make_loader
+from lightning_vae.checks import check_choice, check_int
+from lightning_vae.data.common import check_loader_args, make_loader
+
+#: The image sides the shapes are rendered at.
+ImageSize = Literal[28, 32, 64]
+
+
+def _check_image_size(image_size: Any) -> int:
+    return check_choice("image_size", check_int("image_size", image_size), ImageSize)
+
 
 #: Names and sizes of the factors, in the column order of the factor tensor.
 FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
@@ -83,10 +92,8 @@ class ShapesDataset(Dataset):
     """
 
     def __init__(self, n: int, image_size: int = 64, seed: int = 0) -> None:
-        if n <= 0:
-            raise ValueError(f"Expected `n` to be a positive int, got {n}")
-        if image_size not in (28, 32, 64):
-            raise ValueError(f"Expected `image_size` to be one of (28, 32, 64), got {image_size}")
+        check_int("n", n, low=1)
+        _check_image_size(image_size)
         self.factors = sample_factors(n, seed)
         chunks = [render_shapes(f, image_size) for f in self.factors.split(4096)]
         self.images = torch.cat(chunks).float()
@@ -123,7 +130,7 @@ class ShapesDataModule(LightningDataModule):
 
     def __init__(
         self,
-        image_size: Literal[28, 32, 64] = 32,
+        image_size: ImageSize = 32,
         n_train: int = 20000,
         n_val: int = 2000,
         batch_size: int = 128,
@@ -132,13 +139,9 @@ class ShapesDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        for name, value in (("n_train", n_train), ("n_val", n_val), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"Expected `{name}` to be a positive int, got {value!r}")
-        if image_size not in (28, 32, 64):
-            raise ValueError(f"Expected `image_size` to be one of (28, 32, 64), got {image_size!r}")
-        self.image_size, self.n_train, self.n_val, self.batch_size = image_size, n_train, n_val, batch_size
-        self.num_workers, self.seed = num_workers, seed
+        self.n_train, self.n_val = check_int("n_train", n_train, low=1), check_int("n_val", n_val, low=1)
+        self.batch_size, self.num_workers, self.seed = check_loader_args(batch_size, num_workers, seed)
+        self.image_size = _check_image_size(image_size)
         self.data_shape = (1, image_size, image_size)
         self.train_set: ShapesDataset | None = None
         self.val_set: ShapesDataset | None = None

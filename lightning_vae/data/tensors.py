@@ -11,7 +11,8 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset, random_split
 
-from lightning_vae.data.common import make_loader
+from lightning_vae.checks import check_float, check_type
+from lightning_vae.data.common import check_loader_args, make_loader
 from lightning_vae.data.mnist import MissingDataError
 
 
@@ -81,13 +82,17 @@ class TensorDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=[n for n, v in (("train", train), ("val", val)) if isinstance(v, Tensor)])
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"Expected `val_fraction` in [0, 1), got {val_fraction}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"Expected `batch_size` to be a positive int, got {batch_size!r}")
-        self._train_source, self._val_source = train, val
-        self.val_fraction, self.batch_size, self.key = val_fraction, batch_size, key
-        self.num_workers, self.seed, self.shuffle = num_workers, seed, shuffle
+        for name, source in (("train", train), ("val", val)):
+            if source is not None:
+                check_type(
+                    name, source, (Tensor, np.ndarray, str, os.PathLike), "a tensor, an array or a .npy/.npz path"
+                )
+        self.val_fraction = check_float("val_fraction", val_fraction, low=0.0, high=1.0, strict_high=True)
+        self.batch_size, self.num_workers, self.seed = check_loader_args(batch_size, num_workers, seed)
+        if key is not None:
+            check_type("key", key, str, "the name of an array in the .npz file")
+        self._train_source, self._val_source, self.key = train, val, key
+        self.shuffle = check_type("shuffle", shuffle, bool, "a bool")
         self.train_set: torch.utils.data.Dataset | None = None
         self.val_set: torch.utils.data.Dataset | None = None
 

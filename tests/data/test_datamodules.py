@@ -49,8 +49,40 @@ def test_shapes_factors_change_the_image_as_named() -> None:
 def test_shapes_datamodule_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="`image_size` to be one of"):
         ShapesDataModule(image_size=48)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="`n_train` to be a positive int, got 0"):
+    with pytest.raises(ValueError, match="`n_train` to be an int >= 1, got 0"):
         ShapesDataModule(n_train=0)
+
+
+@pytest.mark.parametrize(
+    ("factory", "error", "match"),
+    [
+        (lambda: ShapesDataModule(image_size="32"), TypeError, r"`image_size` to be an int, got '32'"),
+        (lambda: ShapesDataModule(batch_size=2.0), TypeError, r"`batch_size` to be an int, got 2.0"),
+        (lambda: ShapesDataModule(num_workers=-1), ValueError, r"`num_workers` to be an int >= 0, got -1"),
+        (lambda: ShapesDataset(0), ValueError, r"`n` to be an int >= 1, got 0"),
+        (lambda: ShapesDataset(4, image_size=48), ValueError, r"`image_size` to be one of \(28, 32, 64\), got 48"),
+        (lambda: MNISTDataModule("d", binarize="otsu"), ValueError, r"`binarize` to be one of \('dynamic', 'static'"),
+        (lambda: MNISTDataModule("d", binarize=True), TypeError, r"`binarize` to be one of .*got True \(bool\)"),
+        (lambda: MNISTDataModule("d", batch_size=0), ValueError, r"`batch_size` to be an int >= 1, got 0"),
+        (lambda: MNISTDataModule("d", val_size=60000), ValueError, r"`val_size` to be an int >= 0 and <= 59999"),
+        (lambda: MNISTDataModule("d", train_subset=0), ValueError, r"`train_subset` to be an int >= 1, got 0"),
+        (lambda: MNISTDataModule("d", seed="0"), TypeError, r"`seed` to be an int, got '0' \(str\)"),
+        (lambda: MNISTDataModule("d", download="yes"), TypeError, r"`download` to be a bool, got 'yes'"),
+        (lambda: MNISTDataModule(28), TypeError, r"`data_dir` to be a folder path, got 28 \(int\)"),
+        (lambda: load_mnist("d", "val"), ValueError, r"`split` to be one of \('train', 'test'\), got 'val'"),
+        (
+            lambda: TensorDataModule(torch.zeros(4, 2), val_fraction=1.0),
+            ValueError,
+            r"`val_fraction` to be .*< 1, got 1.0",
+        ),
+        (lambda: TensorDataModule(torch.zeros(4, 2), batch_size=0), ValueError, r"`batch_size` to be an int >= 1"),
+        (lambda: TensorDataModule([[0.0]]), TypeError, r"`train` to be a tensor, an array or a .npy/.npz path"),
+        (lambda: TensorDataModule(torch.zeros(4, 2), shuffle=1), TypeError, r"`shuffle` to be a bool, got 1"),
+    ],
+)
+def test_datamodule_arguments_are_checked(factory, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        factory()
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
