@@ -1,11 +1,14 @@
-"""``unpack_batch``: the one place that finds the data tensor of a batch."""
+"""data/common.py: ``unpack_batch``, the one place that finds the data tensor of a batch; loaders that pin memory
+exactly when a CUDA device can receive the batches."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from lightning_vae.data import BATCH_KEYS, unpack_batch
+from lightning_vae.data.common import make_loader
 from lightning_vae.utilities import batch_data
 
 
@@ -50,3 +53,12 @@ def test_batch_data_prefers_the_module_method_then_falls_back() -> None:
         batch_data(object(), "nope")
     with pytest.raises(ValueError, match="got keys"):
         batch_data(object(), {"pixels": x})
+
+
+# The data modules' loaders pin their batches in page-locked memory where a CUDA device can receive them.
+@pytest.mark.parametrize("cuda", [False, True])
+@pytest.mark.parametrize("evaluation", [False, True])
+def test_loaders_pin_memory_exactly_when_cuda_is_available(monkeypatch, cuda: bool, evaluation: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    loader = make_loader(TensorDataset(torch.rand(8, 2)), 4, shuffle=not evaluation, evaluation=evaluation)
+    assert loader.pin_memory is cuda

@@ -1,4 +1,4 @@
-"""Data modules: shapes determinism and factors, MNIST IDX reading and binarisation, user tensors, downloads."""
+"""MNIST: IDX reading and corruption, the real files' statistics, binarisation, missing files, downloads, arguments."""
 
 from __future__ import annotations
 
@@ -14,53 +14,15 @@ import torch
 from lightning_vae.data import (
     MissingDataError,
     MNISTDataModule,
-    ShapesDataModule,
-    ShapesDataset,
-    TensorDataModule,
-    load_array,
     load_mnist,
     read_idx,
-    render_shapes,
 )
 from lightning_vae.data.mnist import download_file
-
-
-def test_shapes_are_deterministic_and_carry_factors() -> None:
-    a, b, c = ShapesDataset(50, 32, seed=3), ShapesDataset(50, 32, seed=3), ShapesDataset(50, 32, seed=4)
-    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
-    x, f = a[7]
-    assert x.shape == (1, 32, 32) and set(x.unique().tolist()) <= {0.0, 1.0} and f.shape == (5,)
-    assert torch.equal(render_shapes(f.unsqueeze(0), 32)[0].float(), x)
-
-
-def test_shapes_factors_change_the_image_as_named() -> None:
-    base = torch.tensor([[0, 5, 0, 10, 10]])
-    img = render_shapes(base, 64)[0, 0].float()
-    moved = render_shapes(torch.tensor([[0, 5, 0, 25, 10]]), 64)[0, 0].float()
-    bigger_area = render_shapes(torch.tensor([[0, 5, 0, 10, 10]]), 64).sum()
-    smaller_area = render_shapes(torch.tensor([[0, 0, 0, 10, 10]]), 64).sum()
-    cols = torch.arange(64).float()
-    assert (moved.sum(0) * cols).sum() / moved.sum() > (img.sum(0) * cols).sum() / img.sum() + 10  # pos_x moves right
-    assert bigger_area > 3 * smaller_area  # scale 1.0 vs 0.5: four times the area
-    shapes = render_shapes(torch.tensor([[s, 5, 0, 16, 16] for s in range(3)]), 64)
-    assert len({tuple(s.flatten().tolist()) for s in shapes}) == 3
-
-
-def test_shapes_datamodule_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="`image_size` to be one of"):
-        ShapesDataModule(image_size=48)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="`n_train` to be an int >= 1, got 0"):
-        ShapesDataModule(n_train=0)
 
 
 @pytest.mark.parametrize(
     ("factory", "error", "match"),
     [
-        (lambda: ShapesDataModule(image_size="32"), TypeError, r"`image_size` to be an int, got '32'"),
-        (lambda: ShapesDataModule(batch_size=2.0), TypeError, r"`batch_size` to be an int, got 2.0"),
-        (lambda: ShapesDataModule(num_workers=-1), ValueError, r"`num_workers` to be an int >= 0, got -1"),
-        (lambda: ShapesDataset(0), ValueError, r"`n` to be an int >= 1, got 0"),
-        (lambda: ShapesDataset(4, image_size=48), ValueError, r"`image_size` to be one of \(28, 32, 64\), got 48"),
         (lambda: MNISTDataModule("d", binarize="otsu"), ValueError, r"`binarize` to be one of \('dynamic', 'static'"),
         (lambda: MNISTDataModule("d", binarize=True), TypeError, r"`binarize` to be one of .*got True \(bool\)"),
         (lambda: MNISTDataModule("d", batch_size=0), ValueError, r"`batch_size` to be an int >= 1, got 0"),
@@ -70,14 +32,6 @@ def test_shapes_datamodule_rejects_bad_arguments() -> None:
         (lambda: MNISTDataModule("d", download="yes"), TypeError, r"`download` to be a bool, got 'yes'"),
         (lambda: MNISTDataModule(28), TypeError, r"`data_dir` to be a folder path, got 28 \(int\)"),
         (lambda: load_mnist("d", "val"), ValueError, r"`split` to be one of \('train', 'test'\), got 'val'"),
-        (
-            lambda: TensorDataModule(torch.zeros(4, 2), val_fraction=1.0),
-            ValueError,
-            r"`val_fraction` to be .*< 1, got 1.0",
-        ),
-        (lambda: TensorDataModule(torch.zeros(4, 2), batch_size=0), ValueError, r"`batch_size` to be an int >= 1"),
-        (lambda: TensorDataModule([[0.0]]), TypeError, r"`train` to be a tensor, an array or a .npy/.npz path"),
-        (lambda: TensorDataModule(torch.zeros(4, 2), shuffle=1), TypeError, r"`shuffle` to be a bool, got 1"),
     ],
 )
 def test_datamodule_arguments_are_checked(factory, error: type[Exception], match: str) -> None:
@@ -156,21 +110,3 @@ def test_download_verifies_the_checksum(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="checksum"):
         download_file("file.gz", tmp_path / "other", mirrors=[mirror.as_uri() + "/"], md5="0" * 32)
     assert not (tmp_path / "other" / "file.gz").exists()
-
-
-def test_tensor_datamodule_from_tensors_and_files(tmp_path: Path) -> None:
-    data = np.random.default_rng(0).random((40, 3, 2)).astype(np.float32)
-    np.save(tmp_path / "x.npy", data)
-    np.savez(tmp_path / "d.npz", x=data, y=np.zeros(40))
-    torch.testing.assert_close(load_array(str(tmp_path / "x.npy")), torch.from_numpy(data))
-    torch.testing.assert_close(load_array(str(tmp_path / "d.npz")), torch.from_numpy(data))
-    with pytest.raises(ValueError, match=r"`key` to name one of the arrays \['a', 'b'\]"):
-        np.savez(tmp_path / "e.npz", a=data, b=data)
-        load_array(str(tmp_path / "e.npz"))
-    with pytest.raises(MissingDataError, match="nothing.npy"):
-        load_array(str(tmp_path / "nothing.npy"))
-    dm = TensorDataModule(str(tmp_path / "x.npy"), val_fraction=0.25, batch_size=8)
-    dm.setup()
-    assert len(dm.train_set) == 30 and len(dm.val_set) == 10 and dm.data_shape == (3, 2)
-    (x,) = next(iter(dm.train_dataloader()))
-    assert x.shape == (8, 3, 2)
