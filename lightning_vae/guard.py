@@ -26,6 +26,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_vae.functional.kl import kl_per_dim
+
 NonFinitePolicy = Literal["raise", "skip"]
 
 
@@ -40,7 +42,7 @@ class _Record(NamedTuple):
     loss: Tensor
     recon: Tensor
     kl: Tensor
-    kl_per_dim: Tensor | None
+    kl_elementwise: Tensor | None
 
 
 def nonfinite_parameters(module: nn.Module, limit: int = 5) -> list[str]:
@@ -99,7 +101,7 @@ class NonFiniteGuard:
                 deferred), or under ``"skip"`` after ``max_skips`` non-finite steps in a row.
         """
         record = _Record(
-            step, batch_idx, epoch, terms.loss.detach(), terms.recon.detach(), terms.kl.detach(), terms.kl_per_dim
+            step, batch_idx, epoch, terms.loss, terms.recon, terms.kl, getattr(terms, "kl_elementwise", None)
         )
         if self.policy == "skip":
             finite = torch.isfinite(record.loss)
@@ -119,8 +121,10 @@ class NonFiniteGuard:
                 f"{self.skipped_in_row} in a row, {self.skipped_total} in all."
             )
             return True
-        if self.deferred:
-            self.pending.append(record)
+        if self.deferred:  # kept until the next flush: without the autograd graph
+            elementwise = None if record.kl_elementwise is None else record.kl_elementwise.detach()
+            detached = (record.loss.detach(), record.recon.detach(), record.kl.detach(), elementwise)
+            self.pending.append(_Record(step, batch_idx, epoch, *detached))
             return False
         if not bool(torch.isfinite(record.loss)):
             raise NonFiniteError(self.describe(module, x, record) + self._advice())
@@ -203,8 +207,9 @@ class NonFiniteGuard:
             causes.append("the reconstruction term -log p(x|z) is non-finite (decoder output or data)")
         if not bool(torch.isfinite(record.kl)):
             dims = ""
-            if record.kl_per_dim is not None:
-                bad_dims = (~torch.isfinite(record.kl_per_dim)).nonzero().flatten().tolist()
+            if record.kl_elementwise is not None:
+                per_dim = kl_per_dim(record.kl_elementwise.detach())
+                bad_dims = (~torch.isfinite(per_dim)).nonzero().flatten().tolist()
                 dims = f" in latent dimensions {bad_dims[:10]}" if bad_dims else ""
             causes.append(f"the KL term is non-finite{dims} (encoder output)")
         if not causes:

@@ -189,14 +189,49 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
         self._beta = check_float("beta", value, low=0.0)
 
     # ------------------------------------------------------------------ the model's parts and paths
-    def __getattr__(self, name: str) -> Any:
-        # The model's parts and paths read through the module (vae.encoder, vae.prior_distribution(), ...).
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name in _DELEGATED and "model" in self._modules:
-                return getattr(self._modules["model"], name)
-            raise
+    @property
+    def encoder(self) -> nn.Module:
+        """The model's encoder (a single-group model's; other models may not have one)."""
+        return self._part("encoder")
+
+    @property
+    def decoder(self) -> nn.Module:
+        """The model's decoder."""
+        return self._part("decoder")
+
+    @property
+    def likelihood(self) -> Likelihood:
+        """The model's likelihood ``p(x | z)``."""
+        return self.model.likelihood
+
+    @property
+    def prior(self) -> Prior:
+        """The model's prior module (a single-group model's)."""
+        return self._part("prior")
+
+    @property
+    def data_shape(self) -> tuple[int, ...] | None:
+        """The shape of one example, or ``None`` until known."""
+        return self.model.data_shape
+
+    @property
+    def autoregressive(self) -> bool:
+        """Whether the decoder takes ``(z, x)`` (a PixelCNN decoder)."""
+        return bool(getattr(self.model, "autoregressive", False))
+
+    def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
+        """The likelihood's parameters for latents ``z`` of shape ``(..., D)`` (a single-group model's decoder)."""
+        return self._part("decode")(z, x)  # type: ignore[no-any-return]
+
+    def prior_distribution(self) -> Distribution:
+        """``p(z)`` with event shape ``(D,)`` (a single-group model's prior)."""
+        return self._part("prior_distribution")()  # type: ignore[no-any-return]
+
+    def _part(self, name: str) -> Any:
+        part = getattr(self.model, name, None)
+        if part is None:
+            raise AttributeError(f"{type(self.model).__name__} has no `{name}`: use vae.model and its latent groups")
+        return part
 
     def encode(self, x: Tensor) -> Distribution:
         """q(z|x) of the model's first latent group."""
@@ -227,12 +262,16 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
         return unpack_batch(batch)
 
     def compute_terms(
-        self, x: Tensor, n_samples: int | None = None, where: Callable[[], str] | None = None
+        self,
+        x: Tensor,
+        n_samples: int | None = None,
+        where: Callable[[], str] | None = None,
+        report: bool = True,
     ) -> tuple[ELBOTerms, VAEOutput]:
         """Evaluate the objective on ``x`` with the module's current β, free bits and capacity.
 
         ``where`` describes the step (e.g. ``"validation batch 3"``) for a data-check error; it is called only
-        when the check fails.
+        when the check fails. ``report=False`` skips the reported values (see :class:`ELBOTerms`).
         """
         self.data_check(self.model.likelihood, x, self.guard.policy, where)
         if not self._shapes_fixed:  # once: sizes the model could not know at construction
@@ -246,6 +285,7 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
             x, inference.posteriors, inference.z, params, self.model.likelihood, generative.priors,
             beta=self._beta, free_bits=self.free_bits, free_bits_mode=self.free_bits_mode,
             free_bits_groups=self.free_bits_groups, capacity=self.capacity, capacity_gamma=self.capacity_gamma,
+            report=report,
         )  # fmt: skip
         return terms, out
 
@@ -264,14 +304,16 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
         trainer = self._trainer
         step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
         where = lambda: f"training: global step {step}, epoch {epoch}, batch {batch_idx}"  # noqa: E731
-        terms, _ = self.compute_terms(x, where=where)
+        logs = trainer is None or logs_this_step(trainer) or self._epoch_edge(batch_idx)
+        terms, _ = self.compute_terms(x, where=where, report=logs)
         if self.guard.observe(self, x, terms, step=step, batch_idx=batch_idx, epoch=epoch):
             return None
-        if trainer is None or logs_this_step(trainer) or self._epoch_edge(batch_idx):
+        if logs:
             self._log_step(terms, x.shape[0])
         return {"loss": terms.loss, "kl": terms.kl.detach()}
 
     def _log_step(self, terms: ELBOTerms, batch_size: int) -> None:
+        assert terms.elbo is not None  # computed on logging steps
         values: dict[str, Tensor] = {"train/elbo": terms.elbo, "train/recon": terms.recon, "train/kl": terms.kl}
         # Host tensors: Lightning would copy a Python number to the device (a blocking copy there).
         values.update({"train/beta": torch.tensor(self.beta), "train/free_bits": torch.tensor(self.free_bits)})
@@ -297,13 +339,6 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
-
-#: Attributes of the model that read through the training module.
-_DELEGATED = frozenset(
-    ("encoder", "decoder", "likelihood", "prior", "data_shape", "latent_dim", "autoregressive", "decode",
-     "prior_distribution", "group_names")
-)  # fmt: skip
-
 
 def _networks(model: nn.Module) -> list[nn.Module]:
     """The networks ``compile`` compiles: the encoder and decoder of a single-group model, else the model."""

@@ -41,21 +41,28 @@ class ELBOTerms(NamedTuple):
         kl_groups: The batch-mean KL of each latent group (detached), in the model's group order.
         kl_per_dim_groups: Batch-averaged KL of each dimension of each group, ``(D_g,)``, or ``None`` for a
             group whose KL does not factorise over dimensions.
+        kl_elementwise: The KL of each example and latent dimension of every group side by side (carries
+            gradients), or ``None`` when a group's KL does not factorise.
+
+    With ``report=False`` (:func:`elbo_groups`; the training steps whose values are not logged) the reported
+    values ``elbo``, ``kl_per_dim``, ``iwae``, ``kl_groups``, ``kl_per_dim_groups`` and, for one sample,
+    ``log_weights`` are ``None``: the loss and its gradients are the same.
 
     ``loss``, ``recon``, ``kl`` and ``kl_penalty`` carry gradients; ``elbo``, ``kl_per_dim``, ``iwae``
     and ``log_weights`` are reported values, detached from the graph (differentiate ``loss``).
     """
 
     loss: Tensor
-    elbo: Tensor
+    elbo: Tensor | None
     recon: Tensor
     kl: Tensor
     kl_per_dim: Tensor | None
     kl_penalty: Tensor
     iwae: Tensor | None
-    log_weights: Tensor
+    log_weights: Tensor | None
     kl_groups: dict[str, Tensor] | None = None
     kl_per_dim_groups: dict[str, Tensor | None] | None = None
+    kl_elementwise: Tensor | None = None
 
 
 def _float32_region(device: torch.device) -> AbstractContextManager[None]:
@@ -197,6 +204,7 @@ def elbo_groups(
     free_bits_groups: int = 1,
     capacity: float | None = None,
     capacity_gamma: float = 1000.0,
+    report: bool = True,
 ) -> ELBOTerms:
     """Evaluate the objective on one batch of a model with named latent groups.
 
@@ -220,6 +228,8 @@ def elbo_groups(
         free_bits_groups: Number of equal groups of latent dimensions for ``"group"``.
         capacity: Target KL C in nats for the capacity form, or ``None``.
         capacity_gamma: γ of the capacity form.
+        report: Compute the reported values (the ELBO, the KL per dimension and per group, the IWAE bound);
+            ``False`` leaves them ``None`` and computes the loss alone.
 
     Raises:
         ValueError: For β < 0, negative free bits, samples of the wrong rank or disagreeing sample counts, or
@@ -266,18 +276,22 @@ def elbo_groups(
             )
             loss = recon + penalty if beta == 1.0 else recon + beta * penalty
         # The reported terms stay out of the autograd graph: they are read, never differentiated.
-        with torch.no_grad():
-            if log_weights is None:
-                # One sample: log p(x|z) - KL, with the KL in closed form where it exists (its Monte Carlo
-                # estimate otherwise; same mean, and the closed form has lower variance).
-                log_weights = -(nll + kl)  # (1, B) + (B,) or (1, B)
-            else:
-                log_weights = log_weights.detach()
-            iwae = iwae_bound(log_weights) if k > 1 else None
-            elbo_value = log_weights.mean()
-            per_dim_groups = {n: None if p[1] is None else kl_per_dim(p[1]) for n, p in parts.items()}
-            per_dim = None if elementwise is None else kl_per_dim(elementwise)
-            kl_groups = {n: p[0].detach().mean() for n, p in parts.items()} if len(names) > 1 else {names[0]: kl_mean}
+        elbo_value = iwae = per_dim = None
+        per_dim_groups: dict[str, Tensor | None] | None = None
+        kl_groups: dict[str, Tensor] | None = None
+        if log_weights is not None:
+            log_weights = log_weights.detach()
+        if report:
+            with torch.no_grad():
+                if log_weights is None:
+                    # One sample: log p(x|z) - KL, with the KL in closed form where it exists (its Monte Carlo
+                    # estimate otherwise; same mean, and the closed form has lower variance).
+                    log_weights = -(nll + kl)  # (1, B) + (B,) or (1, B)
+                iwae = iwae_bound(log_weights) if k > 1 else None
+                elbo_value = log_weights.mean()
+                per_dim_groups = {n: None if p[1] is None else kl_per_dim(p[1]) for n, p in parts.items()}
+                per_dim = None if elementwise is None else kl_per_dim(elementwise)
+                kl_groups = {n: p[0].mean() for n, p in parts.items()} if len(names) > 1 else {names[0]: kl_mean}
     return ELBOTerms(
         loss=loss,
         elbo=elbo_value,
@@ -289,6 +303,7 @@ def elbo_groups(
         log_weights=log_weights,
         kl_groups=kl_groups,
         kl_per_dim_groups=per_dim_groups,
+        kl_elementwise=elementwise,
     )
 
 

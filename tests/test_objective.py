@@ -160,3 +160,31 @@ def test_objective_validates_its_arguments() -> None:
         free_bits_penalty(torch.ones(16), torch.ones(16, 6), 0.5, "group", groups=4)
     with pytest.raises(ValueError, match="free_bits_mode='total'"):
         free_bits_penalty(torch.ones(16), None, 0.5, "dim")
+
+
+@pytest.mark.parametrize("settings", [{}, {"beta": 0.3}, {"free_bits": 0.2}, {"capacity": 1.0}, {"n": 4}])
+def test_unreported_steps_give_the_same_loss_and_gradients(settings: dict) -> None:
+    """``report=False`` (training steps that log nothing) changes no loss and no gradient: bit for bit."""
+    from lightning_vae.distributions import BernoulliLikelihood, DiagonalGaussian, StandardNormal
+    from lightning_vae.objective import elbo_groups
+
+    n = settings.pop("n", 1)
+    results = []
+    for report in (True, False):
+        torch.manual_seed(0)
+        loc = torch.randn(6, 3, requires_grad=True)
+        log_var = torch.randn(6, 3, requires_grad=True)
+        q = DiagonalGaussian(loc, log_var)
+        z = q.rsample((n,))
+        logits = z @ torch.ones(3, 5)
+        x = torch.rand(6, 5).round()
+        terms = elbo_groups(x, {"z": q}, {"z": z}, logits, BernoulliLikelihood(), {"z": StandardNormal(3)},
+                            report=report, **settings)  # fmt: skip
+        terms.loss.backward()
+        results.append((terms, loc.grad, log_var.grad))
+    (full, *grads_full), (lean, *grads_lean) = results
+    torch.testing.assert_close(lean.loss, full.loss, rtol=0, atol=0)
+    for a, b in zip(grads_full, grads_lean):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert full.elbo is not None and full.kl_per_dim is not None
+    assert lean.elbo is None and lean.kl_per_dim is None and lean.kl_elementwise is not None
