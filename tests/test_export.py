@@ -184,8 +184,20 @@ def test_what_cannot_be_exported_says_so(tmp_path: Path) -> None:
             export_model(mlp_vae(), tmp_path / "e", "onnx")
     with pytest.raises(ValueError, match="`format` to be one of"):
         export_model(mlp_vae(), tmp_path, "tflite")
-    with pytest.raises(ValueError, match="`parts` from"):
+    with pytest.raises(ValueError, match=r"`parts` to be a non-empty sequence of names from \('encoder'"):
         export_model(mlp_vae(), tmp_path, "onnx", parts=["prior"])
+    with pytest.raises(ValueError, match=r"`parts` to be a non-empty sequence of names from .*got \[\]"):
+        export_model(mlp_vae(), tmp_path, "onnx", parts=[])
+    with pytest.raises(TypeError, match=r"`parts` to be a sequence of names from .*got 'encoder'"):
+        export_model(mlp_vae(), tmp_path, "onnx", parts="encoder")
+    with pytest.raises(TypeError, match=r"`format` to be one of \('onnx', 'torchscript', 'torch_export'\), got None"):
+        export_model(mlp_vae(), tmp_path, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"`output_dir` to be a folder path, got 3 \(int\)"):
+        export_model(mlp_vae(), 3, "onnx")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"`opset` to be an int >= 7, got 0"):
+        export_model(mlp_vae(), tmp_path, "onnx", opset=0)
+    with pytest.raises(ValueError, match=r"`data_shape` to be a non-empty sequence of sizes >= 1, got \(1, 0\)"):
+        export_model(mlp_vae(), tmp_path, "onnx", data_shape=(1, 0))
 
 
 def test_a_branch_on_tensor_values_is_warned_and_caught_by_the_check(tmp_path: Path) -> None:
