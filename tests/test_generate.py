@@ -1,8 +1,7 @@
-"""After training: `lightning-vae sample`, `lightning-vae reconstruct` and `predict` with PosteriorMeanWriter."""
+"""After training: `lightning-vae sample` and `lightning-vae reconstruct` (generate.py) from a checkpoint."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,52 +10,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from support.checkpoints import DATA, loaded, train_checkpoint, val_images
 from support.images import decode_png, quantize, reference_grid
-from support.paths import ROOT
 
-from lightning_vae import VAE
-from lightning_vae.callbacks import PosteriorMeanWriter
-from lightning_vae.cli import build_cli, main
-from lightning_vae.data import ShapesDataModule
-
-DATA = {"image_size": 28, "n_train": 64, "n_val": 40, "batch_size": 16}
-DATA_ARGS = [f"--data.init_args.{k}={v}" for k, v in DATA.items()]
+from lightning_vae.cli import main
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small conv VAE trained for two steps through LightningCLI (so the checkpoint records its DataModule)."""
-    root = tmp_path_factory.mktemp("trained")
-    cwd = os.getcwd()
-    os.chdir(root)  # folders the config names relative to the working directory land here, not in the checkout
-    try:
-        cli = build_cli(
-            args=[
-                "fit",
-                f"--config={ROOT / 'configs' / 'shapes.yaml'}",
-                *DATA_ARGS,
-                "--model.encoder.init_args.image_size=28",
-                "--model.decoder.init_args.image_size=28",
-                "--trainer.callbacks=[]",
-                "--trainer.max_steps=2",
-                "--trainer.limit_val_batches=1",
-                "--trainer.enable_progress_bar=false",
-                f"--trainer.default_root_dir={root}",
-            ]
-        )
-    finally:
-        os.chdir(cwd)
-    return root / cli.trainer.checkpoint_callback.best_model_path
-
-
-def loaded(checkpoint: Path) -> VAE:
-    return VAE.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-
-
-def val_images(n: int) -> torch.Tensor:
-    data = ShapesDataModule(**DATA)
-    data.setup("validate")
-    return data.val_set.images[:n]
+    return train_checkpoint(tmp_path_factory.mktemp("trained"))
 
 
 def test_sample_writes_the_prior_samples_of_the_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
@@ -128,37 +90,6 @@ def test_generation_errors_are_usage_errors(checkpoint: Path, tmp_path: Path, ca
     with pytest.raises(SystemExit):
         main(["sample", f"--ckpt_path={checkpoint}", "--n=0"])
     assert "--n and --nrow must be positive" in capsys.readouterr().err
-
-
-def test_predict_with_the_writer_exports_posterior_means_in_dataset_order(checkpoint: Path, tmp_path: Path) -> None:
-    out = tmp_path / "latents.npy"
-    build_cli(
-        args=[
-            "predict",
-            f"--config={ROOT / 'configs' / 'shapes.yaml'}",
-            *DATA_ARGS,
-            "--model.encoder.init_args.image_size=28",
-            "--model.decoder.init_args.image_size=28",
-            "--trainer.callbacks=[]",
-            "--trainer.callbacks+=PosteriorMeanWriter",
-            f"--trainer.callbacks.output_path={out}",
-            "--trainer.enable_progress_bar=false",
-            f"--trainer.default_root_dir={tmp_path}",
-            f"--ckpt_path={checkpoint}",
-        ]
-    )
-    x = val_images(DATA["n_val"])
-    with torch.no_grad():
-        expected = loaded(checkpoint).encode(x).mean.numpy()
-    np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-6)
-    data = ShapesDataModule(**DATA)
-    data.setup("predict")
-    np.testing.assert_array_equal(np.load(tmp_path / "latents_labels.npy"), data.val_set.factors.numpy())
-
-
-def test_writer_validation() -> None:
-    with pytest.raises(ValueError, match=r"`output_path` to end in .npy, got 'latents.csv'"):
-        PosteriorMeanWriter("latents.csv")
 
 
 def test_the_console_script_samples(checkpoint: Path, tmp_path: Path) -> None:
