@@ -18,7 +18,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_vae import VAE
 from lightning_vae.callbacks import PosteriorCollapseMonitor
-from lightning_vae.callbacks.collapse import colorize, kl_heatmap
 from lightning_vae.data import ShapesDataModule
 from lightning_vae.nets import MLPDecoder, MLPEncoder
 
@@ -126,21 +125,6 @@ def test_tensorboard_histogram_heatmap_and_other_loggers(tmp_path):
         ProtocolModule(n_data=sum(VAL_SIZES), val_batch_sizes=VAL_SIZES), train_loader()
     )
     assert "collapse/active_units" in (Path(csv.log_dir) / "metrics.csv").read_text()
-
-
-def test_heatmap_colours_follow_the_kl():
-    history = torch.tensor([[0.0, 0.5, 3.0], [0.001, 1.0, 3.0]])
-    image, vmax = kl_heatmap(history, cell=4)
-    assert vmax == 3.0 and image.shape == (3, 12, 2 * 4 + 2 + 4)
-    brightness = image.sum(0)
-    dims = [brightness[4 * d, 0].item() for d in range(3)]
-    assert dims[0] < dims[1] < dims[2]  # higher KL, brighter (viridis goes dark to yellow)
-    torch.testing.assert_close(
-        colorize(torch.tensor([0.0, 1.0])).T * 255, torch.tensor([[68.0, 1, 84], [253, 231, 37]])
-    )
-    assert torch.all(image[:, :, 8:10] == 1.0)  # the white gap before the colour bar
-    with pytest.raises(ValueError, match="history"):
-        kl_heatmap(torch.zeros(0, 3))
 
 
 @pytest.mark.filterwarnings("ignore:Posterior collapse")
