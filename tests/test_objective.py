@@ -9,7 +9,15 @@ import torch
 from support.modules import tiny_vae
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
-from lightning_vae.distributions import BernoulliLikelihood, DiagonalGaussian, StandardNormal
+from lightning_vae.distributions import (
+    BernoulliLikelihood,
+    DiagonalGaussian,
+    LearnableGaussianPrior,
+    MixtureOfGaussiansPrior,
+    StandardNormal,
+    StandardNormalPrior,
+)
+from lightning_vae.functional import gaussian_kl
 from lightning_vae.objective import elbo, free_bits_penalty, kl_terms
 
 
@@ -188,3 +196,93 @@ def test_unreported_steps_give_the_same_loss_and_gradients(settings: dict) -> No
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert full.elbo is not None and full.kl_per_dim is not None
     assert lean.elbo is None and lean.kl_per_dim is None and lean.kl_elementwise is not None
+
+
+# ---------------------------------------------------------------- kl_terms: closed form or Monte Carlo by prior
+def _normal(loc: torch.Tensor, log_var: torch.Tensor) -> Normal:
+    return Normal(loc, torch.exp(0.5 * log_var))
+
+
+def test_kl_terms_closed_form_for_gaussian_priors() -> None:
+    q = DiagonalGaussian(torch.randn(8, 5), torch.randn(8, 5))
+    reference_q = Independent(_normal(q.loc, q.log_var), 1)
+    for prior in (StandardNormalPrior(5), LearnableGaussianPrior(5)):
+        if isinstance(prior, LearnableGaussianPrior):
+            with torch.no_grad():
+                prior.loc.normal_()
+                prior.log_var.normal_()
+        p = prior()
+        kl, elementwise = kl_terms(q, p, q.rsample((1,)))
+        reference = kl_divergence(reference_q, Independent(_normal(p.loc, p.log_var), 1))
+        torch.testing.assert_close(kl, reference)
+        assert elementwise is not None and elementwise.shape == (8, 5)
+
+
+def test_kl_terms_monte_carlo_for_mixtures_is_unbiased() -> None:
+    """A one-component mixture is a Gaussian: the Monte Carlo KL must average to the closed form."""
+    prior = MixtureOfGaussiansPrior(3, n_components=1)
+    q = DiagonalGaussian(torch.randn(4, 3), 0.5 * torch.randn(4, 3))
+    z = q.sample((20000,))
+    kl, elementwise = kl_terms(q, prior(), z)
+    assert elementwise is None and kl.shape == (20000, 4)
+    p = prior()
+    closed = kl_divergence(
+        Independent(_normal(q.loc, q.log_var), 1),
+        Independent(Normal(p.component_distribution.base_dist.loc[0], p.component_distribution.base_dist.scale[0]), 1),
+    )
+    torch.testing.assert_close(kl.mean(0), closed, atol=0.05, rtol=0.02)
+
+
+# ---------------------------------------------------------------- free_bits_penalty: each mode on a fixed batch
+def _penalty_and_grad(loc: torch.Tensor, lam: float, mode: str, groups: int = 1) -> tuple[float, torch.Tensor]:
+    """The free-bits KL term of q = N(loc, 1) against N(0, 1), and its gradient with respect to loc."""
+    loc = loc.clone().requires_grad_(True)
+    log_var = torch.zeros_like(loc)
+    elementwise = gaussian_kl(loc, log_var)
+    penalty = free_bits_penalty(elementwise.sum(-1), elementwise, lam, mode, groups)  # type: ignore[arg-type]
+    penalty.backward()
+    assert loc.grad is not None
+    return penalty.item(), loc.grad
+
+
+# Two examples, four latent dimensions. The KL of N(m, 1) from N(0, 1) is m^2 / 2, so with
+#   dim 0: KL 0.08 and 0.32   -> batch mean 0.2
+#   dim 1: KL 1.0 and 1.0     -> batch mean 1.0
+#   dim 2: KL 0.02 and 1.28   -> batch mean 0.65 (one example under 0.5 nats, the mean above)
+#   dim 3: KL 0.5 and 1.62    -> batch mean 1.06
+LOC = torch.tensor([[0.4, 2.0**0.5, 0.2, 1.0], [0.8, -(2.0**0.5), 1.6, 1.8]], dtype=torch.float64)
+
+
+MEAN_KL = torch.tensor([0.2, 1.0, 0.65, 1.06], dtype=torch.float64)
+
+
+def test_reference_kl_of_the_fixture() -> None:
+    reference = kl_divergence(Normal(LOC, 1.0), Normal(0.0, 1.0)).mean(0)
+    torch.testing.assert_close(reference, MEAN_KL)
+
+
+def test_dim_mode_clamps_the_batch_averaged_kl_of_each_dimension() -> None:
+    value, grad = _penalty_and_grad(LOC, 0.5, "dim")
+    assert value == pytest.approx(0.5 + 1.0 + 0.65 + 1.06)  # sum_d max(0.5, mean KL_d)
+    full = LOC / LOC.shape[0]  # d/d loc of mean_b loc^2 / 2
+    torch.testing.assert_close(grad[:, 0], torch.zeros(2, dtype=torch.float64))  # under λ: no gradient
+    torch.testing.assert_close(grad[:, 1:], full[:, 1:])
+    # Dimension 2: example 0 alone is under λ, the batch mean is not, so example 0 still gets its gradient
+    # (a per-example clamp would give it none).
+    assert grad[0, 2] != 0
+
+
+def test_group_mode_clamps_each_group_sum() -> None:
+    # groups of dims (0, 1) and (2, 3): sums 1.2 and 1.71; λ = 1.5 holds the first group, not the second
+    value, grad = _penalty_and_grad(LOC, 1.5, "group", groups=2)
+    assert value == pytest.approx(1.5 + 0.65 + 1.06)
+    torch.testing.assert_close(grad[:, :2], torch.zeros(2, 2, dtype=torch.float64))
+    torch.testing.assert_close(grad[:, 2:], LOC[:, 2:] / 2)
+
+
+@pytest.mark.parametrize(("lam", "held"), [(3.0, True), (2.5, False)])
+def test_total_mode_clamps_the_total_kl(lam: float, held: bool) -> None:
+    total = float(MEAN_KL.sum())  # 2.91
+    value, grad = _penalty_and_grad(LOC, lam, "total")
+    assert value == pytest.approx(max(lam, total))
+    torch.testing.assert_close(grad, torch.zeros_like(LOC) if held else LOC / 2)
