@@ -153,7 +153,7 @@ def test_bad_cli_values_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyP
         build_cli(
             args=["fit", "--config=configs/shapes.yaml", "--model.likelihood=poisson", "--trainer.fast_dev_run=true"]
         )
-    with pytest.raises(ValueError, match="`beta` to be > 0"):
+    with pytest.raises(ValueError, match=r"`beta` to be a finite float > 0, got -1.0"):
         build_cli(
             args=[
                 "fit",
