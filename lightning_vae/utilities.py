@@ -1,4 +1,4 @@
-"""Small helpers over Lightning internals, kept in one place."""
+"""Small helpers for callbacks and modules: whether this step logs, and the data tensor of a batch."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ from lightning_vae.data.common import unpack_batch
 def logs_this_step(trainer: Any) -> bool:
     """Whether the loggers receive step values after the current (or next) training step.
 
-    ``self.log`` costs hundreds of microseconds of Python per call on a CPU, several percent of a
-    small model's step when a handful of keys are logged every step. Lightning writes step values to
-    the loggers only every ``log_every_n_steps``, so logging on the other steps is wasted; this asks
-    Lightning's own test (the one ``LearningRateMonitor`` uses, valid inside ``training_step`` and
-    ``on_train_batch_start``). Without a trainer, or if a future Lightning drops the attribute, the
-    answer is ``True`` (log every step: correct, only slower).
+    Lightning writes step values to the loggers only every ``log_every_n_steps``; a module or callback
+    can skip its ``self.log`` calls on the other steps. Valid inside ``training_step`` and
+    ``on_train_batch_start``. Without a trainer that can tell, the answer is ``True`` (log every step).
+
+    Example::
+
+        >>> logs_this_step(None)
+        True
     """
+    # The trainer's own test for logging steps (the one LearningRateMonitor uses); private, hence the fallback.
     connector = getattr(trainer, "_logger_connector", None)
     return bool(getattr(connector, "should_update_logs", True))
 

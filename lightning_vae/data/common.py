@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -257,3 +258,42 @@ def make_loader(
         collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),  # page-locked batches: faster, asynchronous copies to the GPU
     )
+
+
+class TrainValDataModule(LightningDataModule):
+    """A data module with a training set and a validation set that also serves test and predict.
+
+    Subclasses set :attr:`train_set` and :attr:`val_set` in ``setup`` and ``batch_size``, ``num_workers`` and
+    ``seed`` in ``__init__`` (:func:`check_loader_args`); :attr:`shuffle` says whether training batches are
+    shuffled. The loaders come from :func:`make_loader`: resumable for training, exact under DDP for the rest.
+    """
+
+    batch_size: int
+    num_workers: int
+    seed: int
+    #: Shuffle the training data each epoch.
+    shuffle: bool = True
+    train_set: Dataset | None = None
+    val_set: Dataset | None = None
+
+    def _loader(self, dataset: Dataset | None, training: bool) -> DataLoader:
+        return make_loader(
+            dataset,
+            self.batch_size,
+            shuffle=self.shuffle and training,
+            num_workers=self.num_workers,
+            evaluation=not training,
+            seed=self.seed,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, training=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, training=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, training=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, training=False)

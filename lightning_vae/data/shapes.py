@@ -11,12 +11,11 @@ import math
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lightning_vae.checks import check_choice, check_int
-from lightning_vae.data.common import check_loader_args, make_loader
+from lightning_vae.data.common import TrainValDataModule, check_loader_args
 
 #: The image sides the shapes are rendered at.
 ImageSize = Literal[28, 32, 64]
@@ -105,7 +104,7 @@ class ShapesDataset(Dataset):
         return self.images[index], self.factors[index]
 
 
-class ShapesDataModule(LightningDataModule):
+class ShapesDataModule(TrainValDataModule):
     """The embedded default data: dSprites-style shapes rendered on the fly, with ground-truth factors.
 
     Batches are ``(images, factors)``: images ``(B, 1, S, S)`` in {0, 1}, factors ``(B, 5)`` integer
@@ -152,25 +151,3 @@ class ShapesDataModule(LightningDataModule):
             self.train_set = ShapesDataset(hp.n_train, hp.image_size, hp.seed)
         if self.val_set is None:
             self.val_set = ShapesDataset(hp.n_val, hp.image_size, hp.seed + 1)
-
-    def _loader(self, dataset: Dataset | None, shuffle: bool, evaluation: bool = True) -> DataLoader:
-        return make_loader(
-            dataset,
-            self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            evaluation=evaluation,
-            seed=self.seed,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, evaluation=False)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset, random_split
+from torch.utils.data import TensorDataset, random_split
 
 from lightning_vae.checks import check_float, check_type
-from lightning_vae.data.common import check_loader_args, make_loader
+from lightning_vae.data.common import TrainValDataModule, check_loader_args
 from lightning_vae.data.mnist import MissingDataError
 
 
@@ -47,7 +46,7 @@ def load_array(source: Tensor | np.ndarray | str | os.PathLike, key: str | None 
     raise ValueError(f"Expected a .npy or .npz file, got {str(path)!r}")
 
 
-class TensorDataModule(LightningDataModule):
+class TensorDataModule(TrainValDataModule):
     """Serve a user's data: batches are ``(x,)`` tuples of shape ``(B, *data_shape)``.
 
     Args:
@@ -107,22 +106,3 @@ class TensorDataModule(LightningDataModule):
             n_val = int(round(len(full) * self.val_fraction))
             generator = torch.Generator().manual_seed(self.seed)
             self.train_set, self.val_set = random_split(full, [len(full) - n_val, n_val], generator=generator)
-
-    def _loader(self, dataset: torch.utils.data.Dataset | None, shuffle: bool) -> DataLoader:
-        evaluation = dataset is not self.train_set
-        workers = self.num_workers
-        return make_loader(
-            dataset, self.batch_size, shuffle=shuffle, num_workers=workers, evaluation=evaluation, seed=self.seed
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=self.shuffle)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
