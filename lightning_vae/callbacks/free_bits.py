@@ -16,11 +16,11 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_vae.callbacks.annealing import Interval, ScheduledAttribute, _check_nonnegative, require_attribute
+from lightning_vae.callbacks.scheduled import Interval, ScheduledAttribute
+from lightning_vae.checks import check_choice, check_float, check_int, check_single_sample
 from lightning_vae.functional.schedules import CycleShape, Schedule, ScheduleName
 from lightning_vae.objective import FreeBitsMode
-
-_MODES = ("dim", "group", "total")
+from lightning_vae.protocols import SupportsFreeBitsMode, require
 
 
 class FreeBits(ScheduledAttribute):
@@ -55,11 +55,11 @@ class FreeBits(ScheduledAttribute):
         prog_bar: Show ``train/free_bits`` in the progress bar.
 
     Raises:
-        ValueError: For a negative λ, an unknown mode, a bad group count, ``end`` missing for a
-            schedule (or given with ``"constant"``); at ``setup``, for a module that trains with several
-            importance samples.
-        TypeError: If the module has no ``free_bits`` attribute, or no ``free_bits_mode`` /
-            ``free_bits_groups`` when ``mode`` / ``groups`` are given.
+        ValueError: For a negative or non-finite λ, an unknown mode, a group count below 1, ``end`` missing
+            for a schedule (or given with ``"constant"``); at ``setup``, for a module that trains with
+            several importance samples (:func:`~lightning_vae.checks.check_single_sample`).
+        TypeError: For an argument of the wrong type; at ``setup``, if the module has no ``free_bits``
+            attribute, or no ``free_bits_mode`` / ``free_bits_groups`` when ``mode`` / ``groups`` are given.
 
     Example::
 
@@ -89,18 +89,18 @@ class FreeBits(ScheduledAttribute):
         log_kl: bool = True,
         prog_bar: bool = False,
     ) -> None:
-        free_bits = _check_nonnegative("free_bits", free_bits, "a finite float >= 0 (nats)")
-        if mode is not None and mode not in _MODES:
-            raise ValueError(f"Expected `mode` to be one of {_MODES} or None, got {mode!r}")
-        if groups is not None and (isinstance(groups, bool) or not isinstance(groups, int) or groups < 1):
-            raise ValueError(f"Expected `groups` to be a positive int or None, got {groups!r}")
+        free_bits = check_float("free_bits", free_bits, low=0.0)
+        if mode is not None:
+            check_choice("mode", mode, FreeBitsMode)
+        if groups is not None:
+            check_int("groups", groups, low=1)
         if schedule == "constant":
             if end is not None:
                 raise ValueError(f"Expected `end` to be None with schedule='constant' (λ = free_bits), got {end!r}")
             end = free_bits
         elif end is None:
             raise ValueError(f"Expected `end` (the final λ in nats) for schedule={schedule!r}, got None")
-        end = _check_nonnegative("end", end, "a finite float >= 0 (nats)")
+        end = check_float("end", end, low=0.0)
         self.mode: FreeBitsMode | None = mode
         self.groups = groups
         self.log_kl = bool(log_kl)
@@ -113,16 +113,11 @@ class FreeBits(ScheduledAttribute):
     @override
     def check_module(self, pl_module: LightningModule) -> None:
         super().check_module(pl_module)
-        name = type(self).__name__
-        if self.mode is not None:
-            require_attribute(pl_module, "free_bits_mode", name, kind="a string attribute ('dim', 'group' or 'total')")
-        if self.groups is not None:
-            require_attribute(pl_module, "free_bits_groups", name, kind="an int attribute")
-        n_samples = getattr(pl_module, "n_samples", 1)
-        if self.schedule.high > 0 and isinstance(n_samples, int) and n_samples > 1:
-            raise ValueError(
-                f"FreeBits applies to the single-sample ELBO, got a module with n_samples={n_samples}; set n_samples=1"
-            )
+        settings = (("free_bits_mode", self.mode), ("free_bits_groups", self.groups))
+        asked = tuple(name for name, value in settings if value is not None)
+        require(pl_module, SupportsFreeBitsMode, type(self).__name__, members=asked)
+        if self.schedule.high > 0:
+            check_single_sample(getattr(pl_module, "n_samples", 1), type(self).__name__)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -8,7 +8,6 @@ settles at the target without the zero gradient of hard free bits.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,15 +16,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lightning_vae.callbacks.annealing import StepValueLogger, require_attribute
-
-
-def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-    if bad or value < 0 or (value == 0 and not allow_zero):
-        relation = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"Expected `{name}` to be a finite float {relation}, got {value!r}")
-    return float(value)
+from lightning_vae.callbacks.scheduled import StepValueLogger
+from lightning_vae.checks import check_float, check_int, check_type
+from lightning_vae.protocols import Annealable, require
 
 
 class TargetRate(Callback):
@@ -61,8 +54,8 @@ class TargetRate(Callback):
         prog_bar: Show ``train/beta`` in the progress bar.
 
     Raises:
-        ValueError: For numbers out of range (the message names the argument).
-        TypeError: If the module has no ``beta`` attribute (raised at ``setup``).
+        ValueError: For numbers out of range or not finite (the message names the argument).
+        TypeError: For an argument of the wrong type; at ``setup``, if the module has no ``beta`` attribute.
         RuntimeError: If neither a ``"kl"`` output nor ``monitor`` is available at an update (the message lists
             the logged keys).
 
@@ -88,28 +81,24 @@ class TargetRate(Callback):
         prog_bar: bool = True,
     ) -> None:
         super().__init__()
-        self.target = _check_positive("target", target, allow_zero=True)
-        self.step_size = _check_positive("step_size", step_size)
-        if self.step_size >= 1:
-            raise ValueError(f"Expected `step_size` to be in (0, 1), got {step_size!r}")
-        self.tolerance = _check_positive("tolerance", tolerance, allow_zero=True)
-        self.beta_min = _check_positive("beta_min", beta_min)
-        self.beta_max = _check_positive("beta_max", beta_max)
+        self.target = check_float("target", target, low=0.0)
+        self.step_size = check_float("step_size", step_size, low=0.0, high=1.0, strict_low=True, strict_high=True)
+        self.tolerance = check_float("tolerance", tolerance, low=0.0)
+        self.beta_min = check_float("beta_min", beta_min, low=0.0, strict_low=True)
+        self.beta_max = check_float("beta_max", beta_max, low=0.0, strict_low=True)
         if self.beta_min > self.beta_max:
             raise ValueError(f"Expected `beta_min` <= `beta_max`, got beta_min={beta_min!r}, beta_max={beta_max!r}")
         if beta_init is not None:
-            beta_init = _check_positive("beta_init", beta_init)
+            beta_init = check_float("beta_init", beta_init, low=0.0, strict_low=True)
             if not self.beta_min <= beta_init <= self.beta_max:
                 raise ValueError(
                     f"Expected `beta_init` in [beta_min, beta_max] = [{beta_min}, {beta_max}], got {beta_init!r}"
                 )
         self.beta_init = beta_init
-        if not isinstance(monitor, str) or not monitor:
+        if not check_type("monitor", monitor, str, "the name of a logged value"):
             raise ValueError(f"Expected `monitor` to be the non-empty name of a logged value, got {monitor!r}")
         self.monitor = monitor
-        if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
-            raise ValueError(f"Expected `update_every` to be an int >= 1, got {update_every!r}")
-        self.update_every = update_every
+        self.update_every = check_int("update_every", update_every, low=1)
         self.prog_bar = bool(prog_bar)
         self._logger = StepValueLogger("train/beta", self.prog_bar)
         self.beta: float | None = None  # restored from a checkpoint, or set at the start of training
@@ -127,7 +116,7 @@ class TargetRate(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
-            require_attribute(pl_module, "beta", type(self).__name__)
+            require(pl_module, Annealable, type(self).__name__, members=("beta",))
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

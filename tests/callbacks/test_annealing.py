@@ -69,10 +69,18 @@ def test_capacity_annealing_drives_the_vae_capacity_objective(tmp_path: Path, da
     [
         (KLAnnealing("linear", length=4), "beta", "train/beta", [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]),
         (CapacityAnnealing(c_max=2.0, length=4, gamma=10.0), "capacity", "train/capacity", [0, 0.5, 1, 1.5, 2, 2]),
-        (FreeBits(0.5, mode="total", schedule="linear", end=0.0, length=4), "free_bits", "train/free_bits",
-         [0.5, 0.375, 0.25, 0.125, 0.0, 0.0]),
-        (TargetRate(target=100.0, step_size=0.1, tolerance=0.0, beta_init=1.0), "beta", "train/beta",
-         [0.9**t for t in range(6)]),  # the KL stays far under 100 nats: beta shrinks by 1 - 0.1 per step
+        (
+            FreeBits(0.5, mode="total", schedule="linear", end=0.0, length=4),
+            "free_bits",
+            "train/free_bits",
+            [0.5, 0.375, 0.25, 0.125, 0.0, 0.0],
+        ),
+        (
+            TargetRate(target=100.0, step_size=0.1, tolerance=0.0, beta_init=1.0),
+            "beta",
+            "train/beta",
+            [0.9**t for t in range(6)],
+        ),  # the KL stays far under 100 nats: beta shrinks by 1 - 0.1 per step
     ],
     ids=["KLAnnealing", "CapacityAnnealing", "FreeBits", "TargetRate"],
 )
@@ -109,8 +117,16 @@ def test_rows_written_every_n_steps_hold_the_value_of_their_step(tmp_path: Path,
     # log_every_n_steps=3: Lightning writes after steps 2, 5, 8 (epochs of 4 steps); the callbacks log only then.
     logger = MemoryLogger()
     callbacks = [KLAnnealing("linear", length=8), FreeBits(0.4)]
-    fit(tmp_path, UserVAE(log_kl=True), datamodule, callbacks, max_steps=11, limit_train_batches=4, logger=logger,
-        log_every_n_steps=3)
+    fit(
+        tmp_path,
+        UserVAE(log_kl=True),
+        datamodule,
+        callbacks,
+        max_steps=11,
+        limit_train_batches=4,
+        logger=logger,
+        log_every_n_steps=3,
+    )
     assert logger.series("train/beta") == {2: 0.25, 5: 0.625, 8: 1.0}  # t / 8
     assert logger.series("train/free_bits") == pytest.approx({2: 0.4, 5: 0.4, 8: 0.4})
     assert sorted(logger.series("train/kl")) == [2, 5, 8]
@@ -134,12 +150,25 @@ class NotAnnealable(LightningModule):
 )
 def test_a_module_without_the_protocol_is_rejected(tmp_path: Path, datamodule, callback, attribute: str) -> None:
     name = type(callback).__name__
-    with pytest.raises(TypeError, match=rf"{name} needs a LightningModule with a float attribute `{attribute}`"):
+    expected = rf"{name} needs a module that keeps the Annealable protocol; NotAnnealable lacks `{attribute}`$"
+    with pytest.raises(TypeError, match=expected):
         fit(tmp_path, NotAnnealable(), datamodule, [callback], max_steps=1)
 
 
+def test_capacity_with_gamma_needs_capacity_gamma(tmp_path: Path, datamodule: TensorDataModule) -> None:
+    class NoGamma(NotAnnealable):
+        beta, free_bits, capacity = 1.0, 0.0, None
+
+    expected = r"CapacityAnnealing needs .* SupportsCapacityGamma protocol; NoGamma lacks `capacity_gamma`$"
+    with pytest.raises(TypeError, match=expected):
+        fit(tmp_path, NoGamma(), datamodule, [CapacityAnnealing(c_max=1.0, length=10, gamma=10.0)], max_steps=1)
+    # Without gamma the callback keeps the module's γ, and needs only `capacity`.
+    fit(tmp_path, NoGamma(), datamodule, [CapacityAnnealing(c_max=1.0, length=10, gamma=None)], max_steps=1)
+
+
 def test_capacity_needs_the_single_sample_objective(tmp_path: Path, datamodule: TensorDataModule) -> None:
-    with pytest.raises(ValueError, match="CapacityAnnealing needs the single-sample objective, got .*n_samples=2"):
+    expected = r"Expected `n_samples` to be 1 for CapacityAnnealing \(.* single-sample ELBO\), got 2; set n_samples=1"
+    with pytest.raises(ValueError, match=expected):
         fit(tmp_path, tiny_vae(n_samples=2), datamodule, [CapacityAnnealing(c_max=1.0, length=10)], max_steps=1)
 
 
@@ -152,7 +181,14 @@ def test_capacity_needs_the_single_sample_objective(tmp_path: Path, datamodule: 
     [
         (lambda: KLAnnealing("exponential"), ValueError, r"Expected `schedule` to be one of .* got 'exponential'"),
         (lambda: KLAnnealing(start=-0.1), ValueError, r"Expected `start` to be a finite float >= 0, got -0.1"),
-        (lambda: KLAnnealing(end=float("inf")), ValueError, r"Expected `end` to be a finite float >= 0, got inf"),
+        (lambda: KLAnnealing(end=float("inf")), ValueError, r"Expected `end` to be a finite float, got inf"),
+        (lambda: KLAnnealing(start=float("nan")), ValueError, r"Expected `start` to be a finite float, got nan"),
+        (lambda: KLAnnealing(end="1.0"), TypeError, r"Expected `end` to be a finite float, got '1.0' \(str\)"),
+        (
+            lambda: KLAnnealing(interval=None),
+            TypeError,
+            r"Expected `interval` to be one of \('step', 'epoch'\), got None",
+        ),
         (lambda: KLAnnealing(length=0), ValueError, r"Expected `length` to be an int >= 1, got 0"),
         (lambda: KLAnnealing(delay=-3), ValueError, r"Expected `delay` to be an int >= 0, got -3"),
         (lambda: KLAnnealing(interval="batch"), ValueError, r"Expected `interval` to be one of .*, got 'batch'"),
@@ -163,6 +199,7 @@ def test_capacity_needs_the_single_sample_objective(tmp_path: Path, datamodule: 
         (lambda: KLAnnealing(prog_bar="yes"), TypeError, r"Expected `prog_bar` to be a bool, got 'yes'"),
         (lambda: CapacityAnnealing(c_max=-1.0, length=10), ValueError, r"Expected `c_max` to be .* >= 0, got -1.0"),
         (lambda: CapacityAnnealing(c_max=5.0, length=10, gamma=0.0), ValueError, r"Expected `gamma` .* > 0, got 0.0"),
+        (lambda: CapacityAnnealing(c_max=[5.0], length=10), TypeError, r"Expected `c_max` to be a finite float, got"),
         (lambda: CapacityAnnealing(c_max=5.0, length=-10), ValueError, r"Expected `length` to be an int >= 1, got -10"),
     ],
 )

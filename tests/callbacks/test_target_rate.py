@@ -92,14 +92,31 @@ def test_ddp_target_rate_keeps_every_rank_on_the_same_beta(tmp_path: Path) -> No
     ("factory", "error", "match"),
     [
         (lambda: TargetRate(target=-1.0), ValueError, r"Expected `target` to be a finite float >= 0, got -1.0"),
-        (lambda: TargetRate(1.0, step_size=1.5), ValueError, r"Expected `step_size` to be in \(0, 1\), got 1.5"),
-        (lambda: TargetRate(1.0, step_size=0.0), ValueError, r"Expected `step_size` to be a finite float > 0, got 0.0"),
+        (
+            lambda: TargetRate(1.0, step_size=1.5),
+            ValueError,
+            r"Expected `step_size` to be a finite float > 0 and < 1, got 1.5",
+        ),
+        (
+            lambda: TargetRate(1.0, step_size=0.0),
+            ValueError,
+            r"Expected `step_size` to be a finite float > 0 and < 1, got 0.0",
+        ),
+        (
+            lambda: TargetRate(1.0, step_size=1.0),
+            ValueError,
+            r"Expected `step_size` to be a finite float > 0 and < 1, got 1.0",
+        ),
+        (lambda: TargetRate(float("nan")), ValueError, r"Expected `target` to be a finite float, got nan"),
+        (lambda: TargetRate("5"), TypeError, r"Expected `target` to be a finite float, got '5' \(str\)"),
         (lambda: TargetRate(1.0, tolerance=-0.1), ValueError, r"Expected `tolerance` to be a finite float >= 0"),
         (lambda: TargetRate(1.0, beta_min=0.0), ValueError, r"Expected `beta_min` to be a finite float > 0, got 0.0"),
         (lambda: TargetRate(1.0, beta_min=2.0), ValueError, r"Expected `beta_min` <= `beta_max`, got beta_min=2.0"),
         (lambda: TargetRate(1.0, beta_init=5.0), ValueError, r"Expected `beta_init` in \[beta_min, beta_max\]"),
         (lambda: TargetRate(1.0, monitor=""), ValueError, r"Expected `monitor` to be the non-empty name"),
+        (lambda: TargetRate(1.0, monitor=None), TypeError, r"Expected `monitor` to be the name of a logged value"),
         (lambda: TargetRate(1.0, update_every=0), ValueError, r"Expected `update_every` to be an int >= 1, got 0"),
+        (lambda: TargetRate(1.0, update_every=1.0), TypeError, r"Expected `update_every` to be an int, got 1.0"),
     ],
 )
 def test_arguments_are_validated(factory, error: type[Exception], match: str) -> None:
