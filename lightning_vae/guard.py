@@ -238,8 +238,8 @@ class DataCheck:
         self.first, self.every = first, every
         self.seen = 0
 
-    def __call__(self, likelihood: Any, x: Tensor, policy: NonFinitePolicy, where: Any = None) -> None:
-        """Check ``x`` if this batch is due; ``where()`` describes the step for the message (called on failure only).
+    def __call__(self, likelihood: Any, x: Tensor, policy: NonFinitePolicy, where: Any = None) -> bool:
+        """Check ``x`` if this batch is due and say whether it was; ``where()`` describes the step (on failure only).
 
         Raises:
             ValueError: For finite data outside the likelihood's range.
@@ -249,7 +249,7 @@ class DataCheck:
         due = self.seen < self.first or self.seen % self.every == 0
         self.seen += 1
         if not due:
-            return
+            return False
         try:
             likelihood.check_target(x)
         except ValueError as err:
@@ -258,6 +258,7 @@ class DataCheck:
                 raise ValueError(f"{err}{context}") from None
             if policy == "raise":
                 raise NonFiniteError(f"{err}{context}") from None
+        return True
 
 
 __all__ = ["DataCheck", "NonFiniteError", "NonFiniteGuard", "NonFinitePolicy", "nonfinite_parameters"]

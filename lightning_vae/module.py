@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -19,13 +19,15 @@ from lightning_vae.building import build, save_hparams
 from lightning_vae.checks import check_choice, check_float, check_int, check_type
 from lightning_vae.data.common import unpack_batch
 from lightning_vae.distributions.likelihoods import Likelihood
-from lightning_vae.distributions.priors import Prior
+from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, as_posterior
+from lightning_vae.distributions.priors import Prior, StandardNormalPrior
 from lightning_vae.evaluation import EvalMetrics
+from lightning_vae.functional.math import soft_clamp
 from lightning_vae.guard import DataCheck, NonFiniteGuard, NonFinitePolicy
 from lightning_vae.hooks import CheckpointHooks, EvaluationSteps, FaultHooks
 from lightning_vae.models.base import LatentVariableModel, ModelOutput
 from lightning_vae.models.vae import LikelihoodName, PriorName, VAEModel
-from lightning_vae.objective import ELBOTerms, FreeBitsMode, check_single_sample, elbo_groups
+from lightning_vae.objective import ELBOTerms, FreeBitsMode, check_single_sample, elbo_diagonal_gaussian, elbo_groups
 from lightning_vae.utilities import logs_this_step
 
 
@@ -155,6 +157,8 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
         self.eval_metrics = EvalMetrics()
         self.data_check = DataCheck()
         self._shapes_fixed = False
+        #: Whether the training step takes the diagonal-Gaussian fast path (decided at the first step).
+        self._fast: bool | None = None
         frame = inspect.currentframe()
         save_hparams(self, frame, {**given, "model": model}, {"optimizer": optimizer, "lr_scheduler": lr_scheduler})
 
@@ -283,9 +287,7 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
         inference, generative = out.groups
         terms = elbo_groups(
             x, inference.posteriors, inference.z, params, self.model.likelihood, generative.priors,
-            beta=self._beta, free_bits=self.free_bits, free_bits_mode=self.free_bits_mode,
-            free_bits_groups=self.free_bits_groups, capacity=self.capacity, capacity_gamma=self.capacity_gamma,
-            report=report,
+            **self._settings(report),
         )  # fmt: skip
         return terms, out
 
@@ -305,12 +307,62 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
         step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
         where = lambda: f"training: global step {step}, epoch {epoch}, batch {batch_idx}"  # noqa: E731
         logs = trainer is None or logs_this_step(trainer) or self._epoch_edge(batch_idx)
-        terms, _ = self.compute_terms(x, where=where, report=logs)
+        terms = self._training_terms(x, where, logs)
         if self.guard.observe(self, x, terms, step=step, batch_idx=batch_idx, epoch=epoch):
             return None
         if logs:
             self._log_step(terms, x.shape[0])
         return {"loss": terms.loss, "kl": terms.kl.detach()}
+
+    def _training_terms(self, x: Tensor, where: Callable[[], str], report: bool) -> ELBOTerms:
+        """The training step's terms: the diagonal-Gaussian fast path where it applies, else :meth:`compute_terms`.
+
+        The fast path (a :class:`~lightning_vae.models.VAEModel` whose encoder returns ``(loc, log_var)``, a
+        standard normal prior, a non-autoregressive decoder, one sample) computes the same loss, gradients and
+        reported values from the same random numbers without building distribution objects.
+        """
+        if self._fast is None:
+            model = self.model
+            self._fast = type(model) is VAEModel and type(model.prior) is StandardNormalPrior
+            self._fast = self._fast and not model.autoregressive
+        if not self._fast or self.n_samples != 1:
+            return self.compute_terms(x, where=where, report=report)[0]
+        model = cast(VAEModel, self.model)
+        due = self.data_check(model.likelihood, x, self.guard.policy, where)
+        if not self._shapes_fixed:
+            model.fix_shapes(x)
+            self._shapes_fixed = True
+        encoded = model.encoder(x)
+        if type(encoded) is not tuple or len(encoded) != 2:  # a distribution: the general path from now on
+            self._fast = False
+            q = as_posterior(encoded)
+            z = q.rsample((1,))
+            params = model.decode(z, x)
+            model.likelihood.check_params(x, params, sample_dims=1)
+            return elbo_groups(x, {"z": q}, {"z": z}, params, model.likelihood, {"z": model.prior_distribution()},
+                               **self._settings(report))  # fmt: skip
+        loc, log_var = encoded
+        if due and (loc.shape != log_var.shape or loc.dim() < 1):
+            as_posterior(encoded)  # raises the posterior's own error
+        loc = loc if loc.dtype == torch.float32 else loc.float()
+        log_var = soft_clamp(log_var if log_var.dtype == torch.float32 else log_var.float(), *LOG_VAR_RANGE)
+        # What DiagonalGaussian.rsample((1,)) draws: the same random numbers, so the same step.
+        z = loc + torch.randn_like(loc) * torch.exp(0.5 * log_var)
+        params = model.decoder(z)
+        if due:
+            model.likelihood.check_params(x, params)
+        return elbo_diagonal_gaussian(x, loc, log_var, params, model.likelihood, **self._settings(report))
+
+    def _settings(self, report: bool) -> dict[str, Any]:
+        return {
+            "beta": self._beta,
+            "free_bits": self.free_bits,
+            "free_bits_mode": self.free_bits_mode,
+            "free_bits_groups": self.free_bits_groups,
+            "capacity": self.capacity,
+            "capacity_gamma": self.capacity_gamma,
+            "report": report,
+        }
 
     def _log_step(self, terms: ELBOTerms, batch_size: int) -> None:
         assert terms.elbo is not None  # computed on logging steps
