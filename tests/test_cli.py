@@ -12,7 +12,7 @@ import torch
 import yaml
 from lightning.pytorch import LightningDataModule, Trainer
 from support.modules import tiny_vae, trainer_kwargs
-from support.paths import MNIST_DIR, ROOT
+from support.paths import ROOT, require_mnist
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_vae import VAE
@@ -32,9 +32,8 @@ def _lightning_cli_configs() -> list[Path]:
 def _data_overrides(config: Path) -> list[str]:
     text = config.read_text()
     if "MNISTDataModule" in text:
-        if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
-            pytest.skip(f"real MNIST not found in {MNIST_DIR}")
-        return [f"--data.init_args.data_dir={MNIST_DIR}", "--data.init_args.train_subset=512"]
+        mnist = require_mnist(f"{config.name}")
+        return [f"--data.init_args.data_dir={mnist}", "--data.init_args.train_subset=512"]
     if "ShapesDataModule" in text:
         return ["--data.init_args.n_train=256", "--data.init_args.n_val=128"]
     return []

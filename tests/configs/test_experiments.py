@@ -21,7 +21,7 @@ from support.hydra import (
     trainer_view,
     training_callbacks,
 )
-from support.paths import MNIST_DIR, ROOT
+from support.paths import ROOT, require_mnist
 
 from lightning_vae import VAE
 from lightning_vae.cli import VAECLI
@@ -32,8 +32,8 @@ CLI_CONFIGS = lightning_cli_configs()
 
 
 def _skip_without_mnist(cfg) -> None:
-    if needs_mnist(cfg) and not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"real MNIST not found in {MNIST_DIR}")
+    if needs_mnist(cfg):
+        require_mnist("this experiment")
 
 
 def test_every_experiment_has_a_lightning_cli_twin_and_back() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.paths import MNIST_DIR, ROOT
+from support.paths import MNIST_DIR, ROOT, require_mnist
 
 from lightning_vae.configs import copy_to, lightning_cli_configs, packaged_dir
 
@@ -191,8 +191,7 @@ def test_the_mnist_folder_comes_from_the_environment(tmp_path: Path, monkeypatch
     from_env = MNISTDataModule(train_subset=64, val_size=32)
     assert from_env.hparams.data_dir == str(MNIST_DIR)  # the folder used is the one recorded
     assert MNISTDataModule(str(tmp_path)).hparams.data_dir == str(tmp_path)  # an argument wins
-    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"real MNIST not found in {MNIST_DIR}")
+    require_mnist()
     from_env.setup("fit")
     assert len(from_env.train_set) == 64
 

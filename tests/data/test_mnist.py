@@ -110,3 +110,19 @@ def test_download_verifies_the_checksum(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="checksum"):
         download_file("file.gz", tmp_path / "other", mirrors=[mirror.as_uri() + "/"], md5="0" * 32)
     assert not (tmp_path / "other" / "file.gz").exists()
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "fail"), ("1", "fail"), ("", "skip"), ("false", "skip")])
+def test_missing_mnist_fails_in_ci_and_skips_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ci: str, outcome: str
+) -> None:
+    import support.paths
+
+    monkeypatch.setattr(support.paths, "MNIST_DIR", tmp_path)
+    monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if outcome == "fail" else pytest.skip.Exception
+    with pytest.raises(expected, match=r"needs real MNIST in .*missing train-images-idx3-ubyte.gz"):
+        support.paths.require_mnist()
+    for name in support.paths.MNIST_FILES:
+        (tmp_path / name).write_bytes(b"")
+    assert support.paths.require_mnist() == tmp_path

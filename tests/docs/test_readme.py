@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.paths import MNIST_DIR, ROOT
+from support.paths import MNIST_DIR, ROOT, require_mnist
 
 README = ROOT / "README.md"
 CI_RUN = ROOT / ".ci" / "run"
@@ -188,9 +188,7 @@ def checkpoint(workdir: Path) -> Path:
 
 
 def _mnist() -> Path:
-    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"the README's MNIST examples need real MNIST in {MNIST_DIR}")
-    return MNIST_DIR
+    return require_mnist("the README's MNIST examples")
 
 
 def _substitute(code: str, checkpoint: Path) -> str:
