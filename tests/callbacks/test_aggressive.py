@@ -173,14 +173,17 @@ def test_state_is_in_the_checkpoint_and_resumes(tmp_path):
 
 
 def test_arguments_and_protocol_are_validated(tmp_path):
-    for kwargs, match in (
-        ({"max_inner_steps": 0}, "max_inner_steps"),
-        ({"check_every": -1}, "check_every"),
-        ({"mi_batches": 1.5}, "mi_batches"),
-        ({"max_epochs": 0}, "max_epochs"),
-        ({"gradient_clip_val": 0.0}, "gradient_clip_val"),
+    for kwargs, error, match in (
+        ({"max_inner_steps": 0}, ValueError, "Expected `max_inner_steps` to be an int >= 1, got 0"),
+        ({"check_every": -1}, ValueError, "Expected `check_every` to be an int >= 1, got -1"),
+        ({"mi_batches": 1.5}, TypeError, r"Expected `mi_batches` to be an int, got 1.5 \(float\)"),
+        ({"max_epochs": 0}, ValueError, "Expected `max_epochs` to be an int >= 1, got 0"),
+        ({"gradient_clip_val": 0.0}, ValueError, "Expected `gradient_clip_val` to be a finite float > 0, got 0.0"),
+        ({"gradient_clip_val": float("inf")}, ValueError, "Expected `gradient_clip_val` to be a finite float, got inf"),
+        ({"gradient_clip_val": "5"}, TypeError, "Expected `gradient_clip_val` to be a finite float, got '5'"),
+        ({"seed": None}, TypeError, "Expected `seed` to be an int, got None"),
     ):
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises(error, match=match):
             AggressiveEncoderTraining(**kwargs)
 
     class NoEncoder(LightningModule):
@@ -194,9 +197,27 @@ def test_arguments_and_protocol_are_validated(tmp_path):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    with pytest.raises(TypeError, match="lacks encoder, decoder, training_loss, encode"):
+    expected = (
+        r"AggressiveEncoderTraining needs a module that keeps the SupportsTrainingLoss protocol; "
+        r"NoEncoder lacks `encoder`, `decoder`, `training_loss`, `encode`$"
+    )
+    with pytest.raises(TypeError, match=expected):
         Trainer(**trainer_kwargs(tmp_path), callbacks=[AggressiveEncoderTraining()]).fit(
             NoEncoder(), DataLoader(TensorDataset(torch.randn(4, 1)), batch_size=2)
+        )
+
+    class EncoderByName(NoEncoder):
+        encoder, decoder = "mlp", nn.Identity()
+
+        def training_loss(self, batch):
+            return self.net(batch[0]).sum()
+
+        def encode(self, x):
+            raise NotImplementedError
+
+    with pytest.raises(TypeError, match=r"Expected `EncoderByName.encoder` to be a torch.nn.Module, got 'mlp' \(str\)"):
+        Trainer(**trainer_kwargs(tmp_path), callbacks=[AggressiveEncoderTraining()]).fit(
+            EncoderByName(), DataLoader(TensorDataset(torch.randn(4, 1)), batch_size=2)
         )
 
 
@@ -250,7 +271,7 @@ class InjectInf:
 
 
 def _adam_state_finite(aggressive: AggressiveEncoderTraining) -> bool:
-    state = aggressive._optimizer.state_dict()["state"]  # type: ignore[union-attr]
+    state = aggressive.updates.optimizer.state_dict()["state"]  # type: ignore[union-attr]
     return bool(state) and all(torch.isfinite(t).all() for s in state.values() for t in s.values())
 
 
@@ -274,7 +295,7 @@ def test_an_inf_inner_gradient_skips_that_step_and_the_encoder_stays_finite(tmp_
     assert aggressive.skipped_inner_steps == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert _adam_state_finite(aggressive)
-    step = aggressive._optimizer.state_dict()["state"][0]["step"]  # type: ignore[union-attr]
+    step = aggressive.updates.optimizer.state_dict()["state"][0]["step"]  # type: ignore[union-attr]
     assert float(step) == aggressive.inner_steps_total - 1  # the skipped step left Adam's step count alone
 
 
@@ -284,12 +305,12 @@ def test_under_16_bit_mixed_precision_the_inner_steps_have_their_own_gradient_sc
 
     plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10))
     model, aggressive, _ = _fit_with_inf(tmp_path, plugins=[plugin])
-    assert aggressive._scaler is not None and aggressive._scaler is not plugin.scaler
+    assert aggressive.updates.scaler is not None and aggressive.updates.scaler is not plugin.scaler
     assert aggressive.skipped_inner_steps == 1
-    assert aggressive._scaler.get_scale() < 2.0**10  # backed off once (and never grew: too few steps)
+    assert aggressive.updates.scaler.get_scale() < 2.0**10  # backed off once (and never grew: too few steps)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert _adam_state_finite(aggressive)
-    assert aggressive.state_dict()["scaler"]["scale"] == aggressive._scaler.get_scale()  # checkpointed
+    assert aggressive.state_dict()["scaler"]["scale"] == aggressive.updates.scaler.get_scale()  # checkpointed
 
 
 def test_a_nan_inner_loss_ends_the_inner_loop_without_touching_the_encoder(tmp_path):
@@ -313,34 +334,3 @@ def test_a_nan_inner_loss_ends_the_inner_loop_without_touching_the_encoder(tmp_p
     assert spy.log[0]["steps"] == 2 and aggressive.skipped_inner_steps == 1  # stopped at the NaN step
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert _adam_state_finite(aggressive)
-
-
-# ------------------------------------------------------------------------------------------------ loaders
-def test_the_fresh_batch_loader_has_the_workers_and_pinned_memory_of_the_training_loader():
-    from types import SimpleNamespace
-
-    main = DataLoader(
-        TensorDataset(torch.rand(12, 2)), batch_size=4, num_workers=2, pin_memory=True, persistent_workers=True
-    )
-    aggressive = AggressiveEncoderTraining()
-    fresh = aggressive._loader(SimpleNamespace(train_dataloader=main), seed=1)  # type: ignore[arg-type]
-    assert (fresh.num_workers, fresh.pin_memory, fresh.persistent_workers, fresh.batch_size) == (2, True, True, 4)
-    once = aggressive._loader(SimpleNamespace(train_dataloader=main), seed=1, persistent=False)  # type: ignore
-    assert once.num_workers == 2 and not once.persistent_workers
-
-
-def test_fresh_batches_from_a_keyed_training_set(mnist_dir):
-    """MNIST with dynamic binarisation asks for (index, batch key) pairs: the fresh batches come binarised."""
-    from types import SimpleNamespace
-
-    from lightning_vae.data import MNISTDataModule
-
-    dm = MNISTDataModule(str(mnist_dir), batch_size=8, val_size=16, train_subset=32, binarize="dynamic")
-    dm.setup("fit")
-    aggressive = AggressiveEncoderTraining()
-    fresh = aggressive._loader(SimpleNamespace(train_dataloader=dm.train_dataloader()), seed=3)  # type: ignore
-    batches = list(fresh)
-    assert len(batches) == 4 and batches[0][0].shape == (8, 1, 28, 28)
-    assert set(torch.cat([b[0] for b in batches]).unique().tolist()) == {0.0, 1.0}
-    again = list(fresh)  # a new pass: another order and other draws
-    assert not torch.equal(torch.cat([b[1] for b in batches]), torch.cat([b[1] for b in again]))

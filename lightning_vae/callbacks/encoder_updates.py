@@ -1,0 +1,222 @@
+"""The inner loop of aggressive encoder training: encoder-only updates on fresh training batches.
+
+:class:`EncoderUpdates` updates the encoder alone with an optimiser (and, under 16-bit mixed precision, a
+gradient scaler) of its own until the loss stops improving; :func:`fresh_loader` gives the shuffled
+batches it draws. :class:`~lightning_vae.callbacks.AggressiveEncoderTraining` decides when it runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader, IterableDataset, Sampler
+
+from lightning_vae.data.common import KeyedDataset, batch_key
+
+__all__ = ["EncoderUpdates", "KeyedShuffle", "encoder_parameters", "fresh_loader"]
+
+
+class KeyedShuffle(Sampler):
+    """Shuffled ``(index, batch key)`` pairs for a :class:`~lightning_vae.data.common.KeyedDataset`.
+
+    Each pass is a new order (seeded with ``seed`` and the pass number) with a key per batch of
+    ``batch_size`` from :func:`~lightning_vae.data.common.batch_key`.
+
+    Example::
+
+        >>> sampler = KeyedShuffle(5, batch_size=2, seed=0)
+        >>> sorted(index for index, _ in sampler), len({key for _, key in sampler})
+        ([0, 1, 2, 3, 4], 3)
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed, self.passes = n, batch_size, seed, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.passes)
+        order = torch.randperm(self.n, generator=generator).tolist()
+        keys = [batch_key(self.seed, self.passes, 0, b) for b in range(math.ceil(self.n / self.batch_size))]
+        self.passes += 1
+        return iter((index, keys[i // self.batch_size]) for i, index in enumerate(order))
+
+
+def fresh_loader(trainer: Trainer, seed: int, persistent: bool = True) -> DataLoader:
+    """A shuffled loader over the training loader's dataset, with its batch size, collate function, workers and
+    pinned memory (``persistent``: keep the workers between passes).
+
+    Raises:
+        TypeError: Unless the trainer's training loader is one ``DataLoader`` over a map-style dataset.
+    """
+    loader = trainer.train_dataloader
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+        raise TypeError(
+            "AggressiveEncoderTraining draws fresh batches from the training DataLoader's dataset and needs a "
+            f"single DataLoader over a map-style dataset, got {type(loader).__name__}"
+        )
+    batch_size = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or 1
+    workers = loader.num_workers
+    common: dict[str, Any] = {
+        "batch_size": batch_size,
+        "collate_fn": loader.collate_fn,
+        "num_workers": workers,
+        "pin_memory": loader.pin_memory,
+        "persistent_workers": persistent and workers > 0,
+        "worker_init_fn": loader.worker_init_fn,
+    }
+    if workers > 0:
+        common["multiprocessing_context"] = loader.multiprocessing_context
+    if isinstance(loader.dataset, KeyedDataset):
+        # Its examples are asked for as (index, batch key) (e.g. MNIST's dynamic binarisation): draw the keys too.
+        return DataLoader(loader.dataset, sampler=KeyedShuffle(len(loader.dataset), batch_size, seed), **common)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(loader.dataset, shuffle=True, generator=generator, **common)
+
+
+def encoder_parameters(pl_module: LightningModule) -> list[nn.Parameter]:
+    """The trainable parameters of ``pl_module.encoder``."""
+    encoder = getattr(pl_module, "encoder", None)
+    assert isinstance(encoder, nn.Module)
+    return [p for p in encoder.parameters() if p.requires_grad]
+
+
+def _reduce_mean(trainer: Trainer, value: Tensor) -> Tensor:
+    return trainer.strategy.reduce(value, reduce_op="mean") if trainer.world_size > 1 else value
+
+
+class EncoderUpdates:
+    """Update the encoder alone, from the current batch then fresh ones, until the inner loss stops improving.
+
+    Every ``check_every`` inner steps the mean loss of those steps is compared with that of the previous
+    ``check_every``; the loop ends when it got worse or after ``max_steps``. Under DDP the gradients and
+    the stopping decision's loss are averaged over processes, so every process keeps the same encoder. A
+    step whose gradient is NaN or inf is skipped (the encoder and the optimiser's state stay as they were);
+    under 16-bit mixed precision the loss is scaled by a ``GradScaler`` of its own; a NaN loss ends the loop.
+
+    Args:
+        optimizer: Builds the optimiser from the encoder's parameters.
+        max_steps: Most encoder updates per call.
+        check_every: Inner steps per window of the "stopped improving" test.
+        gradient_clip_val: Clip the gradients to this norm; ``None`` does not clip.
+    """
+
+    def __init__(
+        self, optimizer: OptimizerCallable, max_steps: int, check_every: int, gradient_clip_val: float | None
+    ) -> None:
+        self.optimizer_factory = optimizer
+        self.max_steps, self.check_every, self.gradient_clip_val = max_steps, check_every, gradient_clip_val
+        #: Steps skipped for a NaN/inf gradient (an overflow under 16-bit mixed precision).
+        self.skipped = 0
+        self.optimizer: Optimizer | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        self._pending_optimizer: dict[str, Any] | None = None
+        self._pending_scaler: dict[str, Any] | None = None
+
+    def _get_optimizer(self, pl_module: LightningModule) -> Optimizer:
+        if self.optimizer is None:
+            self.optimizer = self.optimizer_factory(encoder_parameters(pl_module))
+            if self._pending_optimizer is not None:
+                self.optimizer.load_state_dict(self._pending_optimizer)
+                self._pending_optimizer = None
+        return self.optimizer
+
+    def _get_scaler(self, trainer: Trainer, pl_module: LightningModule) -> torch.amp.GradScaler | None:
+        """A gradient scaler of the inner loop's own when the run scales its gradients (16-bit mixed precision)."""
+        outer = getattr(trainer.precision_plugin, "scaler", None)
+        if outer is None:
+            return None
+        if self.scaler is None:
+            # Start at the run's current scale (one host read, once), so the first inner steps do not overflow
+            # where the outer ones have already found their scale.
+            self.scaler = torch.amp.GradScaler(pl_module.device.type, init_scale=float(outer.get_scale()))
+            if self._pending_scaler is not None:
+                self.scaler.load_state_dict(self._pending_scaler)
+                self._pending_scaler = None
+        return self.scaler
+
+    def run(self, trainer: Trainer, pl_module: LightningModule, batch: Any, fresh: Callable[[], Any]) -> int:
+        """Update the encoder on ``batch``, then on batches from ``fresh()``; return the number of inner steps."""
+        optimizer = self._get_optimizer(pl_module)
+        scaler = self._get_scaler(trainer, pl_module)
+        params = encoder_parameters(pl_module)
+        window: list[Tensor] = []
+        previous = math.inf
+        steps = 0
+        current = batch
+        with torch.enable_grad():
+            while steps < self.max_steps:
+                with trainer.strategy.precision_plugin.forward_context():
+                    loss = cast(Any, pl_module).training_loss(current)
+                raw = torch.autograd.grad(scaler.scale(loss) if scaler is not None else loss, params, allow_unused=True)
+                grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, raw)]
+                if trainer.world_size > 1:
+                    flat = _reduce_mean(trainer, torch.cat([g.reshape(-1) for g in grads]))
+                    grads = list(torch.split(flat, [g.numel() for g in grads]))
+                for p, g in zip(params, grads):
+                    p.grad = g.reshape(p.shape).to(p.dtype)
+                stepped = self._step(optimizer, scaler, params)
+                optimizer.zero_grad(set_to_none=True)
+                steps += 1
+                if not stepped:
+                    self.skipped += 1
+                    if not bool(torch.isfinite(loss)):
+                        # The loss itself is NaN/inf: the joint step that follows meets this batch (and the
+                        # module's non-finite policy); more inner steps on it would only be skipped too.
+                        break
+                else:
+                    window.append(loss.detach().float())
+                if len(window) == self.check_every:
+                    mean = float(_reduce_mean(trainer, torch.stack(window).mean()))
+                    if mean > previous:
+                        break
+                    previous, window = mean, []
+                if steps < self.max_steps:
+                    current = fresh()
+        return steps
+
+    def _step(self, optimizer: Optimizer, scaler: torch.amp.GradScaler | None, params: list[nn.Parameter]) -> bool:
+        """Step the optimiser unless a gradient is NaN/inf; return whether it stepped.
+
+        With a scaler (16-bit mixed precision) this is what ``GradScaler`` does: unscale, skip the step on
+        an overflow and lower the scale. Without one the gradients' norms are checked the same way. Either
+        way a skipped step leaves the encoder and the optimiser's state (Adam's moments and step count)
+        as they were; it costs one host read per inner step, as a gradient scaler does.
+        """
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+            if self.gradient_clip_val is not None:
+                torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
+            scale = scaler.get_scale()
+            scaler.step(optimizer)  # skipped when unscale_ found an inf or NaN
+            scaler.update()
+            return scaler.get_scale() >= scale  # the scale is lowered exactly when the step was skipped
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+            return False
+        if self.gradient_clip_val is not None:
+            torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
+        optimizer.step()
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser's and scaler's state (what is not built yet: the state waiting to be loaded)."""
+        return {
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else self._pending_optimizer,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else self._pending_scaler,
+            "skipped_inner_steps": self.skipped,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the states to load into the optimiser and scaler when they are built."""
+        self.optimizer, self._pending_optimizer = None, state_dict.get("optimizer")
+        self.scaler, self._pending_scaler = None, state_dict.get("scaler")
+        self.skipped = int(state_dict.get("skipped_inner_steps", 0))
