@@ -8,6 +8,7 @@ module logs what it returns; nothing here reads a value back to the host during 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -41,14 +42,13 @@ class EvalMetrics(nn.Module):
         (-2.0, True)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, group_names: Sequence[str] = ("z",)) -> None:
         super().__init__()
+        #: The per-group KL means exist for models with more than one latent group.
+        self.groups = tuple(group_names) if len(group_names) > 1 else ()
+        terms = (*EVAL_TERMS, "nll_iw", *(f"kl_{g}" for g in self.groups))
         self.means = nn.ModuleDict(
-            {
-                f"{stage}_{term}": MeanMetric(nan_strategy="disable")
-                for stage in ("val", "test")
-                for term in (*EVAL_TERMS, "nll_iw")
-            }
+            {f"{stage}_{term}": MeanMetric(nan_strategy="disable") for stage in ("val", "test") for term in terms}
         )
         self._losses: list[tuple[int, Tensor]] = []
 
@@ -64,12 +64,12 @@ class EvalMetrics(nn.Module):
         States left by a run under inference mode (``trainer.validate``) cannot be updated in place by a later
         run under ``no_grad`` (validation inside ``fit``); a reset rebuilds them as normal tensors.
         """
-        for term in (*EVAL_TERMS, "nll_iw"):
+        for term in (*EVAL_TERMS, "nll_iw", *(f"kl_{g}" for g in self.groups)):
             self.metric(stage, term).reset()
         self._losses = []
 
     def update(self, stage: Stage, terms: ELBOTerms, n: int, batch_idx: int) -> dict[str, MeanMetric]:
-        """Add one batch of ``n`` examples; return the updated metrics by log name (``"val/elbo"``, ...)."""
+        """Add one batch of ``n`` examples; return the updated metrics by log name (``"val/elbo"``, ``"val/kl/z1"``)."""
         self._losses.append((batch_idx, terms.loss.detach()))
         updated = {}
         for term in EVAL_TERMS:
@@ -78,6 +78,11 @@ class EvalMetrics(nn.Module):
             # weight (and right whatever torchmetrics does with `weight` under nan_strategy="disable").
             metric.update(getattr(terms, term).reshape(1).expand(n))
             updated[f"{stage}/{term}"] = metric
+        if self.groups and terms.kl_groups is not None:
+            for group in self.groups:
+                metric = self.metric(stage, f"kl_{group}")
+                metric.update(terms.kl_groups[group].reshape(1).expand(n))
+                updated[f"{stage}/kl/{group}"] = metric
         return updated
 
     def update_nll(self, stage: Stage, values: Tensor) -> MeanMetric:

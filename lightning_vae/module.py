@@ -154,7 +154,7 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
             self._compile = {}
         self.model = self._make_model(model, given, latent_dim, data_shape, prior_components)
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
-        self.eval_metrics = EvalMetrics()
+        self.eval_metrics = EvalMetrics(self.model.group_names)
         self.data_check = DataCheck()
         self._shapes_fixed = False
         #: Whether the training step takes the diagonal-Gaussian fast path (decided at the first step).
@@ -244,6 +244,10 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
     def log_joint(self, x: Tensor, z: Tensor | Mapping[str, Tensor]) -> Tensor:
         """``log p(x, z)`` in nats, shape ``(S, B)`` (the importance-weighted NLL's protocol, with :meth:`encode`)."""
         return self.model.log_joint(x, z)
+
+    def log_weights(self, x: Tensor, n_samples: int) -> Tensor:
+        """Importance log-weights over every latent group, ``(n_samples, B)`` (what the IW-NLL averages)."""
+        return self.model.log_weights(x, n_samples)
 
     def sample(self, n: int, mean: bool = True) -> Tensor:
         """Draw ``n`` examples from the model (the likelihood's mean, or a sample of ``x``)."""
@@ -372,7 +376,7 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
         if terms.iwae is not None:
             values["train/iwae"] = terms.iwae
         if terms.kl_groups is not None and len(terms.kl_groups) > 1:
-            values.update({f"train/kl_{name}": kl for name, kl in terms.kl_groups.items()})
+            values.update({f"train/kl/{name}": kl for name, kl in terms.kl_groups.items()})
         # The progress bar reads its value at every refresh: a host copy made on a logging step.
         self.log("train/loss", terms.loss.detach().cpu(), prog_bar=True, batch_size=batch_size)
         self.log_dict(values, batch_size=batch_size)

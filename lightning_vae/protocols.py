@@ -8,6 +8,7 @@ own module only the ones it uses. :func:`require` checks a module against a prot
   target-rate callbacks; :class:`SupportsFreeBitsMode` (``free_bits_mode``, ``free_bits_groups``) and
   :class:`SupportsCapacityGamma` (``capacity_gamma``) add what ``FreeBits`` and ``CapacityAnnealing`` set when asked.
 - :class:`SupportsLogJoint` (``encode(x)``, ``log_joint(x, z)``): ``ImportanceWeightedNLL`` and ``iw_nll``.
+- :class:`SupportsLogWeights` (``log_weights(x, s)``): the same, on the full joint of a hierarchical model.
 - :class:`SupportsViews` (``sample(n)``, ``reconstruct(x)``, ``encode(x)``, ``decode(z)``): the image, traversal,
   latent and embedding views.
 - :class:`SupportsTrainingLoss` (``encoder``, ``decoder``, ``training_loss(batch)``, ``encode(x)``): aggressive
@@ -56,6 +57,14 @@ class SupportsLogJoint(Protocol):
 
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         """``log p(x, z)`` of shape ``(S, B)`` for latents ``z`` of shape ``(S, B, D)``."""
+
+
+@runtime_checkable
+class SupportsLogWeights(Protocol):
+    """A model whose importance weights cover every latent group: ``log p(x, z) - log q(z | x)``, ``(s, B)``."""
+
+    def log_weights(self, x: Tensor, n_samples: int) -> Tensor:
+        """``n_samples`` log-weights per example, every group drawn from its posterior."""
 
 
 @runtime_checkable
@@ -166,6 +175,7 @@ __all__ = [
     "SupportsCapacityGamma",
     "SupportsFreeBitsMode",
     "SupportsLogJoint",
+    "SupportsLogWeights",
     "SupportsTrainingLoss",
     "SupportsViews",
     "missing_members",

@@ -55,21 +55,32 @@ def iw_log_likelihood(
     check_int("n_samples", n_samples, low=1)
     check_int("chunk_size", chunk_size, low=1)
     batch = x.shape[0]
+
+    def chunk(s: int) -> Tensor:
+        z = posterior.sample((s,))
+        log_pxz = log_joint(x, z)
+        if log_pxz.shape != (s, batch):
+            raise ValueError(
+                f"Expected `log_joint` to return shape {(s, batch)} for z of shape {tuple(z.shape)}, "
+                f"got {tuple(log_pxz.shape)}"
+            )
+        return log_pxz.float() - posterior.log_prob(z).float()
+
+    return _accumulate(chunk, batch, n_samples, chunk_size)
+
+
+def _accumulate(log_weights: Callable[[int], Tensor], batch: int, n_samples: int, chunk_size: int) -> Tensor:
+    """``logsumexp - log k`` over ``n_samples`` log-weights drawn ``s`` at a time (``log_weights(s)``: ``(s, B)``)."""
     per_pass = max(1, chunk_size // max(batch, 1))
     total: Tensor | None = None
     done = 0
     with torch.no_grad():
         while done < n_samples:
             s = min(per_pass, n_samples - done)
-            z = posterior.sample((s,))
-            log_pxz = log_joint(x, z)
-            if log_pxz.shape != (s, batch):
-                raise ValueError(
-                    f"Expected `log_joint` to return shape {(s, batch)} for z of shape {tuple(z.shape)}, "
-                    f"got {tuple(log_pxz.shape)}"
-                )
-            log_w = log_pxz.float() - posterior.log_prob(z).float()
-            chunk = torch.logsumexp(log_w, dim=0)
+            log_w = log_weights(s)
+            if log_w.shape != (s, batch):
+                raise ValueError(f"Expected log-weights of shape {(s, batch)}, got {tuple(log_w.shape)}")
+            chunk = torch.logsumexp(log_w.float(), dim=0)
             total = chunk if total is None else torch.logaddexp(total, chunk)
             done += s
     assert total is not None
@@ -79,7 +90,10 @@ def iw_log_likelihood(
 def iw_nll(model: Any, x: Tensor, n_samples: int = 5000, chunk_size: int = 10000) -> Tensor:
     """Importance-weighted negative log-likelihood ``-log p(x)`` of each example of ``x`` under ``model``, ``(B,)``.
 
-    ``model`` keeps the protocol :class:`~lightning_vae.protocols.SupportsLogJoint`; see :func:`iw_log_likelihood`.
+    A model with ``log_weights(x, s)`` (:class:`~lightning_vae.protocols.SupportsLogWeights`: ``VAE`` and every
+    :class:`~lightning_vae.models.LatentVariableModel`) is evaluated on its full joint, every latent group drawn
+    from its posterior; any other model keeps :class:`~lightning_vae.protocols.SupportsLogJoint` (one group), see
+    :func:`iw_log_likelihood`. Both draw ``n_samples`` per example in chunks of at most ``chunk_size`` pairs.
 
     Raises:
         TypeError: If ``model`` has no ``encode`` or ``log_joint`` (the message names what it lacks).
@@ -95,6 +109,10 @@ def iw_nll(model: Any, x: Tensor, n_samples: int = 5000, chunk_size: int = 10000
         >>> iw_nll(Model(), torch.zeros(3, 1), n_samples=4).abs().max().item() < 1e-6
         True
     """
+    check_int("n_samples", n_samples, low=1)
+    check_int("chunk_size", chunk_size, low=1)
+    if callable(getattr(model, "log_weights", None)):  # the full joint of every latent group
+        return -_accumulate(lambda s: model.log_weights(x, s), x.shape[0], n_samples, chunk_size)
     require(model, SupportsLogJoint, "iw_nll")
     with torch.no_grad():
         posterior = model.encode(x)

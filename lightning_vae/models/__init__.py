@@ -1,10 +1,23 @@
 """Latent-variable models: plain ``nn.Module``s with one inference path and one generative path.
 
 :class:`LatentVariableModel` is the interface the training module, the objective, the metrics and the views use;
-:class:`VAEModel` is the single-group model that ``VAE(encoder, decoder)`` builds.
+:class:`VAEModel` is the single-group model that ``VAE(encoder, decoder)`` builds; :class:`StackedVAEModel`
+(Burda et al. 2015) and :class:`LadderVAEModel` (Sønderby et al. 2016) are hierarchical models with one latent
+group per layer.
 """
 
 from lightning_vae.models.base import Generative, Inference, LatentVariableModel, ModelOutput
+from lightning_vae.models.hierarchical import HierarchicalModel, StackedVAEModel
+from lightning_vae.models.ladder import LadderVAEModel
 from lightning_vae.models.vae import VAEModel
 
-__all__ = ["Generative", "Inference", "LatentVariableModel", "ModelOutput", "VAEModel"]
+__all__ = [
+    "Generative",
+    "HierarchicalModel",
+    "Inference",
+    "LadderVAEModel",
+    "LatentVariableModel",
+    "ModelOutput",
+    "StackedVAEModel",
+    "VAEModel",
+]

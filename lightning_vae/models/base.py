@@ -110,6 +110,20 @@ class LatentVariableModel(nn.Module, ABC):
             log_p = log_p + prior.log_prob(groups[name].float()).float()
         return log_p
 
+    def log_weights(self, x: Tensor, n_samples: int) -> Tensor:
+        """Importance log-weights ``log p(x, z) - log q(z | x)`` over every group, ``(n_samples, B)``.
+
+        Each group is drawn from its posterior (given the samples it depends on) and scored by its own log-density;
+        ``logsumexp`` over the samples minus ``log n_samples`` is the IWAE estimate of ``log p(x)``.
+        """
+        inference = self.inference(x, n_samples)
+        out = self.generative(inference.z, x)
+        log_w = self.likelihood.log_prob(x, out.params)
+        for name, q in inference.posteriors.items():
+            z = inference.z[name]
+            log_w = log_w + out.priors[name].log_prob(z).float() - q.log_prob(z).float()
+        return log_w
+
     def encode(self, x: Tensor) -> Distribution:
         """``q(z|x)`` of the first group (the only group of a single-group model)."""
         return self.inference(x, 1).posteriors[self.group_names[0]]

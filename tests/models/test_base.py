@@ -95,7 +95,7 @@ def test_a_two_group_model_trains_under_vae_and_logs_each_groups_kl(tmp_path) ->
                       callbacks=[Keep()])  # fmt: skip
     trainer.fit(vae, TensorDataModule(x, val=x, batch_size=8))
     logged = trainer.logged_metrics
-    assert {"train/kl_z1", "train/kl_z2", "val/elbo"} <= set(logged)
+    assert {"train/kl/z1", "train/kl/z2", "val/kl/z1", "val/elbo"} <= set(logged)
     assert torch.isfinite(logged["val/elbo"])
     outputs = seen[-1]
     assert set(outputs["groups"]) == {"z2", "z1"} and outputs["groups"]["z1"]["z"].shape == (8, 4)

@@ -1,0 +1,114 @@
+"""Stacked (Burda et al. 2015) and Ladder (Sønderby et al. 2016) models against independent references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
+
+from lightning_vae import VAE
+from lightning_vae.data import TensorDataModule
+from lightning_vae.distributions import DiagonalGaussian
+from lightning_vae.models import LadderVAEModel, StackedVAEModel
+from lightning_vae.models.ladder import precision_weighted
+from lightning_vae.objective import elbo_groups
+
+SHAPE = (1, 6, 6)
+
+
+def _models() -> dict:
+    torch.manual_seed(0)
+    return {
+        "stacked": StackedVAEModel(SHAPE, latent_sizes=(5, 3, 2), hidden_sizes=((16,), (8,), (8,))),
+        "ladder": LadderVAEModel(SHAPE, latent_sizes=(5, 3, 2), hidden_sizes=((16,), (8,), (8,))),
+    }
+
+
+def _normal(d: DiagonalGaussian) -> Independent:
+    return Independent(Normal(d.loc.double(), (0.5 * d.log_var.double()).exp()), 1)
+
+
+@pytest.mark.parametrize("name", ["stacked", "ladder"])
+def test_log_joint_and_kl_of_every_layer_match_torch_distributions(name: str) -> None:
+    model = _models()[name]
+    x = torch.rand(4, *SHAPE).round()
+    inference, generative = model(x, n_samples=3)
+    z = inference.z
+    reference = Independent(Bernoulli(logits=generative.params.double()), 3).log_prob(x.double())
+    reference = reference + Independent(Normal(torch.zeros(2).double(), torch.ones(2).double()), 1).log_prob(
+        z["z3"].double()
+    )
+    for i, above in ((2, "z3"), (1, "z2")):
+        loc, log_var = model.top_down[i - 1](z[above])
+        prior = DiagonalGaussian(loc, log_var)
+        reference = reference + _normal(prior).log_prob(z[f"z{i}"].double())
+    torch.testing.assert_close(model.log_joint(x, z).double(), reference, rtol=1e-5, atol=1e-4)
+    terms = elbo_groups(x, inference.posteriors, z, generative.params, model.likelihood, generative.priors)
+    assert terms.kl_groups is not None and list(terms.kl_groups) == ["z3", "z2", "z1"]
+    for group in model.group_names:
+        kl = kl_divergence(_normal(inference.posteriors[group]), _normal(generative.priors[group]))
+        torch.testing.assert_close(terms.kl_groups[group].double(), kl.mean(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["stacked", "ladder"])
+def test_the_iwae_bound_is_above_the_elbo_and_grows_with_k(name: str) -> None:
+    model = _models()[name]
+    x = torch.rand(64, *SHAPE).round()
+    bounds = {}
+    with torch.no_grad():
+        for k in (1, 5, 50):
+            values = []
+            for seed in range(4):
+                torch.manual_seed(seed)
+                inference, generative = model(x, n_samples=k)
+                terms = elbo_groups(x, inference.posteriors, inference.z, generative.params, model.likelihood,
+                                    generative.priors)  # fmt: skip
+                values.append(float(terms.elbo if k == 1 else terms.iwae))
+            bounds[k] = sum(values) / len(values)
+    assert bounds[1] < bounds[5] < bounds[50], bounds
+
+
+def test_ladder_posteriors_merge_the_evidence_with_the_generative_prior() -> None:
+    model = _models()["ladder"]
+    x = torch.rand(4, *SHAPE).round()
+    inference, generative = model(x, n_samples=2)
+    evidence = model._evidence(x)
+    for i in (2, 1):
+        prior = generative.priors[f"z{i}"]  # from the generative network, given the same sample above
+        loc, log_var = evidence[i - 1]
+        # Product of two Gaussians, in float64 from precisions.
+        p_a, p_b = (-log_var.double()).exp(), (-prior.log_var.double()).exp()
+        var = 1 / (p_a + p_b)
+        mean = (loc.double() * p_a + prior.loc.double() * p_b) * var
+        q = inference.posteriors[f"z{i}"]
+        torch.testing.assert_close(q.loc.double(), mean, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(q.log_var.double(), var.log(), rtol=1e-4, atol=1e-4)
+
+
+def test_precision_weighting_stays_finite_at_extreme_scales() -> None:
+    loc, log_var = precision_weighted(torch.tensor([1.0]), torch.tensor([-80.0]), torch.tensor([5.0]),
+                                      torch.tensor([80.0]))  # fmt: skip
+    assert loc.item() == pytest.approx(1.0) and log_var.item() == pytest.approx(-80.0)
+
+
+@pytest.mark.parametrize("name", ["stacked", "ladder"])
+def test_a_hierarchical_model_trains_under_vae_and_reloads_from_its_checkpoint(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    vae = VAE(model=_models()[name], n_eval_samples=4)
+    x = torch.rand(16, *SHAPE).round()
+    trainer = Trainer(max_epochs=2, log_every_n_steps=1, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, enable_checkpointing=False, accelerator="cpu")  # fmt: skip
+    trainer.fit(vae, TensorDataModule(x, val=x, batch_size=8))
+    logged = trainer.logged_metrics
+    assert {"train/kl/z1", "train/kl/z3", "val/kl/z2", "val/nll_iw"} <= set(logged), sorted(logged)
+    assert all(torch.isfinite(v) for v in logged.values())
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = VAE.load_from_checkpoint(path)  # the model recorded its arguments: nothing to pass again
+    assert type(loaded.model) is type(vae.model)
+    for key, value in vae.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    assert loaded.sample(3).shape == (3, *SHAPE)
