@@ -159,6 +159,8 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
         self._shapes_fixed = False
         #: Whether the training step takes the diagonal-Gaussian fast path (decided at the first step).
         self._fast: bool | None = None
+        #: Annealing protocol: weights of chosen latent groups' KL in place of `beta` (e.g. {"z2": 0.1}).
+        self.group_betas: dict[str, float] = {}
         frame = inspect.currentframe()
         save_hparams(self, frame, {**given, "model": model}, {"optimizer": optimizer, "lr_scheduler": lr_scheduler})
 
@@ -291,7 +293,7 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
         inference, generative = out.groups
         terms = elbo_groups(
             x, inference.posteriors, inference.z, params, self.model.likelihood, generative.priors,
-            **self._settings(report),
+            group_betas=self.group_betas or None, **self._settings(report),
         )  # fmt: skip
         return terms, out
 
@@ -329,7 +331,7 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
             model = self.model
             self._fast = type(model) is VAEModel and type(model.prior) is StandardNormalPrior
             self._fast = self._fast and not model.autoregressive
-        if not self._fast or self.n_samples != 1:
+        if not self._fast or self.n_samples != 1 or self.group_betas:
             return self.compute_terms(x, where=where, report=report)[0]
         model = cast(VAEModel, self.model)
         due = self.data_check(model.likelihood, x, self.guard.policy, where)
@@ -343,8 +345,8 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
             z = q.rsample((1,))
             params = model.decode(z, x)
             model.likelihood.check_params(x, params, sample_dims=1)
-            return elbo_groups(x, {"z": q}, {"z": z}, params, model.likelihood, {"z": model.prior_distribution()},
-                               **self._settings(report))  # fmt: skip
+            priors = {"z": model.prior_distribution()}
+            return elbo_groups(x, {"z": q}, {"z": z}, params, model.likelihood, priors, **self._settings(report))
         loc, log_var = encoded
         if due and (loc.shape != log_var.shape or loc.dim() < 1):
             as_posterior(encoded)  # raises the posterior's own error

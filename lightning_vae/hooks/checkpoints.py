@@ -21,6 +21,7 @@ class CheckpointHooks(LightningModule):
     _beta: float
     free_bits: float
     capacity: float | None
+    group_betas: dict[str, float]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to write non-finite weights; record the sizes and annealed values a reloaded model needs."""
@@ -33,6 +34,7 @@ class CheckpointHooks(LightningModule):
             "beta": self.beta,
             "free_bits": self.free_bits,
             "capacity": self.capacity,
+            "group_betas": dict(getattr(self, "group_betas", {})),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -47,6 +49,7 @@ class CheckpointHooks(LightningModule):
             self._beta = float(state["beta"])
             self.free_bits = float(state["free_bits"])
             self.capacity = None if state["capacity"] is None else float(state["capacity"])
+            self.group_betas = {str(k): float(v) for k, v in (state.get("group_betas") or {}).items()}
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]

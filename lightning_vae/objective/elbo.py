@@ -78,6 +78,7 @@ def elbo_groups(
     capacity: float | None = None,
     capacity_gamma: float = 1000.0,
     report: bool = True,
+    group_betas: Mapping[str, float] | None = None,
 ) -> ELBOTerms:
     """Evaluate the objective on one batch of a model with named latent groups.
 
@@ -103,10 +104,13 @@ def elbo_groups(
         capacity_gamma: γ of the capacity form.
         report: Compute the reported values (the ELBO, the KL per dimension and per group, the IWAE bound);
             ``False`` leaves them ``None`` and computes the loss alone (same loss, same gradients).
+        group_betas: Weights of chosen groups' KL in place of ``beta`` (annealing one group); the loss is then
+            ``recon + Σ_g β_g · KL_g`` (after per-group free bits with ``free_bits_mode="latent_group"``).
 
     Raises:
-        ValueError: For β < 0, negative free bits, samples of the wrong rank or disagreeing sample counts, or
-            free bits / capacity combined with k > 1.
+        ValueError: For β < 0, negative free bits, samples of the wrong rank or disagreeing sample counts,
+            free bits / capacity combined with k > 1, an unknown group in ``group_betas``, or ``group_betas``
+            with the capacity objective, importance samples or a free-bits mode other than ``"latent_group"``.
     """
     names = list(posteriors)
     for name in names:
@@ -131,7 +135,11 @@ def elbo_groups(
                 (priors[n].log_prob(zf[n]).float() - posteriors[n].log_prob(zf[n]).float() for n in names),
                 torch.zeros((), device=nll.device),
             )
-        terms = _assemble(nll, kl, elementwise, log_ratio, k, settings, report)
+        group_kls = [part[0] for part in parts.values()]
+        if group_betas:
+            terms = _weighted_groups(nll, kl, elementwise, names, group_kls, k, settings, report, group_betas)
+        else:
+            terms = _assemble(nll, kl, elementwise, log_ratio, k, settings, report, group_kls)
         if report and len(names) > 1:
             with torch.no_grad():
                 groups = {n: p[0].mean() for n, p in parts.items()}
@@ -201,6 +209,7 @@ def _assemble(
     k: int,
     settings: tuple[Any, ...],
     report: bool,
+    group_kls: list[Tensor] | None = None,
 ) -> ELBOTerms:
     """The loss and the reported values from ``-log p(x|z)`` ``(k, B)`` or ``(B,)`` and the KL of each example."""
     beta, free_bits, free_bits_mode, free_bits_groups, capacity, capacity_gamma = settings
@@ -225,7 +234,7 @@ def _assemble(
         if free_bits == 0:
             penalty = kl_mean
         else:
-            penalty = free_bits_penalty(kl, elementwise, free_bits, free_bits_mode, free_bits_groups)
+            penalty = free_bits_penalty(kl, elementwise, free_bits, free_bits_mode, free_bits_groups, group_kls)
         loss = recon + penalty if beta == 1.0 else recon + beta * penalty
     elbo_value = iwae = per_dim = None
     if report:  # reported values stay out of the autograd graph: read, never differentiated
@@ -248,6 +257,36 @@ def _assemble(
         log_weights=log_weights,
         kl_elementwise=elementwise,
     )
+
+
+def _weighted_groups(
+    nll: Tensor,
+    kl: Tensor,
+    elementwise: Tensor | None,
+    names: list[str],
+    group_kls: list[Tensor],
+    k: int,
+    settings: tuple[Any, ...],
+    report: bool,
+    group_betas: Mapping[str, float],
+) -> ELBOTerms:
+    """``recon + Σ_g β_g · KL_g`` with ``β_g`` from ``group_betas`` (else β), after per-group free bits."""
+    beta, free_bits, free_bits_mode, _, capacity, _ = settings
+    unknown = sorted(set(group_betas) - set(names))
+    if unknown:
+        raise ValueError(f"Expected `group_betas` to name latent groups of the model {names}, got {unknown}")
+    if k > 1 or capacity is not None or (free_bits > 0 and free_bits_mode != "latent_group"):
+        raise ValueError(
+            "Expected per-group KL weights with the single-sample β-ELBO (free bits only with "
+            f"free_bits_mode='latent_group'), got n_samples={k}, capacity={capacity}, free_bits_mode={free_bits_mode!r}"
+        )
+    if any(b < 0 for b in group_betas.values()):
+        raise ValueError(f"Expected `group_betas` to be >= 0, got {dict(group_betas)}")
+    penalties = [g.mean() if free_bits == 0 else g.mean().clamp(min=free_bits) for g in group_kls]
+    weighted = sum((group_betas.get(n, beta) * p for n, p in zip(names, penalties)), torch.zeros((), device=nll.device))
+    terms = _assemble(nll, kl, elementwise, None, k, (1.0, 0.0, "total", 1, None, 1000.0), report)
+    penalty = torch.stack(penalties).sum()
+    return terms._replace(loss=terms.recon + weighted, kl_penalty=penalty)
 
 
 def _concat_elementwise(parts: list[Tensor | None]) -> Tensor | None:

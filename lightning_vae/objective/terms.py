@@ -7,19 +7,21 @@ each latent dimension (or group, or the total) is averaged over the batch *befor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
+from lightning_vae.distributions.full_covariance import FullCovarianceGaussian, full_covariance_kl
 from lightning_vae.distributions.posteriors import DiagonalGaussian
 from lightning_vae.distributions.priors import is_standard_normal
 from lightning_vae.functional.kl import gaussian_kl, kl_per_dim
 from lightning_vae.functional.math import log_mean_exp
 
-FreeBitsMode = Literal["dim", "group", "total"]
+FreeBitsMode = Literal["dim", "group", "total", "latent_group"]
 
 
 class ELBOTerms(NamedTuple):
@@ -85,15 +87,20 @@ def _normal_params(d: Distribution) -> tuple[Tensor, Tensor] | None:
 def kl_terms(posterior: Distribution, prior: Distribution, z: Tensor) -> tuple[Tensor, Tensor | None]:
     """KL of each example and, where the KL factorises, of each element.
 
-    Closed form when posterior and prior are both diagonal Gaussians; otherwise the Monte Carlo
-    estimate ``log q(z|x) - log p(z)`` on the samples ``z`` (shape ``(S, B, D)``).
+    Closed form when posterior and prior are both diagonal Gaussians, or the posterior is a
+    full-covariance Gaussian and the prior a diagonal one (no elementwise form: it does not factorise);
+    otherwise the Monte Carlo estimate ``log q(z|x) - log p(z)`` on the samples ``z`` (shape ``(S, B, D)``).
 
     Returns:
         ``(kl, elementwise)``: ``kl`` of shape ``(B,)`` (closed form) or ``(S, B)`` (Monte Carlo),
         and the elementwise KL of shape ``(B, D)`` or ``None``.
     """
-    q_params = _normal_params(posterior)
     p_params = _normal_params(prior)
+    if isinstance(posterior, FullCovarianceGaussian) and p_params is not None:
+        if is_standard_normal(prior):
+            return full_covariance_kl(posterior).float(), None
+        return full_covariance_kl(posterior, p_params[0], p_params[1]).float(), None
+    q_params = _normal_params(posterior)
     if q_params is not None and p_params is not None:
         if is_standard_normal(prior):
             elementwise = gaussian_kl(q_params[0], q_params[1])
@@ -109,12 +116,15 @@ def free_bits_penalty(
     free_bits: float,
     mode: FreeBitsMode = "dim",
     groups: int = 1,
+    group_kls: Sequence[Tensor] | None = None,
 ) -> Tensor:
     """The KL term after free bits (Kingma et al. 2016), in nats per example.
 
     ``dim``: ``sum_d max(λ, mean_batch KL_d)``; ``group``: the same over ``groups`` equal groups
-    of dimensions; ``total``: ``max(λ, mean_batch KL)``. With ``free_bits = 0`` it is the mean KL.
-    Dimensions (groups) under λ contribute a constant, so they receive no gradient.
+    of dimensions; ``total``: ``max(λ, mean_batch KL)``; ``latent_group``: ``sum_g max(λ, mean_batch KL_g)``
+    over the model's latent groups (``group_kls``, the KL of each example in each group; one group: ``total``).
+    With ``free_bits = 0`` it is the mean KL. Dimensions (groups) under λ contribute a constant, so they
+    receive no gradient.
 
     Raises:
         ValueError: For an unknown mode, a bad group count, or a per-dimension mode when the KL
@@ -124,10 +134,13 @@ def free_bits_penalty(
         raise ValueError(f"Expected `free_bits` to be >= 0 nats, got {free_bits}")
     if free_bits == 0:
         return kl.mean()
-    if mode == "total":
+    if mode == "total" or (mode == "latent_group" and group_kls is None):
         return kl.mean().clamp(min=free_bits)
+    if mode == "latent_group":
+        assert group_kls is not None
+        return torch.stack([g.mean().clamp(min=free_bits) for g in group_kls]).sum()
     if mode not in ("dim", "group"):
-        raise ValueError(f"Expected `free_bits_mode` to be one of ('dim', 'group', 'total'), got {mode!r}")
+        raise ValueError(f"Expected `free_bits_mode` to be one of {get_args(FreeBitsMode)}, got {mode!r}")
     if elementwise is None:
         raise ValueError(
             f"free_bits_mode={mode!r} needs a KL that factorises over latent dimensions (a diagonal Gaussian "

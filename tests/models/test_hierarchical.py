@@ -112,3 +112,37 @@ def test_a_hierarchical_model_trains_under_vae_and_reloads_from_its_checkpoint(n
     for key, value in vae.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
     assert loaded.sample(3).shape == (3, *SHAPE)
+
+
+def test_free_bits_per_latent_group_and_per_group_kl_weights() -> None:
+    model = _models()["stacked"]
+    x = torch.rand(8, *SHAPE).round()
+    torch.manual_seed(3)
+    inference, generative = model(x)
+    args = (x, inference.posteriors, inference.z, generative.params, model.likelihood, generative.priors)
+    plain = elbo_groups(*args)
+    assert plain.kl_groups is not None
+    kls = {g: v.item() for g, v in plain.kl_groups.items()}
+    lam = sorted(kls.values())[1]  # above the smallest group's KL, below the largest
+    clamped = elbo_groups(*args, free_bits=lam, free_bits_mode="latent_group")
+    expected = plain.recon.item() + sum(max(lam, v) for v in kls.values())
+    assert clamped.loss.item() == pytest.approx(expected, rel=1e-5)
+    weighted = elbo_groups(*args, beta=0.5, group_betas={"z3": 0.0, "z1": 2.0})
+    expected = plain.recon.item() + 0.0 * kls["z3"] + 0.5 * kls["z2"] + 2.0 * kls["z1"]
+    assert weighted.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert weighted.elbo is not None and weighted.elbo.item() == pytest.approx(plain.elbo.item())  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="latent groups of the model"):
+        elbo_groups(*args, group_betas={"z9": 1.0})
+    with pytest.raises(ValueError, match="free_bits_mode='latent_group'"):
+        elbo_groups(*args, free_bits=0.1, free_bits_mode="dim", group_betas={"z1": 1.0})
+
+
+def test_group_kl_weights_train_and_survive_a_checkpoint(tmp_path: Path) -> None:
+    vae = VAE(model=_models()["ladder"], free_bits=0.05, free_bits_mode="latent_group")
+    vae.group_betas = {"z3": 0.2}
+    x = torch.rand(16, *SHAPE).round()
+    trainer = Trainer(max_steps=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False, accelerator="cpu")  # fmt: skip
+    trainer.fit(vae, TensorDataModule(x, batch_size=8))
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    assert VAE.load_from_checkpoint(tmp_path / "last.ckpt").group_betas == {"z3": 0.2}
