@@ -43,7 +43,7 @@ GUARDED = [
     ),
     # the aggressive training's own gradient scaler, device-generic (torch 2.3)
     Guarded("torch.amp.GradScaler(device)", (2, 3), "torch.amp.GradScaler(", lambda: hasattr(torch.amp, "GradScaler")),
-    # export.py asks for the TorchScript-based ONNX exporter by name (the `dynamo` argument: torch 2.5)
+    # export/write.py asks for the TorchScript-based ONNX exporter by name (the `dynamo` argument: torch 2.5)
     Guarded(
         "torch.onnx.export(..., dynamo=False)",
         (2, 5),
