@@ -24,7 +24,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import torch
 import yaml
@@ -32,12 +32,17 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from torch import Tensor
 
 from lightning_vae.building import resolve_class
+from lightning_vae.checks import check_choice, choices
 from lightning_vae.export import FORMATS, PARTS, ExportError, check_export, export_model
 from lightning_vae.runs import checkpoint_data_config
-from lightning_vae.viz import make_grid, prior_samples, reconstruction_rows, to_display, write_png
+from lightning_vae.utilities import batch_data
+from lightning_vae.viz import image_grid, prior_samples, reconstruction_rows, write_png
 
 #: The subcommands this module adds to ``lightning-vae``.
 COMMANDS = ("sample", "reconstruct", "export")
+#: The splits ``reconstruct`` reads examples from, and the stage that sets each up.
+Split = Literal["train", "val", "test", "predict"]
+_STAGES: dict[str, str] = {"train": "fit", "val": "validate", "test": "test", "predict": "predict"}
 #: ``export`` fails when an exported graph differs from PyTorch by more than this (float32 graphs differ by ~1e-7).
 EXPORT_TOLERANCE = 1e-4
 
@@ -112,16 +117,17 @@ def load_datamodule(
     )
 
 
-def first_examples(datamodule: LightningDataModule, split: str, n: int, model: Any) -> Tensor:
-    """The first ``n`` examples of a split (``train``, ``val``, ``test`` or ``predict``) of ``datamodule``."""
-    stages = {"train": "fit", "val": "validate", "test": "test", "predict": "predict"}
-    if split not in stages:
-        raise ValueError(f"Expected `split` to be one of {tuple(stages)}, got {split!r}")
-    datamodule.setup(stages[split])
+def first_examples(datamodule: LightningDataModule, split: Split, n: int, model: Any) -> Tensor:
+    """The first ``n`` examples of a split (``train``, ``val``, ``test`` or ``predict``) of ``datamodule``.
+
+    Raises:
+        ValueError: For an unknown split, or an empty one.
+    """
+    datamodule.setup(_STAGES[check_choice("split", split, Split)])
     loader = getattr(datamodule, f"{split}_dataloader")()
     parts, have = [], 0
     for batch in loader:
-        x = model.unpack_batch(batch)
+        x = batch_data(model, batch)
         parts.append(x[: n - have])
         have += parts[-1].shape[0]
         if have >= n:
@@ -185,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a DataModule argument, e.g. --data_arg data_dir=/data/mnist (repeatable)",
     )
-    recon.add_argument("--split", default="val", choices=("train", "val", "test", "predict"), help="which split")
+    recon.add_argument("--split", default="val", choices=choices(Split), help="which split")
     recon.add_argument("--n", type=int, default=16, help="number of examples")
     recon.add_argument("--output", default="reconstructions.png", help="PNG file to write")
 
@@ -275,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     except ValueError as err:
         _fail(args.command, err)
     low, high = args.value_range
-    grid = make_grid(to_display(images, (low, high)), nrow=args.nrow)
+    grid = image_grid(images, args.nrow, (low, high))
     path = write_png(args.output, grid)
     print(
         f"lightning-vae {args.command}: wrote a {grid.shape[2]}x{grid.shape[1]} grid of {images.shape[0]} images "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,22 +12,13 @@ from torch import Tensor
 from torch.distributions import Distribution
 from typing_extensions import override
 
+from lightning_vae.checks import check_float, check_int
 from lightning_vae.functional.collapse import ACTIVITY_THRESHOLD, KL_THRESHOLD, count_collapsed, kl_to_standard_normal
-from lightning_vae.functional.nll import SupportsLogJoint
-from lightning_vae.metrics.collapse import KLPerDimension, MutualInformation, PosteriorMeanVariance
+from lightning_vae.metrics.collapse import ActiveUnits, KLPerDimension, MutualInformation
 from lightning_vae.metrics.nll import ImportanceWeightedNLL
+from lightning_vae.protocols import SupportsLogJoint, require
 from lightning_vae.utilities import batch_data
-from lightning_vae.viz import ViewWriter
-from lightning_vae.viz.colors import colorize, kl_heatmap
-
-
-def _check_number(name: str, value: Any, *, integer: bool = False, low: float = 0.0, strict: bool = False) -> Any:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
-        raise TypeError(f"Expected `{name}` to be {'an int' if integer else 'a finite number'}, got {value!r}")
-    if value < low or (strict and value == low):
-        raise ValueError(f"Expected `{name}` to be {'>' if strict else '>='} {low:g}, got {value!r}")
-    return value
+from lightning_vae.viz import ViewWriter, colorize, kl_heatmap, kl_heatmap_caption
 
 
 class PosteriorCollapseMonitor(Callback):
@@ -79,8 +69,10 @@ class PosteriorCollapseMonitor(Callback):
         log_images: Log the KL per dimension and the heat map (to every logger, as above).
 
     Raises:
-        ValueError: For negative thresholds or a non-positive ``patience``.
-        TypeError: For arguments of the wrong type.
+        ValueError: For negative or non-finite thresholds, negative counts or a ``patience`` below 1.
+        TypeError: For arguments of the wrong type; at the start of a validation or test run with
+            ``iw_samples > 0``, for a module without ``encode`` and ``log_joint``
+            (:class:`~lightning_vae.protocols.SupportsLogJoint`).
 
     Example::
 
@@ -102,19 +94,19 @@ class PosteriorCollapseMonitor(Callback):
         log_images: bool = True,
     ) -> None:
         super().__init__()
-        self.activity_threshold = float(_check_number("activity_threshold", activity_threshold))
-        self.kl_threshold = float(_check_number("kl_threshold", kl_threshold))
-        self.min_active_units = _check_number("min_active_units", min_active_units, integer=True)
-        self.min_mutual_info = float(_check_number("min_mutual_info", min_mutual_info, low=-math.inf))
-        self.patience = _check_number("patience", patience, integer=True, strict=True)
-        self.iw_samples = _check_number("iw_samples", iw_samples, integer=True)
-        self.iw_chunk_size = _check_number("iw_chunk_size", iw_chunk_size, integer=True, strict=True)
+        self.activity_threshold = check_float("activity_threshold", activity_threshold, low=0.0)
+        self.kl_threshold = check_float("kl_threshold", kl_threshold, low=0.0)
+        self.min_active_units = check_int("min_active_units", min_active_units, low=0)
+        self.min_mutual_info = check_float("min_mutual_info", min_mutual_info)
+        self.patience = check_int("patience", patience, low=1)
+        self.iw_samples = check_int("iw_samples", iw_samples, low=0)
+        self.iw_chunk_size = check_int("iw_chunk_size", iw_chunk_size, low=1)
         self.stop_on_collapse = bool(stop_on_collapse)
         self.log_images = bool(log_images)
         self._out = ViewWriter("PosteriorCollapseMonitor")
 
         self.kl_per_dim = KLPerDimension()
-        self.mean_variance = PosteriorMeanVariance()
+        self.active_units = ActiveUnits(threshold=self.activity_threshold)
         self.mutual_info = MutualInformation()
         self.nll = ImportanceWeightedNLL(n_samples=max(self.iw_samples, 1), chunk_size=self.iw_chunk_size)
 
@@ -137,17 +129,14 @@ class PosteriorCollapseMonitor(Callback):
 
     # ------------------------------------------------------------------ collection
     def _metrics(self) -> list[Any]:
-        return [self.kl_per_dim, self.mean_variance, self.mutual_info, self.nll]
+        return [self.kl_per_dim, self.active_units, self.mutual_info, self.nll]
 
     def _start(self, pl_module: LightningModule) -> None:
         for metric in self._metrics():
             metric.reset()
             metric.to(pl_module.device)
-        if self.iw_samples and not isinstance(pl_module, SupportsLogJoint):
-            raise TypeError(
-                f"PosteriorCollapseMonitor(iw_samples={self.iw_samples}) needs a module with `encode(x)` and "
-                f"`log_joint(x, z)`; {type(pl_module).__name__} lacks them (set iw_samples=0)"
-            )
+        if self.iw_samples:
+            require(pl_module, SupportsLogJoint, f"PosteriorCollapseMonitor(iw_samples={self.iw_samples})")
 
     def _update(self, pl_module: LightningModule, outputs: Any, batch: Any, stage: str) -> None:
         if not isinstance(outputs, Mapping) or not isinstance(outputs.get("posterior"), Distribution):
@@ -169,7 +158,7 @@ class PosteriorCollapseMonitor(Callback):
             self.kl_per_dim.update(kl.detach(), batch_size=mean.shape[0])
         else:
             self.kl_per_dim.update(kl_to_standard_normal(mean, variance))
-        self.mean_variance.update(mean)
+        self.active_units.update(mean)
         z = outputs.get("z")
         if isinstance(z, Tensor) and z.dim() == 3:
             z = z[0]
@@ -181,9 +170,8 @@ class PosteriorCollapseMonitor(Callback):
         if not self.kl_per_dim.update_called:
             return None
         kl_per_dim = self.kl_per_dim.compute().float()
-        variance = self.mean_variance.compute()
         values: dict[str, Any] = {
-            "active_units": int((variance > self.activity_threshold).sum()),
+            "active_units": int(self.active_units.compute()),
             "mutual_info": float(self.mutual_info.compute()),
             "collapsed_dims": int(count_collapsed(kl_per_dim, self.kl_threshold)),
             "latent_dim": int(kl_per_dim.numel()),
@@ -282,10 +270,8 @@ class PosteriorCollapseMonitor(Callback):
         if heatmap and self.history:
             image, vmax = kl_heatmap(torch.tensor(self.history))
             caption = (
-                f"Rows: latent dimensions 0 (top) to {kl_per_dim.numel() - 1}; columns: validation checks "
-                f"(steps {self.history_steps[0]} to {self.history_steps[-1]}); colour: log KL per dimension "
-                f"from 0.001 nats or less (dark) to {vmax:.3g} nats (yellow), colour bar on the right, NaN in red; "
-                f"dimensions under {self.kl_threshold:g} nats count as collapsed."
+                kl_heatmap_caption(kl_per_dim.numel(), self.history_steps, vmax)
+                + f"; dimensions under {self.kl_threshold:g} nats count as collapsed."
             )
             self._out.image(trainer, "collapse/kl_per_dim_heatmap", image, trainer.global_step, caption=caption)
 

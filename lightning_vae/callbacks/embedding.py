@@ -1,150 +1,36 @@
 """The latent space in TensorBoard's embedding projector: posterior means, labels or factors, thumbnails.
 
-The projector reads ``projector_config.pbtxt`` in a run's log folder; each entry names a tensor
-file (TSV), a metadata file (TSV) and a sprite (one PNG tiling all thumbnails). This callback
-writes those files itself (the sprite through :func:`~lightning_vae.viz.encode_png`), so no Pillow
-is needed. Without a ``TensorBoardLogger`` the same files go to the run's folder (the ``log_dir`` of a
+The projector's files are written by :func:`~lightning_vae.viz.write_projector_embedding` (no Pillow
+needed). Without a ``TensorBoardLogger`` the same files go to the run's folder (the ``log_dir`` of a
 ``CSVLogger``, or ``default_root_dir`` without a logger), where ``tensorboard --logdir <folder>``
 shows them in the PROJECTOR tab.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_vae.callbacks.image_view import unpack_data
+from lightning_vae.callbacks.batches import LABEL_KEYS, batch_labels, unpack_data
+from lightning_vae.checks import check_int
 from lightning_vae.viz import (
     ViewWriter,
     check_value_range,
-    encode_png,
     find_tensorboard,
     is_image,
     logger_folder,
-    make_grid,
     to_display,
+    write_projector_embedding,
 )
 
-__all__ = ["LatentEmbeddingLogger", "write_projector_embedding"]
-
-#: Dict keys searched for labels in a dict batch, in this order.
-LABEL_KEYS = ("y", "label", "labels", "target", "targets", "factors")
-#: TensorBoard's projector refuses sprites larger than this many pixels per side.
-MAX_SPRITE_SIDE = 8192
-
-
-def _labels(batch: Any) -> Tensor | None:
-    if isinstance(batch, (tuple, list)) and len(batch) > 1 and isinstance(batch[1], Tensor):
-        return batch[1]
-    if isinstance(batch, Mapping):
-        for key in LABEL_KEYS:
-            if isinstance(batch.get(key), Tensor):
-                return batch[key]
-    return None
-
-
-def _format(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
-
-
-def write_projector_embedding(
-    log_dir: str | os.PathLike,
-    tag: str,
-    step: int,
-    vectors: Tensor,
-    metadata: Tensor | None = None,
-    metadata_header: Sequence[str] | None = None,
-    thumbnails: Tensor | None = None,
-) -> str:
-    """Write one embedding for the projector under ``log_dir/<step>/<tag>/`` and register it; return that folder.
-
-    Args:
-        log_dir: The run's TensorBoard folder.
-        tag: Name of the embedding (its tensor shows as ``<tag>:<step>``).
-        step: Global step the embedding belongs to.
-        vectors: The points ``(N, D)``.
-        metadata: One label ``(N,)`` or several columns ``(N, K)`` per point.
-        metadata_header: Column names for ``(N, K)`` metadata (default ``factor_0``, ...).
-        thumbnails: Images ``(N, C, H, W)`` in [0, 1] tiled into the sprite.
-
-    Raises:
-        ValueError: If the shapes disagree, or a header does not match the metadata columns.
-    """
-    from google.protobuf import text_format
-    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
-
-    if vectors.dim() != 2:
-        raise ValueError(f"Expected `vectors` of shape (N, D), got {tuple(vectors.shape)}")
-    n = vectors.shape[0]
-    folder = os.path.join(f"{step:05d}", re.sub(r"[^\w.-]+", "_", tag))
-    target = os.path.join(log_dir, folder)
-    os.makedirs(target, exist_ok=True)
-    np.savetxt(os.path.join(target, "tensors.tsv"), vectors.detach().double().cpu().numpy(), delimiter="\t", fmt="%.6g")
-
-    config = ProjectorConfig()
-    config_path = os.path.join(log_dir, "projector_config.pbtxt")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            text_format.Parse(f.read(), config)
-    name = f"{tag}:{step:05d}"
-    kept = [e for e in config.embeddings if e.tensor_name != name]
-    del config.embeddings[:]
-    config.embeddings.extend(kept)
-    entry = config.embeddings.add()
-    entry.tensor_name = name
-    entry.tensor_path = f"{folder}/tensors.tsv".replace(os.sep, "/")
-
-    if metadata is not None:
-        meta = metadata.detach().cpu().double()
-        if meta.shape[0] != n or meta.dim() not in (1, 2):
-            raise ValueError(f"Expected `metadata` of shape ({n},) or ({n}, K), got {tuple(meta.shape)}")
-        lines = []
-        if meta.dim() == 2 and meta.shape[1] > 1:
-            header = (
-                list(metadata_header) if metadata_header is not None else [f"factor_{i}" for i in range(meta.shape[1])]
-            )
-            if len(header) != meta.shape[1]:
-                raise ValueError(f"Expected `metadata_header` with {meta.shape[1]} names, got {list(header)}")
-            lines.append("\t".join(header))
-        for row in meta.reshape(n, -1).tolist():
-            lines.append("\t".join(_format(v) for v in row))
-        with open(os.path.join(target, "metadata.tsv"), "w") as f:
-            f.write("\n".join(lines) + "\n")
-        entry.metadata_path = f"{folder}/metadata.tsv".replace(os.sep, "/")
-
-    if thumbnails is not None:
-        if thumbnails.dim() != 4 or thumbnails.shape[0] != n:
-            raise ValueError(f"Expected `thumbnails` of shape ({n}, C, H, W), got {tuple(thumbnails.shape)}")
-        side = math.ceil(math.sqrt(n))
-        h, w = thumbnails.shape[2:]
-        if side * max(h, w) > MAX_SPRITE_SIDE:
-            raise ValueError(
-                f"A sprite of {n} thumbnails of {h}x{w} would be {side * w}x{side * h} pixels; the projector takes "
-                f"at most "
-                f"{MAX_SPRITE_SIDE}x{MAX_SPRITE_SIDE} (log fewer points or smaller thumbnails)"
-            )
-        # A square of side x side cells, row by row, as the projector's sprite format describes.
-        cells = torch.zeros(side * side, *thumbnails.shape[1:])
-        cells[:n] = thumbnails.float().cpu()
-        sprite = make_grid(cells, nrow=side, padding=0)
-        with open(os.path.join(target, "sprite.png"), "wb") as f:
-            f.write(encode_png(sprite))
-        entry.sprite.image_path = f"{folder}/sprite.png".replace(os.sep, "/")
-        entry.sprite.single_image_dim.extend([w, h])
-
-    with open(config_path, "w") as f:
-        f.write(text_format.MessageToString(config))
-    return target
+# write_projector_embedding (viz/projector.py) and LABEL_KEYS (batches.py) stay importable from here.
+__all__ = ["LABEL_KEYS", "LatentEmbeddingLogger", "write_projector_embedding"]
 
 
 class LatentEmbeddingLogger(Callback):
@@ -166,7 +52,8 @@ class LatentEmbeddingLogger(Callback):
         tag: Name of the embedding.
 
     Raises:
-        ValueError: For a non-positive count or frequency.
+        ValueError: For a count or frequency below 1, or a bad ``value_range``.
+        TypeError: For a count or frequency that is not an int.
 
     Example::
 
@@ -184,13 +71,8 @@ class LatentEmbeddingLogger(Callback):
         tag: str = "latent/posterior_mean",
     ) -> None:
         super().__init__()
-        if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples <= 0:
-            raise ValueError(f"Expected `n_examples` to be a positive int, got {n_examples!r}")
-        if every_n_epochs is not None and (
-            isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs <= 0
-        ):
-            raise ValueError(f"Expected `every_n_epochs` to be a positive int or None, got {every_n_epochs!r}")
-        self.n_examples, self.every_n_epochs = n_examples, every_n_epochs
+        self.n_examples = check_int("n_examples", n_examples, low=1)
+        self.every_n_epochs = None if every_n_epochs is None else check_int("every_n_epochs", every_n_epochs, low=1)
         self.metadata_header = None if metadata_header is None else [str(h) for h in metadata_header]
         self.thumbnails = bool(thumbnails)
         self.value_range = check_value_range(value_range)
@@ -232,13 +114,13 @@ class LatentEmbeddingLogger(Callback):
         if need <= 0:
             return
         x = unpack_data(pl_module, batch)
-        if not isinstance(x, Tensor):
+        if x is None:
             return
         posterior = outputs.get("posterior") if isinstance(outputs, Mapping) else None
         with torch.no_grad():
             means = (posterior if posterior is not None else pl_module.encode(x)).mean  # type: ignore[operator]
         self._means.append(means[:need].detach().float().cpu())
-        labels = _labels(batch)
+        labels = batch_labels(batch)
         if labels is not None:
             self._labels.append(labels[:need].detach().cpu())
         if self.thumbnails and is_image(tuple(x.shape[1:])):

@@ -12,6 +12,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lightning_vae.checkpoint_io import AtomicCheckpointIO
+from lightning_vae.checks import check_int
 from lightning_vae.data.common import batch_key
 
 
@@ -34,6 +35,9 @@ class ExactResume(Callback):
     Args:
         seed: Base seed; ``None`` takes the seed given to ``seed_everything`` (``PL_GLOBAL_SEED``), else 0.
 
+    Raises:
+        TypeError: For a seed that is not an int or ``None``.
+
     Example::
 
         >>> from lightning.pytorch import Trainer
@@ -41,9 +45,7 @@ class ExactResume(Callback):
     """
 
     def __init__(self, seed: int | None = None) -> None:
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"Expected `seed` to be an int or None, got {type(seed).__name__}")
-        self.seed = seed
+        self.seed = None if seed is None else check_int("seed", seed)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.seed is None:

@@ -19,22 +19,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_vae.viz import ViewWriter, check_value_range, is_image, make_grid, to_display
+from lightning_vae.callbacks.batches import unpack_data
+from lightning_vae.checks import check_int, check_type
+from lightning_vae.protocols import SupportsViews, require
+from lightning_vae.viz import ViewWriter, check_value_range, image_grid, is_image
 
-__all__ = ["ImageView", "check_positive_int", "unpack_data"]
-
-
-def unpack_data(pl_module: Any, batch: Any) -> Any:
-    """The data of a batch: ``module.unpack_batch(batch)`` when the module has it (as VAE), else the batch itself."""
-    unpack = getattr(pl_module, "unpack_batch", None)
-    return unpack(batch) if callable(unpack) else batch
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` if it is a positive int; else a ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"Expected `{name}` to be a positive int, got {value!r}")
-    return value
+__all__ = ["ImageView", "unpack_data"]
 
 
 class ImageView(Callback):
@@ -47,18 +37,19 @@ class ImageView(Callback):
         tag: Name of the image in the loggers.
 
     Raises:
-        ValueError: For a non-positive frequency, a bad ``value_range`` or an empty tag.
+        ValueError: For a frequency below 1, a bad ``value_range`` or an empty tag.
+        TypeError: For arguments of the wrong type; at ``setup``, for a module without the methods in ``needs``.
     """
 
-    #: Module methods the view calls (checked in ``setup``).
+    #: Methods of :class:`~lightning_vae.protocols.SupportsViews` the view calls (checked in ``setup``).
     needs: tuple[str, ...] = ()
 
     def __init__(self, every_n_epochs: int, n_examples: int, value_range: Sequence[float], tag: str) -> None:
         super().__init__()
-        self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
-        self.n_examples = n_examples
+        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, low=1)
+        self.n_examples = check_int("n_examples", n_examples, low=0)
         self.value_range = check_value_range(value_range)
-        if not isinstance(tag, str) or not tag:
+        if not check_type("tag", tag, str, "a non-empty string"):
             raise ValueError(f"Expected `tag` to be a non-empty string, got {tag!r}")
         self.tag = tag
         self._fixed: Tensor | None = None
@@ -77,12 +68,7 @@ class ImageView(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        missing = [name for name in self.needs if not callable(getattr(pl_module, name, None))]
-        if missing:
-            raise TypeError(
-                f"{type(self).__name__} needs a module with {', '.join(f'`{m}`' for m in self.needs)} (as VAE has), "
-                f"got {type(pl_module).__name__} without {', '.join(f'`{m}`' for m in missing)}"
-            )
+        require(pl_module, SupportsViews, type(self).__name__, members=self.needs)
 
     @override
     def on_validation_batch_start(
@@ -95,7 +81,7 @@ class ImageView(Callback):
         if have >= self.n_examples:
             return
         x = unpack_data(pl_module, batch)
-        if not isinstance(x, Tensor):
+        if x is None:
             self._warn_once("batch", f"{type(self).__name__}: cannot find the data tensor in the batch; nothing logged")
             return
         x = x[: self.n_examples - have].detach().cpu().clone()
@@ -134,7 +120,7 @@ class ImageView(Callback):
                 "C in (1, 3, 4); nothing logged",
             )
             return []
-        grid = make_grid(to_display(images, self.value_range), nrow=nrow)
+        grid = image_grid(images, nrow, self.value_range)
         return self._out.image(trainer, tag, grid, trainer.global_step, caption=caption, caption_tag=caption_tag)
 
     @override

@@ -9,7 +9,8 @@ are in :mod:`lightning_vae.viz`. The names below keep imports from this module w
 
 from __future__ import annotations
 
-from lightning_vae.callbacks.image_view import ImageView, unpack_data
+from lightning_vae.callbacks.batches import unpack_data
+from lightning_vae.callbacks.image_view import ImageView
 from lightning_vae.callbacks.prior_samples import PriorSampleLogger
 from lightning_vae.callbacks.reconstructions import ReconstructionLogger
 from lightning_vae.callbacks.traversals import LatentTraversalLogger

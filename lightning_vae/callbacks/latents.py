@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_vae.callbacks.embedding import _labels
+from lightning_vae.callbacks.batches import batch_labels
 
 __all__ = ["PosteriorMeanWriter"]
 
@@ -85,7 +85,7 @@ class PosteriorMeanWriter(BasePredictionWriter):
         n = prediction.shape[0]
         if batch_indices is not None and len(batch_indices) == n:
             self._indices.append(torch.as_tensor(list(batch_indices), dtype=torch.long, device=prediction.device))
-        labels = _labels(batch) if self.labels else None
+        labels = batch_labels(batch) if self.labels else None
         if labels is not None and labels.shape[0] == n:
             self._label_chunks.append(labels.detach())
 

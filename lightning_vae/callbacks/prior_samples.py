@@ -9,7 +9,8 @@ from lightning.pytorch import Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_vae.callbacks.image_view import ImageView, check_positive_int
+from lightning_vae.callbacks.image_view import ImageView
+from lightning_vae.checks import check_int
 from lightning_vae.viz import prior_samples
 
 __all__ = ["PriorSampleLogger"]
@@ -31,8 +32,8 @@ class PriorSampleLogger(ImageView):
         tag: Tag of the grid.
 
     Raises:
-        ValueError: For a non-positive count or a bad ``value_range``.
-        TypeError: For a seed that is not an int.
+        ValueError: For a count below 1 or a bad ``value_range``.
+        TypeError: For a count or seed that is not an int.
 
     Example::
 
@@ -52,11 +53,9 @@ class PriorSampleLogger(ImageView):
         tag: str = "images/samples",
     ) -> None:
         super().__init__(every_n_epochs, 0, value_range, tag)
-        self.n_images = check_positive_int("n_images", n_images)
-        self.nrow = check_positive_int("nrow", nrow)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"Expected `seed` to be an int, got {seed!r}")
-        self.seed = seed
+        self.n_images = check_int("n_images", n_images, low=1)
+        self.nrow = check_int("nrow", nrow, low=1)
+        self.seed = check_int("seed", seed)
 
     def samples(self, pl_module: Any) -> Tensor:
         """The ``n_images`` samples from the fixed seed, in data space (:func:`~lightning_vae.viz.prior_samples`)."""

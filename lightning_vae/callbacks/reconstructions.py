@@ -8,7 +8,8 @@ from typing import Any
 from lightning.pytorch import Trainer
 from typing_extensions import override
 
-from lightning_vae.callbacks.image_view import ImageView, check_positive_int
+from lightning_vae.callbacks.image_view import ImageView
+from lightning_vae.checks import check_int
 from lightning_vae.viz import reconstruction_rows
 
 __all__ = ["ReconstructionLogger"]
@@ -30,7 +31,8 @@ class ReconstructionLogger(ImageView):
         tag: Tag of the grid.
 
     Raises:
-        ValueError: For a non-positive count or a bad ``value_range``.
+        ValueError: For a count below 1 or a bad ``value_range``.
+        TypeError: For a count that is not an int.
 
     Example::
 
@@ -48,8 +50,8 @@ class ReconstructionLogger(ImageView):
         value_range: Sequence[float] = (0.0, 1.0),
         tag: str = "images/reconstructions",
     ) -> None:
-        super().__init__(every_n_epochs, check_positive_int("n_images", n_images), value_range, tag)
-        self.nrow = check_positive_int("nrow", nrow)
+        super().__init__(every_n_epochs, check_int("n_images", n_images, low=1), value_range, tag)
+        self.nrow = check_int("nrow", nrow, low=1)
 
     @override
     def draw(self, trainer: Trainer, pl_module: Any) -> None:

@@ -11,17 +11,25 @@ and mutual information, train and validation curves on the same chart.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from lightning_vae.viz import add_summary, disable_default_hp_metric, find_tensorboard
+from lightning_vae.checks import check_type
+from lightning_vae.viz import (
+    add_summary,
+    disable_default_hp_metric,
+    find_tensorboard,
+    find_tensorboard_logger,
+    session_end_summary,
+    session_start_summary,
+)
+from lightning_vae.viz.summaries import SessionStatus
 
+# The session summaries are built in viz/summaries.py; their names stay importable from here.
 __all__ = ["DEFAULT_LAYOUT", "TensorBoardDashboard", "flatten_hparams", "session_end_summary", "session_start_summary"]
 
 #: The default CUSTOM SCALARS layout: category -> chart title -> regular expressions of the tags drawn together.
@@ -37,8 +45,6 @@ DEFAULT_LAYOUT: dict[str, dict[str, list[str]]] = {
         "mutual information I(x; z)": [r"collapse/mutual_info"],
     }
 }
-
-_STATUSES = ("STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING")
 
 
 def flatten_hparams(params: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
@@ -69,44 +75,14 @@ def flatten_hparams(params: Mapping[str, Any], prefix: str = "") -> dict[str, bo
     return flat
 
 
-def _hparams_summary(tag: str, **plugin_data: Any) -> Any:
-    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-    from tensorboard.plugins.hparams import metadata
-    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
-
-    content = HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **plugin_data)
-    smd = SummaryMetadata(
-        plugin_data=SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())
-    )
-    return Summary(value=[Summary.Value(tag=tag, metadata=smd)])
-
-
-def session_start_summary(hparams: Mapping[str, bool | int | float | str], start_time: float | None = None) -> Any:
-    """The ``Summary`` that opens an HPARAMS session with these (flat) hyperparameters."""
-    from tensorboard.plugins.hparams import metadata
-    from tensorboard.plugins.hparams.plugin_data_pb2 import SessionStartInfo
-
-    info = SessionStartInfo(start_time_secs=time.time() if start_time is None else start_time)
-    for key, value in hparams.items():
-        if isinstance(value, bool):
-            info.hparams[key].bool_value = value
-        elif isinstance(value, (int, float)):
-            info.hparams[key].number_value = float(value)
-        else:
-            info.hparams[key].string_value = str(value)
-    return _hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=info)
-
-
-def session_end_summary(status: str = "STATUS_SUCCESS", end_time: float | None = None) -> Any:
-    """The ``Summary`` that closes an HPARAMS session (``status``: ``STATUS_SUCCESS``, ``STATUS_FAILURE``, ...)."""
-    from tensorboard.plugins.hparams import metadata
-    from tensorboard.plugins.hparams.api_pb2 import Status
-    from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo
-
-    if status not in _STATUSES:
-        raise ValueError(f"Expected `status` to be one of {_STATUSES}, got {status!r}")
-    info = SessionEndInfo(status=Status.Value(status), end_time_secs=time.time() if end_time is None else end_time)
-    return _hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=info)
+def _check_layout(layout: Any) -> dict[str, dict[str, list[str]]]:
+    """``layout`` as ``{category: {chart title: [tag regex, ...]}}`` of strings."""
+    what = "a mapping category -> chart title -> list of tag regexes"
+    for charts in check_type("layout", layout, Mapping, what).values():
+        for tags in check_type("layout", charts, Mapping, what).values():
+            if isinstance(tags, str) or not isinstance(tags, Sequence):
+                raise TypeError(f"Expected `layout` to be {what}, got {layout!r}")
+    return {str(c): {str(t): [str(r) for r in tags] for t, tags in charts.items()} for c, charts in layout.items()}
 
 
 class TensorBoardDashboard(Callback):
@@ -123,7 +99,7 @@ class TensorBoardDashboard(Callback):
         extra_hparams: Hyperparameters added to those the logger recorded (e.g. the trainer's ``max_epochs``).
 
     Raises:
-        ValueError: If ``layout`` is not a mapping of mappings of regex lists.
+        TypeError: If ``layout`` is not a mapping of mappings of regex lists.
 
     Example::
 
@@ -138,16 +114,7 @@ class TensorBoardDashboard(Callback):
         extra_hparams: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        layout = DEFAULT_LAYOUT if layout is None else layout
-        if not isinstance(layout, Mapping) or not all(
-            isinstance(charts, Mapping)
-            and all(isinstance(tags, Sequence) and not isinstance(tags, str) for tags in charts.values())
-            for charts in layout.values()
-        ):
-            raise ValueError(f"Expected `layout` to map category -> chart title -> list of tag regexes, got {layout!r}")
-        self.layout = {
-            str(c): {str(t): [str(r) for r in tags] for t, tags in charts.items()} for c, charts in layout.items()
-        }
+        self.layout = _check_layout(DEFAULT_LAYOUT if layout is None else layout)
         self.hparams = bool(hparams)
         self.extra_hparams = dict(extra_hparams or {})
         self._open = False
@@ -167,13 +134,14 @@ class TensorBoardDashboard(Callback):
         # After Lightning has logged the module's and DataModule's hyperparameters (logger.hparams).
         if not trainer.is_global_zero:
             return
-        writer = find_tensorboard(trainer)
-        if writer is None:
+        logger = find_tensorboard_logger(trainer)
+        if logger is None:
             rank_zero_warn(
                 "TensorBoardDashboard fills TensorBoard's HPARAMS and CUSTOM SCALARS tabs and the trainer has no "
                 "TensorBoardLogger: nothing written (other loggers record the hyperparameters and scalars themselves)"
             )
             return
+        writer = logger.experiment
         if self.layout:
             writer.add_custom_scalars(
                 {
@@ -182,14 +150,13 @@ class TensorBoardDashboard(Callback):
                 }
             )
         if self.hparams:
-            logger = next(lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger))
             params = dict(logger.hparams) if logger.hparams else dict(pl_module.hparams)
             params.update(self.extra_hparams)
             add_summary(writer, session_start_summary(flatten_hparams(params)), trainer.global_step)
             self._open = True
         writer.flush()
 
-    def _close(self, trainer: Trainer, status: str) -> None:
+    def _close(self, trainer: Trainer, status: SessionStatus) -> None:
         if not (self._open and trainer.is_global_zero):
             return
         writer = find_tensorboard(trainer)

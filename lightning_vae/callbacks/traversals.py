@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +9,8 @@ from lightning.pytorch import Trainer
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_vae.callbacks.image_view import ImageView, check_positive_int
+from lightning_vae.callbacks.image_view import ImageView
+from lightning_vae.checks import check_float, check_int
 from lightning_vae.viz import latent_traversal
 
 __all__ = ["LatentTraversalLogger"]
@@ -36,7 +36,9 @@ class LatentTraversalLogger(ImageView):
         tag: Tag of the grid.
 
     Raises:
-        ValueError: For non-positive counts, ``n_examples < 2``, a non-positive ``limit`` or a bad ``value_range``.
+        ValueError: For counts below 1, ``n_examples < 2``, a ``limit`` that is not positive and finite, or a bad
+            ``value_range``.
+        TypeError: For a count that is not an int or a ``limit`` that is not a number.
 
     Example::
 
@@ -56,14 +58,11 @@ class LatentTraversalLogger(ImageView):
         value_range: Sequence[float] = (0.0, 1.0),
         tag: str = "images/traversals",
     ) -> None:
-        if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 2:
-            raise ValueError(f"Expected `n_examples` to be an int >= 2 (a variance needs two), got {n_examples!r}")
-        super().__init__(every_n_epochs, n_examples, value_range, tag)
-        self.n_dims = check_positive_int("n_dims", n_dims)
-        self.n_steps = check_positive_int("n_steps", n_steps)
-        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit < math.inf:
-            raise ValueError(f"Expected `limit` to be a positive finite float, got {limit!r}")
-        self.limit = float(limit)
+        # The activity of a dimension is a variance over the examples: it needs two.
+        super().__init__(every_n_epochs, check_int("n_examples", n_examples, low=2), value_range, tag)
+        self.n_dims = check_int("n_dims", n_dims, low=1)
+        self.n_steps = check_int("n_steps", n_steps, low=1)
+        self.limit = check_float("limit", limit, low=0.0, strict_low=True)
 
     def traversal(self, pl_module: Any, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(images (k * n_steps, *data), dims (k,), activity (D,))`` for examples ``x``; dims by falling activity."""

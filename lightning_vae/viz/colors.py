@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["NAN_COLOR", "VIRIDIS", "bar_chart", "colorize", "kl_heatmap"]
+__all__ = ["NAN_COLOR", "VIRIDIS", "bar_chart", "colorize", "kl_heatmap", "kl_heatmap_caption"]
 
 #: Anchors of the viridis colour map (dark blue -> green -> yellow), interpolated linearly.
 VIRIDIS = (
@@ -94,6 +95,22 @@ def kl_heatmap(history: Tensor, floor: float = 1e-3, cell: int = 12, max_side: i
     image = colorize(canvas)
     image[:, :, width : width + 2] = 1.0  # white gap between the map and the colour bar
     return image, vmax
+
+
+def kl_heatmap_caption(latent_dim: int, steps: Sequence[int], vmax: float, floor: float = 1e-3) -> str:
+    """How to read a :func:`kl_heatmap` of ``latent_dim`` rows whose columns are the checks at ``steps``.
+
+    Example::
+
+        >>> kl_heatmap_caption(2, [100, 200], 2.0)  # doctest: +NORMALIZE_WHITESPACE
+        'Rows: latent dimensions 0 (top) to 1; columns: validation checks (steps 100 to 200); colour: log KL
+        per dimension from 0.001 nats or less (dark) to 2 nats (yellow), colour bar on the right, NaN in red'
+    """
+    return (
+        f"Rows: latent dimensions 0 (top) to {latent_dim - 1}; columns: validation checks (steps {steps[0]} to "
+        f"{steps[-1]}); colour: log KL per dimension from {floor:g} nats or less (dark) to {vmax:.3g} nats (yellow), "
+        "colour bar on the right, NaN in red"
+    )
 
 
 def bar_chart(values: Tensor, bar_width: int = 8, height: int = 64, gap: int = 2) -> tuple[Tensor, float]:

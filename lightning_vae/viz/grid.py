@@ -9,7 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_value_range", "interleave_rows", "is_image", "make_grid", "to_display"]
+from lightning_vae.checks import check_float, check_int, check_type
+
+__all__ = ["check_value_range", "image_grid", "interleave_rows", "is_image", "make_grid", "to_display"]
 
 
 def make_grid(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> Tensor:
@@ -23,12 +25,10 @@ def make_grid(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float 
         >>> make_grid(torch.zeros(5, 1, 4, 4), nrow=3, padding=1).shape  # 2 rows of 3 cells of 5x5, plus a border
         torch.Size([1, 11, 16])
     """
-    if images.dim() != 4:
+    if check_type("images", images, Tensor, "a tensor").dim() != 4:
         raise ValueError(f"Expected images of shape (N, C, H, W), got {tuple(images.shape)}")
-    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow <= 0:
-        raise ValueError(f"Expected `nrow` to be a positive int, got {nrow!r}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"Expected `padding` to be an int >= 0, got {padding!r}")
+    check_int("nrow", nrow, low=1)
+    check_int("padding", padding, low=0)
     n, c, h, w = images.shape
     cols = min(nrow, max(n, 1))
     rows = max(math.ceil(n / cols), 1)
@@ -39,6 +39,18 @@ def make_grid(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float 
     out = images.new_full((c, grid.shape[1] + padding, grid.shape[2] + padding), pad_value)
     out[:, : grid.shape[1], : grid.shape[2]] = grid
     return out
+
+
+def image_grid(images: Tensor, nrow: int = 8, value_range: tuple[float, float] = (0.0, 1.0)) -> Tensor:
+    """Data-space images ``(N, C, H, W)`` as one grid to show: :func:`to_display`, then :func:`make_grid`.
+
+    Example::
+
+        >>> import torch
+        >>> image_grid(torch.full((2, 1, 2, 2), 5.0), nrow=2, value_range=(0.0, 10.0)).unique()  # white borders
+        tensor([0.5000, 1.0000])
+    """
+    return make_grid(to_display(images, value_range), nrow=nrow)
 
 
 def interleave_rows(inputs: Tensor, outputs: Tensor, nrow: int, fill: float = 1.0) -> Tensor:
@@ -89,17 +101,23 @@ def is_image(shape: Sequence[int]) -> bool:
 
 
 def check_value_range(value_range: Any) -> tuple[float, float]:
-    """``value_range`` as a pair of floats ``(low, high)`` with ``low < high``.
+    """``value_range`` as a pair of finite floats ``(low, high)`` with ``low < high``.
 
     Raises:
-        ValueError: For anything else.
+        TypeError: For something that is not a sequence of numbers.
+        ValueError: For a sequence that is not a pair, a bound that is not finite, or ``low >= high``.
+
+    Example::
+
+        >>> check_value_range([-1, 1])
+        (-1.0, 1.0)
     """
-    if (
-        not isinstance(value_range, Sequence)
-        or len(value_range) != 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value_range)
-        or not value_range[0] < value_range[1]
-        or not all(math.isfinite(v) for v in value_range)
-    ):
-        raise ValueError(f"Expected `value_range` to be a pair (low, high) with low < high, got {value_range!r}")
-    return float(value_range[0]), float(value_range[1])
+    what = "a pair (low, high) with low < high"
+    if isinstance(value_range, (str, bytes)) or not isinstance(value_range, Sequence):
+        raise TypeError(f"Expected `value_range` to be {what}, got {value_range!r}")
+    if len(value_range) != 2:
+        raise ValueError(f"Expected `value_range` to be {what}, got {value_range!r}")
+    low, high = (check_float(f"value_range[{i}]", v) for i, v in enumerate(value_range))
+    if not low < high:
+        raise ValueError(f"Expected `value_range` to be {what}, got {value_range!r}")
+    return low, high

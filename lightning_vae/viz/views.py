@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_vae.checks import check_int
 from lightning_vae.functional import posterior_mean_variance
 from lightning_vae.viz.grid import interleave_rows
 
@@ -30,6 +31,10 @@ def prior_samples(module: Any, n: int, seed: int = 0) -> Tensor:
         n: Number of samples.
         seed: Seed of the latent noise.
 
+    Raises:
+        TypeError: For ``n`` or ``seed`` that is not an int.
+        ValueError: For ``n`` below 1.
+
     Example::
 
         >>> from lightning_vae import VAE
@@ -38,10 +43,8 @@ def prior_samples(module: Any, n: int, seed: int = 0) -> Tensor:
         >>> bool((prior_samples(vae, 3, seed=1) == prior_samples(vae, 3, seed=1)).all())
         True
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"Expected `n` to be a positive int, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"Expected `seed` to be an int, got {seed!r}")
+    check_int("n", n, low=1)
+    check_int("seed", seed)
     device = torch.device(getattr(module, "device", "cpu"))
     devices = (
         [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []

@@ -22,49 +22,42 @@ there). When a logger fails to take a view, the failure is reported once and the
 in its folder instead; the first file written to a folder is announced once, so nothing disappears
 silently.
 
-The only uses of private attributes of other libraries in this package are here:
-``SummaryWriter._get_file_writer`` (to write summaries encoded by this package, with no Pillow) and
-``TensorBoardLogger._default_hp_metric``.
+The private attributes of TensorBoard's ``SummaryWriter`` and Lightning's ``TensorBoardLogger`` that this
+package needs are touched here only, in :func:`add_summary` (``_get_file_writer``: write summaries this
+package encodes, with no Pillow) and :func:`disable_default_hp_metric` (``_default_hp_metric``).
 """
 
 from __future__ import annotations
 
 import csv
-import inspect
-import os
-import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import CometLogger, Logger, MLFlowLogger, TensorBoardLogger
-from lightning.pytorch.loggers.logger import DummyLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from lightning_vae.viz.colors import bar_chart
+from lightning_vae.viz.loggers import LoggerKind, accepts, for_loggers, logger_folder, logger_kind, tag_path
 from lightning_vae.viz.png import encode_png, to_uint8
+from lightning_vae.viz.summaries import image_summary
 
-__all__ = [
-    "ViewWriter",
-    "add_summary",
-    "disable_default_hp_metric",
-    "find_tensorboard",
-    "image_summary",
-    "logger_folder",
-    "logger_kind",
-    "tag_path",
-]
+__all__ = ["ViewWriter", "add_summary", "disable_default_hp_metric", "find_tensorboard", "find_tensorboard_logger"]
 
 
 # ---------------------------------------------------------------------------------------- TensorBoard
+def find_tensorboard_logger(trainer: Trainer) -> TensorBoardLogger | None:
+    """The trainer's first ``TensorBoardLogger``, or ``None``."""
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
 def find_tensorboard(trainer: Trainer) -> Any | None:
     """The ``SummaryWriter`` of the trainer's first ``TensorBoardLogger``, or ``None``."""
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
-    return None
+    logger = find_tensorboard_logger(trainer)
+    return None if logger is None else logger.experiment
 
 
 def add_summary(experiment: Any, summary: Any, step: int) -> None:
@@ -78,92 +71,6 @@ def disable_default_hp_metric(logger: Any) -> bool:
         logger._default_hp_metric = False
         return True
     return False
-
-
-def image_summary(tag: str, image: Tensor | np.ndarray) -> Any:
-    """A TensorBoard ``Summary`` holding an image as PNG (what ``add_image`` writes).
-
-    Args:
-        tag: The image's tag.
-        image: Float ``(C, H, W)`` in [0, 1], or ``uint8`` ``(H, W, C)``.
-    """
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    array = to_uint8(image)
-    h, w, c = array.shape
-    png = encode_png(array)
-    return Summary(
-        value=[Summary.Value(tag=tag, image=Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=png))]
-    )
-
-
-# ---------------------------------------------------------------------------------------- loggers and folders
-def logger_kind(logger: Any) -> str:
-    """How a logger takes images: ``"tensorboard"``, ``"log_image"``, ``"mlflow"``, ``"comet"``, ``"files"``, ``"off"``.
-
-    ``"off"`` is Lightning's ``DummyLogger`` (``fast_dev_run``).
-
-    Example::
-
-        >>> from lightning.pytorch.loggers import CSVLogger
-        >>> logger_kind(CSVLogger("logs"))
-        'files'
-    """
-    if isinstance(logger, TensorBoardLogger):
-        return "tensorboard"
-    if isinstance(logger, DummyLogger):
-        return "off"
-    if callable(getattr(logger, "log_image", None)):
-        return "log_image"
-    if isinstance(logger, MLFlowLogger):
-        return "mlflow"
-    if isinstance(logger, CometLogger):
-        return "comet"
-    return "files"
-
-
-def logger_folder(trainer: Trainer, logger: Logger | None = None) -> str:
-    """The folder files of ``logger`` go to: its ``log_dir``, else its ``save_dir``, else ``default_root_dir``.
-
-    Unlike ``trainer.log_dir`` this does not communicate between processes, so rank zero alone may call it.
-    """
-    if logger is not None:
-        for attribute in ("log_dir", "save_dir"):
-            try:
-                value = getattr(logger, attribute, None)
-            except Exception:  # noqa: BLE001 - a logger's property may fail before it is set up
-                value = None
-            if isinstance(value, (str, os.PathLike)) and os.fspath(value):
-                return os.fspath(value)
-    return os.fspath(trainer.default_root_dir)
-
-
-def tag_path(tag: str) -> Path:
-    """A relative path for a tag: one folder per ``/``-separated part, odd characters replaced by ``_``.
-
-    Parts like ``..`` cannot climb out of the folder.
-
-    Example::
-
-        >>> tag_path("images/recon structions").as_posix(), tag_path("../x").as_posix()
-        ('images/recon_structions', '_/x')
-    """
-    parts = [re.sub(r"[^\w.-]+", "_", part) for part in str(tag).split("/") if part]
-    parts = ["_" if set(part) <= {"."} else part for part in parts]
-    return Path(*parts) if parts else Path("_")
-
-
-def _accepts(function: Any, name: str) -> bool:
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-
-
-def _for_loggers(array: np.ndarray) -> np.ndarray:
-    """``(H, W, C)`` uint8 as image loggers take it: ``(H, W)`` for grey, ``(H, W, C)`` otherwise."""
-    return array[:, :, 0] if array.shape[2] == 1 else array
 
 
 # ---------------------------------------------------------------------------------------- the writer
@@ -207,7 +114,7 @@ class ViewWriter:
             return False
         return not trainer.loggers or any(logger_kind(lg) != "off" for lg in trainer.loggers)
 
-    def targets(self, trainer: Trainer) -> list[tuple[str, Logger | None]]:
+    def targets(self, trainer: Trainer) -> list[tuple[LoggerKind, Logger | None]]:
         """``(kind, logger)`` for each logger that takes views; ``[("files", None)]`` when there is no logger."""
         if not self.active(trainer):
             return []
@@ -242,9 +149,38 @@ class ViewWriter:
         who = "the trainer has no logger" if logger is None else f"{type(logger).__name__} does not show images"
         rank_zero_info(f"{self.owner}: {who}; the views go to PNG and CSV files under {folder}")
 
+    def _each_logger(
+        self, trainer: Trainer, what: str, send: Callable[[LoggerKind, Any], None]
+    ) -> tuple[list[str], list[str]]:
+        """``send(kind, logger)`` to every logger that shows views; return where it went and the file folders.
+
+        The folders are those of file loggers (or ``default_root_dir``), and of the loggers that failed to take
+        ``what`` (reported once; a logger failure must not stop training).
+        """
+        done: list[str] = []
+        folders: list[str] = []
+        for kind, logger in self.targets(trainer):
+            if kind == "files":
+                folders.append(logger_folder(trainer, logger))
+                self._announce(folders[-1], logger)
+                continue
+            try:
+                send(kind, logger)
+                done.append("tensorboard" if kind == "tensorboard" else type(logger).__name__)
+            except Exception as err:  # noqa: BLE001 - reported once, then written as files
+                folders.append(self._fallback(trainer, logger, what, err))
+        return done, list(dict.fromkeys(folders))
+
     # ------------------------------------------------------------------ images
     def _send(
-        self, kind: str, logger: Any, tag: str, array: np.ndarray, step: int, caption: str | None, caption_tag: str
+        self,
+        kind: LoggerKind,
+        logger: Any,
+        tag: str,
+        array: np.ndarray,
+        step: int,
+        caption: str | None,
+        caption_tag: str,
     ) -> None:
         """Hand one image (``uint8`` ``(H, W, C)``) to a logger that shows images."""
         if kind == "tensorboard":
@@ -254,24 +190,24 @@ class ViewWriter:
                 experiment.add_text(caption_tag, caption, step)
         elif kind == "log_image":
             kwargs: dict[str, Any] = {}
-            if caption and _accepts(logger.log_image, "caption"):
+            if caption and accepts(logger.log_image, "caption"):
                 kwargs["caption"] = [caption]
             elif caption:
                 name = type(logger).__name__
                 self._say(f"caption:{name}", f"{name}.log_image takes no caption; texts such as {caption_tag} stay out")
-            logger.log_image(key=tag, images=[_for_loggers(array)], step=step, **kwargs)
+            logger.log_image(key=tag, images=[for_loggers(array)], step=step, **kwargs)
         elif kind == "mlflow":
             client, run_id = logger.experiment, logger.run_id
             name = f"{tag_path(tag).as_posix()}/step_{step:06d}"
             try:
-                client.log_image(run_id, _for_loggers(array), key=tag, step=step)
+                client.log_image(run_id, for_loggers(array), key=tag, step=step)
             except TypeError:  # MLflow before 2.12 has no key/step: one artifact per step
-                client.log_image(run_id, _for_loggers(array), artifact_file=f"{name}.png")
+                client.log_image(run_id, for_loggers(array), artifact_file=f"{name}.png")
             if caption:
                 client.log_text(run_id, caption, f"{name}.txt")
         else:  # comet
             experiment = logger.experiment
-            experiment.log_image(_for_loggers(array), name=tag, step=step)
+            experiment.log_image(for_loggers(array), name=tag, step=step)
             if caption:
                 experiment.log_text(caption, step=step, metadata={"tag": caption_tag})
 
@@ -298,19 +234,12 @@ class ViewWriter:
             One entry per destination: ``"tensorboard"``, the logger's class name, or a file path.
         """
         array = to_uint8(image)
-        done: list[str] = []
-        folders: list[str] = []
-        for kind, logger in self.targets(trainer):
-            if kind == "files":
-                folders.append(logger_folder(trainer, logger))
-                self._announce(folders[-1], logger)
-                continue
-            try:
-                self._send(kind, logger, tag, array, step, caption, caption_tag or tag)
-                done.append("tensorboard" if kind == "tensorboard" else type(logger).__name__)
-            except Exception as err:  # noqa: BLE001 - a logger failure must not stop training; reported once
-                folders.append(self._fallback(trainer, logger, f"image `{tag}`", err))
-        for folder in dict.fromkeys(folders):
+
+        def send(kind: LoggerKind, logger: Any) -> None:
+            self._send(kind, logger, tag, array, step, caption, caption_tag or tag)
+
+        done, folders = self._each_logger(trainer, f"image `{tag}`", send)
+        for folder in folders:
             target = Path(folder) / tag_path(tag) / f"step_{step:06d}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(encode_png(array))
@@ -328,28 +257,23 @@ class ViewWriter:
         ``<folder>/<tag>.csv`` (a header row first).
         """
         values = values.detach().float().cpu().flatten()
-        done: list[str] = []
-        folders: list[str] = []
-        chart: tuple[Tensor, float] | None = None
-        for kind, logger in self.targets(trainer):
-            if kind == "files":
-                folders.append(logger_folder(trainer, logger))
-                self._announce(folders[-1], logger)
-                continue
-            try:
-                if kind == "tensorboard":
-                    logger.experiment.add_histogram(tag, values, step)  # type: ignore[union-attr]
-                else:
-                    chart = chart or bar_chart(values)
-                    caption = (
-                        f"{tag} ({stage}, step {step}): one bar per dimension, 0 to {values.numel() - 1} from the "
-                        f"left; a full bar is {chart[1]:.4g}"
-                    )
-                    self._send(kind, logger, tag, to_uint8(chart[0]), step, caption, tag)
-                done.append("tensorboard" if kind == "tensorboard" else type(logger).__name__)
-            except Exception as err:  # noqa: BLE001 - reported once, then written as files
-                folders.append(self._fallback(trainer, logger, f"values `{tag}`", err))
-        for folder in dict.fromkeys(folders):
+        charts: list[tuple[Tensor, float]] = []  # drawn once, for the first image logger
+
+        def send(kind: LoggerKind, logger: Any) -> None:
+            if kind == "tensorboard":
+                logger.experiment.add_histogram(tag, values, step)
+                return
+            if not charts:
+                charts.append(bar_chart(values))
+            image, full = charts[0]
+            caption = (
+                f"{tag} ({stage}, step {step}): one bar per dimension, 0 to {values.numel() - 1} from the "
+                f"left; a full bar is {full:.4g}"
+            )
+            self._send(kind, logger, tag, to_uint8(image), step, caption, tag)
+
+        done, folders = self._each_logger(trainer, f"values `{tag}`", send)
+        for folder in folders:
             target = Path(folder) / tag_path(tag)
             target = target.parent / f"{target.name}.csv"
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,8 @@ def test_iw_nll_is_logged_and_tighter_than_the_elbo(tmp_path):
     metrics = Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor])).validate(vae, dm, verbose=False)[0]
     assert metrics["collapse/nll_iw"] <= -metrics["val/elbo"] + 0.5
     assert metrics["collapse/nll_iw"] > 0
-    with pytest.raises(TypeError, match="log_joint"):
+    expected = r"PosteriorCollapseMonitor\(iw_samples=5\) needs .* SupportsLogJoint .*; \w+ lacks `log_joint`$"
+    with pytest.raises(TypeError, match=expected):
         bare = ProtocolModule(n_data=8, val_batch_sizes=(8,))
         del ProtocolModule.log_joint  # a module without the NLL protocol
         try:
@@ -151,14 +152,21 @@ def test_state_resume_pickle_and_state_key(tmp_path):
 
 
 def test_arguments_and_protocol_are_validated(tmp_path):
-    with pytest.raises(ValueError, match="patience"):
+    with pytest.raises(ValueError, match="Expected `patience` to be an int >= 1, got 0"):
         PosteriorCollapseMonitor(patience=0)
-    with pytest.raises(ValueError, match="activity_threshold"):
+    with pytest.raises(ValueError, match="Expected `activity_threshold` to be a finite float >= 0, got -0.1"):
         PosteriorCollapseMonitor(activity_threshold=-0.1)
-    with pytest.raises(TypeError, match="min_active_units"):
+    with pytest.raises(ValueError, match="Expected `kl_threshold` to be a finite float, got nan"):
+        PosteriorCollapseMonitor(kl_threshold=float("nan"))  # a wrong value (was a TypeError)
+    with pytest.raises(ValueError, match="Expected `min_mutual_info` to be a finite float, got -inf"):
+        PosteriorCollapseMonitor(min_mutual_info=float("-inf"))
+    with pytest.raises(TypeError, match=r"Expected `min_active_units` to be an int, got 1.5 \(float\)"):
         PosteriorCollapseMonitor(min_active_units=1.5)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="iw_samples"):
+    with pytest.raises(TypeError, match=r"Expected `iw_samples` to be an int, got True \(bool\)"):
         PosteriorCollapseMonitor(iw_samples=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Expected `iw_chunk_size` to be an int >= 1, got 0"):
+        PosteriorCollapseMonitor(iw_chunk_size=0)
+    assert PosteriorCollapseMonitor(min_mutual_info=-1.0).min_mutual_info == -1.0  # any finite floor
 
     class NoProtocol(ProtocolModule):
         def validation_step(self, batch, batch_idx):

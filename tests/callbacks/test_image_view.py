@@ -101,25 +101,43 @@ def test_a_module_without_the_methods_is_refused(tmp_path: Path) -> None:
     from lightning.pytorch.demos.boring_classes import BoringModel  # a LightningModule without reconstruct()
 
     trainer = Trainer(**trainer_kwargs(tmp_path, callbacks=[ReconstructionLogger()]))
-    with pytest.raises(TypeError, match=r"ReconstructionLogger needs a module with `reconstruct` .* got BoringModel"):
+    expected = (
+        r"ReconstructionLogger needs a module that keeps the SupportsViews protocol; BoringModel lacks `reconstruct`$"
+    )
+    with pytest.raises(TypeError, match=expected):
+        trainer.fit(BoringModel())
+    trainer = Trainer(**trainer_kwargs(tmp_path, callbacks=[LatentTraversalLogger()]))
+    with pytest.raises(TypeError, match=r"LatentTraversalLogger needs .* BoringModel lacks `encode`, `decode`$"):
         trainer.fit(BoringModel())
 
 
 def test_validation_and_state_key() -> None:
-    with pytest.raises(ValueError, match="`n_images` to be a positive int, got 0"):
+    with pytest.raises(ValueError, match="Expected `n_images` to be an int >= 1, got 0"):
         ReconstructionLogger(n_images=0)
-    with pytest.raises(ValueError, match="`every_n_epochs` to be a positive int, got -1"):
+    with pytest.raises(TypeError, match=r"Expected `nrow` to be an int, got 8.0 \(float\)"):
+        ReconstructionLogger(nrow=8.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Expected `every_n_epochs` to be an int >= 1, got -1"):
         PriorSampleLogger(every_n_epochs=-1)
-    with pytest.raises(TypeError, match="`seed` to be an int, got 1.5"):
+    with pytest.raises(TypeError, match=r"Expected `seed` to be an int, got 1.5 \(float\)"):
         PriorSampleLogger(seed=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"`value_range` to be a pair \(low, high\) with low < high, got \(1, 0\)"):
         ReconstructionLogger(value_range=(1, 0))
-    with pytest.raises(ValueError, match="`n_examples` to be an int >= 2"):
+    with pytest.raises(ValueError, match=r"Expected `value_range\[1\]` to be a finite float, got nan"):
+        ReconstructionLogger(value_range=(0, float("nan")))
+    with pytest.raises(TypeError, match="`value_range` to be a pair"):
+        ReconstructionLogger(value_range="01")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Expected `n_examples` to be an int >= 2, got 1"):
         LatentTraversalLogger(n_examples=1)
-    with pytest.raises(ValueError, match="`limit` to be a positive finite float, got 0"):
+    with pytest.raises(ValueError, match="Expected `limit` to be a finite float > 0, got 0"):
         LatentTraversalLogger(limit=0)
-    with pytest.raises(ValueError, match="`tag` to be a non-empty string"):
+    with pytest.raises(ValueError, match="Expected `limit` to be a finite float, got inf"):
+        LatentTraversalLogger(limit=float("inf"))
+    with pytest.raises(TypeError, match="Expected `limit` to be a finite float, got '3'"):
+        LatentTraversalLogger(limit="3")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Expected `tag` to be a non-empty string, got ''"):
         ReconstructionLogger(tag="")
+    with pytest.raises(TypeError, match="Expected `tag` to be a non-empty string, got None"):
+        ReconstructionLogger(tag=None)  # type: ignore[arg-type]
     a, b = ReconstructionLogger(tag="images/a"), ReconstructionLogger(tag="images/b")
     assert a.state_key == "ReconstructionLogger{'tag': 'images/a'}" and a.state_key != b.state_key
     clone = pickle.loads(pickle.dumps(LatentTraversalLogger(n_dims=2, limit=1.5)))

@@ -27,7 +27,7 @@ from lightning_vae.callbacks import (
     ReconstructionLogger,
     TensorBoardDashboard,
 )
-from lightning_vae.viz import ViewWriter, bar_chart, image_summary, kl_heatmap, logger_kind, tag_path
+from lightning_vae.viz import ViewWriter, bar_chart, kl_heatmap, logger_kind, tag_path
 
 VAL_SIZES = (32, 32, 14)
 
@@ -342,10 +342,3 @@ def test_view_writer_writes_nan_images_and_values(tmp_path: Path) -> None:
     assert Path(path).read_text().splitlines() == ["stage,step,0,1", "validate,7,0.5,nan"]
     chart, vmax = bar_chart(torch.tensor([0.5, float("nan"), float("inf")]))
     assert vmax == 0.5 and chart.shape == (3, 64, 32)
-
-
-def test_image_summary_is_what_tensorboard_reads_as_an_image() -> None:
-    image = torch.rand(1, 4, 6)
-    value = image_summary("a/tag", image).value[0]
-    assert value.tag == "a/tag" and (value.image.height, value.image.width, value.image.colorspace) == (4, 6, 1)
-    np.testing.assert_array_equal(decode_png(value.image.encoded_image_string), quantize(image))
