@@ -172,8 +172,12 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
             check_type("model", model, LatentVariableModel, "a lightning_vae.models.LatentVariableModel")
             extra = [n for n in ("encoder", "decoder") if given[n] is not None]
             extra += [n for n, v in (("latent_dim", latent_dim), ("data_shape", data_shape)) if v is not None]
+            extra += [n for n, d in (("likelihood", "bernoulli"), ("prior", "standard_normal")) if given[n] != d]
             if extra:
-                raise ValueError(f"Expected `model` alone, got it together with {extra}: the model holds them")
+                raise ValueError(
+                    f"Expected `model` alone, got it together with {extra}: the model holds its networks, sizes, "
+                    "likelihood and prior"
+                )
             return model  # type: ignore[no-any-return]
         missing = [n for n in ("encoder", "decoder") if given[n] is None]
         if missing:

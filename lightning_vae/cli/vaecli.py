@@ -56,7 +56,8 @@ class VAECLI(LightningCLI):
         config = self.config[subcommand] if subcommand else self.config
         command = f"lightning-vae {subcommand}" if subcommand else "lightning-vae"
         model = config.get("model")
-        if model is None or model.get("encoder") is None or model.get("decoder") is None:
+        networks = model is not None and model.get("encoder") is not None and model.get("decoder") is not None
+        if not networks and (model is None or model.get("model") is None):
             if subcommand in EVALUATION:
                 raise CLIError(
                     f"{command}: no model. Pass --ckpt_path CKPT (a checkpoint written by `lightning-vae fit`) and "
@@ -66,7 +67,8 @@ class VAECLI(LightningCLI):
                 f"{command}: no model to train. Pass a config: `{command} --config shapes` (shipped configs: "
                 f"{_shipped_list()}; `lightning-vae configs` lists them, `lightning-vae configs --copy DIR` copies "
                 "them for editing), or your own YAML file; or give the networks and data on the command line: "
-                "--model.encoder=CLASS --model.decoder=CLASS --data=CLASS"
+                "--model.encoder=CLASS --model.decoder=CLASS --data=CLASS (or --model.model=CLASS, a latent-variable "
+                "model such as lightning_vae.models.StackedVAEModel)"
             )
         if config.get("data") is None:
             ckpt = config.get("ckpt_path")

@@ -14,7 +14,7 @@ from lightning_vae.data.common import unpack_batch
 from lightning_vae.evaluation import EvalMetrics, Stage
 from lightning_vae.functional.nll import iw_nll
 from lightning_vae.guard import NonFiniteError, NonFiniteGuard
-from lightning_vae.models.base import LatentVariableModel
+from lightning_vae.models.base import LatentVariableModel, per_example
 from lightning_vae.objective import ELBOTerms
 
 
@@ -41,11 +41,11 @@ class EvaluationSteps(LightningModule):
         inference = out.groups.inference
         per_dim = terms.kl_per_dim_groups or {}
         groups = {
-            name: {"posterior": q, "z": inference.z[name][0], "kl_per_dim": per_dim.get(name)}
+            name: {"posterior": per_example(q, x.shape[0]), "z": inference.z[name][0], "kl_per_dim": per_dim.get(name)}
             for name, q in inference.posteriors.items()
         }
-        return {"loss": terms.loss, "posterior": out.posterior, "z": out.z[0], "kl_per_dim": terms.kl_per_dim,
-                "groups": groups}  # fmt: skip
+        first = groups[self.model.group_names[0]]
+        return {"loss": terms.loss, **first, "groups": groups}
 
     def _end_eval_epoch(self, stage: Stage) -> None:
         report = self.eval_metrics.nonfinite_report(stage)

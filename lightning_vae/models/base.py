@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from lightning_vae.distributions.likelihoods import Likelihood
+from lightning_vae.distributions.posteriors import DiagonalGaussian
 
 
 class Inference(NamedTuple):
@@ -156,4 +157,25 @@ class LatentVariableModel(nn.Module, ABC):
         return z
 
 
-__all__ = ["Generative", "Inference", "LatentVariableModel", "ModelOutput"]
+def per_example(posterior: Distribution, batch: int) -> Distribution | None:
+    """A group's posterior as one distribution per example, batch shape ``(B,)``, for the monitors.
+
+    A group conditioned on one sample of another group has batch shape ``(1, B)``: a diagonal Gaussian is then
+    taken at that sample (``q(z_g | x, z_other)``); ``None`` for another distribution with a sample dimension
+    (the monitors then use the samples alone).
+
+    Example::
+
+        >>> import torch
+        >>> q = DiagonalGaussian(torch.zeros(1, 3, 2), torch.zeros(1, 3, 2))
+        >>> per_example(q, 3).batch_shape
+        torch.Size([3])
+    """
+    if tuple(posterior.batch_shape) == (batch,):
+        return posterior
+    if isinstance(posterior, DiagonalGaussian) and tuple(posterior.batch_shape) == (1, batch):
+        return DiagonalGaussian.from_clamped(posterior.loc[0], posterior.log_var[0])
+    return None
+
+
+__all__ = ["Generative", "Inference", "LatentVariableModel", "ModelOutput", "per_example"]

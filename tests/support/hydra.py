@@ -92,7 +92,7 @@ def model_view(model: Any) -> dict[str, Any]:
         for k, v in model.hparams.items()
         if not k.startswith("_") and k not in ("optimizer", "lr_scheduler")
     }
-    for name in ("encoder", "decoder", "likelihood", "prior"):
+    for name in ("encoder", "decoder", "likelihood", "prior", "model"):
         spec = view.get(name)
         if isinstance(spec, dict) and "class_path" in spec:
             view[name] = canonical_spec(spec["class_path"], spec.get("init_args"))
