@@ -1,5 +1,6 @@
 """Posterior, priors and likelihoods of the VAE."""
 
+from lightning_vae.distributions.flows import Flow, FlowPosterior, IAFStep, PlanarFlow
 from lightning_vae.distributions.full_covariance import FullCovarianceGaussian, full_covariance_kl
 from lightning_vae.distributions.likelihoods import (
     LIKELIHOODS,
@@ -41,4 +42,4 @@ __all__ = [
     "VampPrior",
     "as_posterior",
 ]
-__all__ += ["FullCovarianceGaussian", "full_covariance_kl"]
+__all__ += ["Flow", "FlowPosterior", "FullCovarianceGaussian", "IAFStep", "PlanarFlow", "full_covariance_kl"]

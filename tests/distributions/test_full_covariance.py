@@ -20,7 +20,9 @@ from lightning_vae.functional import gaussian_kl
 from lightning_vae.objective import elbo_groups, kl_terms
 
 
-def _params(batch: int, dim: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
+def _params(
+    batch: int, dim: int, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     loc = torch.randn(batch, dim, generator=g, dtype=dtype)
     log_var = 0.5 * torch.randn(batch, dim, generator=g, dtype=dtype)
