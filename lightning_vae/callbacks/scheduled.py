@@ -47,10 +47,9 @@ class StepValueLogger:
     ``self.log`` costs far more than computing a schedule, so it runs only (a) at the first batch of
     each epoch, and (b) when the value changed since it was last logged *and* the loggers receive
     step values after this step (every ``log_every_n_steps``,
-    :func:`~lightning_vae.utilities.logs_this_step`). Lightning writes the last value of an
-    ``on_step`` key again at every logging step of the epoch, so every row the loggers receive holds
-    the value of its own step. The progress bar and ``trainer.callback_metrics`` show the value as of
-    the last logging step. Call :meth:`reset` from ``on_train_start`` and ``on_train_epoch_start``.
+    :func:`~lightning_vae.utilities.logs_this_step`). Every row the loggers receive holds the value of
+    its own step; the progress bar and ``trainer.callback_metrics`` show the value as of the last
+    logging step. Call :meth:`reset` from ``on_train_start`` and ``on_train_epoch_start``.
 
     Example::
 
@@ -67,6 +66,8 @@ class StepValueLogger:
         self._last = None
 
     def __call__(self, trainer: Trainer, pl_module: LightningModule, value: float) -> None:
+        # An unchanged value need not be logged again: the last value of an on_step key is written again at
+        # every logging step of the epoch.
         if self._last is None or (logs_this_step(trainer) and value != self._last):
             # A host tensor: Lightning would copy a Python number to the module's device (a blocking copy on an
             # accelerator), and the progress bar reads it back at every refresh.
