@@ -1,9 +1,9 @@
 """``FreeBits``: λ (nats) of free bits, its mode, and an optional schedule of λ, set on any annealable module.
 
 Free bits here always mean Kingma et al. (2016): the KL of each latent dimension (``"dim"``), of
-each group of dimensions (``"group"``) or the total KL (``"total"``) is averaged over the batch
-*before* ``max(λ, ·)``, so a dimension (group) whose batch-averaged KL is under λ contributes a
-constant and gets no gradient from the KL term. The clamp itself lives in
+each group of dimensions (``"group"``), of each latent group of the model (``"latent_group"``) or the
+total KL (``"total"``) is averaged over the batch *before* ``max(λ, ·)``, so a dimension (group) whose
+batch-averaged KL is under λ contributes a constant and gets no gradient from the KL term. The clamp itself lives in
 :func:`lightning_vae.objective.free_bits_penalty`; this callback only sets the module's attributes.
 """
 
@@ -36,9 +36,11 @@ class FreeBits(ScheduledAttribute):
     returns a mapping with a ``"kl"`` entry, this callback logs that entry as ``train/kl``.
 
     Args:
-        free_bits: λ in nats per latent dimension (``"dim"``), per group (``"group"``) or in total
+        free_bits: λ in nats per latent dimension (``"dim"``), per group (``"group"``), per latent group of
+            the model (``"latent_group"``) or in total
             (``"total"``); the value at the start of the schedule.
-        mode: ``"dim"`` (Kingma et al. 2016), ``"group"`` or ``"total"``; ``None`` keeps the module's.
+        mode: ``"dim"`` (Kingma et al. 2016), ``"group"``, ``"total"`` or ``"latent_group"``
+            (:data:`~lightning_vae.objective.FreeBitsMode`); ``None`` keeps the module's.
         groups: Number of equal groups of latent dimensions for ``mode="group"``; ``None`` keeps the module's.
         schedule: ``"constant"`` (default) or a schedule of λ: ``"linear"``, ``"logistic"``, ``"cosine"``,
             ``"cyclical"`` (see :class:`~lightning_vae.callbacks.KLAnnealing`).

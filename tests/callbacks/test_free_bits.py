@@ -3,6 +3,7 @@ argument validation. The gradient of each mode of ``free_bits_penalty`` is teste
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,12 @@ from support.annealing import MemoryLogger, Recorder, UserVAE, binary_images
 from support.modules import tiny_vae, trainer_kwargs
 
 from lightning_vae.callbacks import FreeBits
+from lightning_vae.checks import choices
 from lightning_vae.data import TensorDataModule
+from lightning_vae.objective import FreeBitsMode
+
+#: The allowed modes as the message shows them: the names of the FreeBitsMode Literal, as a regex.
+MODES = re.escape(str(choices(FreeBitsMode)))
 
 
 @pytest.mark.parametrize("mode", ["dim", "group", "total"])
@@ -63,8 +69,8 @@ def test_free_bits_callback_on_the_vae_schedules_and_logs_lambda(tmp_path: Path)
         ({"free_bits": -0.5}, ValueError, r"Expected `free_bits` to be a finite float >= 0, got -0.5"),
         ({"free_bits": float("nan")}, ValueError, r"Expected `free_bits` to be a finite float, got nan"),
         ({"free_bits": "0.5"}, TypeError, r"Expected `free_bits` to be a finite float, got '0.5' \(str\)"),
-        ({"mode": "example"}, ValueError, r"Expected `mode` to be one of \('dim', 'group', 'total'\), got 'example'"),
-        ({"mode": 1}, TypeError, r"Expected `mode` to be one of \('dim', 'group', 'total'\), got 1 \(int\)"),
+        ({"mode": "example"}, ValueError, rf"Expected `mode` to be one of {MODES}, got 'example'"),
+        ({"mode": 1}, TypeError, rf"Expected `mode` to be one of {MODES}, got 1 \(int\)"),
         ({"groups": 0}, ValueError, r"Expected `groups` to be an int >= 1, got 0"),
         ({"groups": 2.0}, TypeError, r"Expected `groups` to be an int, got 2.0 \(float\)"),
         ({"end": 0.0}, ValueError, r"Expected `end` to be None with schedule='constant'"),
