@@ -9,7 +9,7 @@ of one group under a standard normal prior and builds no distribution object (th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import torch
 from torch import Tensor
@@ -29,6 +29,18 @@ from lightning_vae.objective.terms import (
 )
 
 
+class Settings(TypedDict, total=False):
+    """The objective's settings as keyword arguments (see :func:`elbo_groups`)."""
+
+    beta: float
+    free_bits: float
+    free_bits_mode: FreeBitsMode
+    free_bits_groups: int
+    capacity: float | None
+    capacity_gamma: float
+    report: bool
+
+
 def elbo(
     x: Tensor,
     posterior: Distribution,
@@ -36,7 +48,7 @@ def elbo(
     decoder_output: Tensor,
     likelihood: Likelihood,
     prior: Distribution,
-    **settings: Any,
+    **settings: Unpack[Settings],
 ) -> ELBOTerms:
     """Evaluate the objective on one batch of a model with one latent group: :func:`elbo_groups` for one group.
 
@@ -157,14 +169,8 @@ def elbo_diagonal_gaussian(
     decoder_output: Tensor,
     likelihood: Likelihood,
     *,
-    beta: float = 1.0,
-    free_bits: float = 0.0,
-    free_bits_mode: FreeBitsMode = "dim",
-    free_bits_groups: int = 1,
-    capacity: float | None = None,
-    capacity_gamma: float = 1000.0,
-    report: bool = True,
     group: str = "z",
+    **settings: Unpack[Settings],
 ) -> ELBOTerms:
     """The objective for one sample of one diagonal Gaussian group under ``N(0, I)``, from its parameters.
 
@@ -178,9 +184,9 @@ def elbo_diagonal_gaussian(
         log_var: Posterior log-variances ``(B, D)``, float32, already soft-clamped as the posterior does.
         decoder_output: Likelihood parameters for the sample, ``(B, *param_shape)`` (no sample dimension).
         likelihood: Turns ``decoder_output`` into ``log p(x|z)``.
-        beta, free_bits, free_bits_mode, free_bits_groups, capacity, capacity_gamma, report: As in
-            :func:`elbo_groups`.
         group: The group's name in the reported per-group values.
+        **settings: ``beta``, ``free_bits``, ``free_bits_mode``, ``free_bits_groups``, ``capacity``,
+            ``capacity_gamma`` and ``report`` as in :func:`elbo_groups`.
 
     Example::
 
@@ -191,11 +197,19 @@ def elbo_diagonal_gaussian(
         >>> round(terms.kl.item(), 6), round(terms.recon.item(), 4)
         (0.0, 2.0794)
     """
-    settings = (beta, free_bits, free_bits_mode, free_bits_groups, capacity, capacity_gamma)
+    values = (
+        settings.get("beta", 1.0),
+        settings.get("free_bits", 0.0),
+        settings.get("free_bits_mode", "dim"),
+        settings.get("free_bits_groups", 1),
+        settings.get("capacity"),
+        settings.get("capacity_gamma", 1000.0),
+    )
+    report = settings.get("report", True)
     with float32_region(x.device):
         nll = likelihood.nll(x, decoder_output)  # (B,)
         elementwise = gaussian_kl(loc, log_var)  # (B, D)
-        terms = _assemble(nll, elementwise.sum(-1), elementwise, None, 1, settings, report)
+        terms = _assemble(nll, elementwise.sum(-1), elementwise, None, 1, values, report)
     if report:
         terms = terms._replace(kl_groups={group: terms.kl}, kl_per_dim_groups={group: terms.kl_per_dim})
     return terms
@@ -298,4 +312,4 @@ def _concat_elementwise(parts: list[Tensor | None]) -> Tensor | None:
     return torch.cat([t.expand(*shape, t.shape[-1]) for t in tensors], dim=-1)
 
 
-__all__ = ["elbo", "elbo_diagonal_gaussian", "elbo_groups"]
+__all__ = ["Settings", "elbo", "elbo_diagonal_gaussian", "elbo_groups"]
