@@ -7,6 +7,7 @@ group per layer.
 """
 
 from lightning_vae.models.base import Generative, Inference, LatentVariableModel, ModelOutput
+from lightning_vae.models.flow import FlowVAEModel, PosteriorKind
 from lightning_vae.models.hierarchical import HierarchicalModel, StackedVAEModel
 from lightning_vae.models.ladder import LadderVAEModel
 from lightning_vae.models.vae import VAEModel
@@ -21,3 +22,4 @@ __all__ = [
     "StackedVAEModel",
     "VAEModel",
 ]
+__all__ += ["FlowVAEModel", "PosteriorKind"]
