@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_vae.functional.kl import kl_per_dim
+from lightning_vae.utilities import grads_finite
 
 NonFinitePolicy = Literal["raise", "skip"]
 
@@ -155,11 +156,7 @@ class NonFiniteGuard:
         """
         if self.policy != "skip":
             return False
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
-        if not grads:
-            return False
-        norms = torch._foreach_norm(grads)
-        if bool(torch.isfinite(torch.stack(norms)).all()):
+        if grads_finite([p.grad for p in module.parameters() if p.grad is not None]):
             return False
         for p in module.parameters():
             p.grad = None

@@ -35,7 +35,7 @@ class Annealable(Protocol):
 
 @runtime_checkable
 class SupportsFreeBitsMode(Annealable, Protocol):
-    """The annealing protocol and how free bits are counted: per ``"dim"``, ``"group"`` or in ``"total"``."""
+    """The annealing protocol and how free bits are counted: ``"dim"``, ``"group"``, ``"total"``, ``"latent_group"``."""
 
     free_bits_mode: str
     free_bits_groups: int
@@ -161,6 +161,10 @@ def require(obj: Any, protocol: type, user: str, members: tuple[str, ...] | None
     """
     missing = missing_members(obj, protocol)
     if members is not None:
+        declared = [name for group in _members(protocol) for name in group]
+        unknown = [name for name in members if name not in declared]
+        if unknown:
+            raise ValueError(f"Expected `members` to be members of {protocol.__name__} {declared}, got {unknown}")
         missing = [name for name in missing if name in members]
     if missing:
         lacks = ", ".join(f"`{name}`" for name in missing)

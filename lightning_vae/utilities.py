@@ -1,9 +1,10 @@
-"""Small helpers for callbacks and modules: whether this step logs, and the data tensor of a batch."""
+"""Small helpers for callbacks and modules: whether this step logs, the data tensor of a batch, finite gradients."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from lightning_vae.data.common import unpack_batch
@@ -49,3 +50,17 @@ def batch_data(pl_module: Any, batch: Any) -> Tensor:
         return unpack_batch(batch)
     except TypeError as error:
         raise TypeError(f"{error}; or give the module an `unpack_batch(batch)` method that returns the data") from None
+
+
+def grads_finite(grads: list[Tensor]) -> bool:
+    """Whether every gradient tensor is finite: one fused norm per tensor and one host read for the lot.
+
+    Example::
+
+        >>> import torch
+        >>> grads_finite([torch.ones(3), torch.zeros(2)]), grads_finite([torch.tensor([float("nan")])])
+        (True, False)
+    """
+    if not grads:
+        return True
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())

@@ -19,6 +19,7 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 from lightning_vae.data.common import KeyedDataset, batch_key
+from lightning_vae.utilities import grads_finite
 
 __all__ = ["EncoderUpdates", "KeyedShuffle", "encoder_parameters", "fresh_loader"]
 
@@ -199,8 +200,7 @@ class EncoderUpdates:
             scaler.step(optimizer)  # skipped when unscale_ found an inf or NaN
             scaler.update()
             return scaler.get_scale() >= scale  # the scale is lowered exactly when the step was skipped
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+        if not grads_finite([p.grad for p in params if p.grad is not None]):
             return False
         if self.gradient_clip_val is not None:
             torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
+from lightning_vae import checks
 from lightning_vae.distributions.full_covariance import FullCovarianceGaussian, full_covariance_kl
 from lightning_vae.distributions.posteriors import DiagonalGaussian
 from lightning_vae.distributions.priors import is_standard_normal
@@ -155,16 +156,13 @@ def free_bits_penalty(
 
 
 def check_single_sample(n_samples: int, free_bits: float, capacity: float | None) -> None:
-    """The rule that free bits and the capacity objective apply to the single-sample ELBO, stated once.
+    """Apply :func:`lightning_vae.checks.check_single_sample` when free bits or the capacity objective are on.
 
     Raises:
         ValueError: For ``n_samples > 1`` together with ``free_bits > 0`` or a ``capacity``.
     """
-    if n_samples > 1 and (free_bits > 0 or capacity is not None):
-        raise ValueError(
-            f"Expected `n_samples` to be 1 with free bits or the capacity objective (they apply to the "
-            f"single-sample ELBO), got n_samples={n_samples}; set n_samples=1, or free_bits=0 and capacity=None"
-        )
+    if free_bits > 0 or capacity is not None:
+        checks.check_single_sample(n_samples, "free bits or the capacity objective")
 
 
 def iwae_bound(log_weights: Tensor) -> Tensor:
