@@ -42,6 +42,13 @@ class SupportsFreeBitsMode(Annealable, Protocol):
 
 
 @runtime_checkable
+class SupportsGroupBetas(Protocol):
+    """Weights of chosen latent groups' KL in place of β, set between steps (``KLAnnealing(group=...)``)."""
+
+    group_betas: dict[str, float]
+
+
+@runtime_checkable
 class SupportsCapacityGamma(Annealable, Protocol):
     """The annealing protocol and γ, the weight of ``|KL - C|`` in the capacity objective."""
 
@@ -178,6 +185,7 @@ __all__ = [
     "MonitorOutputs",
     "SupportsCapacityGamma",
     "SupportsFreeBitsMode",
+    "SupportsGroupBetas",
     "SupportsLogJoint",
     "SupportsLogWeights",
     "SupportsTrainingLoss",

@@ -12,9 +12,9 @@ from lightning.pytorch import LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_vae.callbacks.scheduled import Interval, ScheduledAttribute, StepValueLogger, epoch_of_step
-from lightning_vae.checks import check_float, check_single_sample
+from lightning_vae.checks import check_float, check_single_sample, check_type
 from lightning_vae.functional.schedules import CycleShape, Schedule, ScheduleName
-from lightning_vae.protocols import SupportsCapacityGamma, require
+from lightning_vae.protocols import SupportsCapacityGamma, SupportsGroupBetas, require
 
 
 class KLAnnealing(ScheduledAttribute):
@@ -45,11 +45,14 @@ class KLAnnealing(ScheduledAttribute):
         steepness: ``k`` of the logistic schedule (default ``10 / length``).
         midpoint: ``t0`` of the logistic schedule (default ``length / 2``).
         prog_bar: Show ``train/beta`` in the progress bar.
+        group: Anneal only this latent group's KL weight (``pl_module.group_betas[group]``, logged as
+            ``train/beta/<group>``) and leave β to the others; ``None`` anneals β for every group.
 
     Raises:
         ValueError: For an unknown schedule, shape or interval, or numbers out of range or not finite (the
-            message names the argument).
-        TypeError: For an argument of the wrong type; at ``setup``, if the module has no ``beta`` attribute.
+            message names the argument); at ``setup``, for a group the model does not have.
+        TypeError: For an argument of the wrong type; at ``setup``, if the module has no ``beta`` attribute (no
+            ``group_betas`` with ``group``).
 
     Example::
 
@@ -77,14 +80,38 @@ class KLAnnealing(ScheduledAttribute):
         steepness: float | None = None,
         midpoint: float | None = None,
         prog_bar: bool = True,
+        group: str | None = None,
     ) -> None:
         check_float("start", start, low=0.0)
         check_float("end", end, low=0.0)
+        self.group = None if group is None else check_type("group", group, str, "a latent group's name")
+        if group is not None:
+            self.log_key = f"train/beta/{group}"
         super().__init__(
             Schedule(schedule, start, end, length, delay, n_cycles, ratio, cycle_shape, steepness, midpoint),
             interval=interval,
             prog_bar=prog_bar,
         )
+
+    @override
+    def check_module(self, pl_module: LightningModule) -> None:
+        if self.group is None:
+            super().check_module(pl_module)
+            return
+        require(pl_module, SupportsGroupBetas, type(self).__name__)
+        names = getattr(getattr(pl_module, "model", None), "group_names", None)
+        if names is not None and self.group not in names:
+            raise ValueError(
+                f"Expected `group` to be one of the model's latent groups {tuple(names)}, got {self.group!r}"
+            )
+
+    @override
+    def apply(self, trainer: Trainer, pl_module: LightningModule) -> float:
+        if self.group is None:
+            return super().apply(trainer, pl_module)
+        value = self.value_at(trainer)
+        pl_module.group_betas[self.group] = value  # type: ignore[index, operator]
+        return value
 
 
 class CapacityAnnealing(ScheduledAttribute):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from support.modules import trainer_kwargs
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
@@ -197,3 +197,25 @@ def test_bf16_autocast_on_cpu_trains_with_a_float32_objective(name: str, tmp_pat
         terms, _ = vae.compute_terms(x)
     assert terms.loss.dtype == torch.float32 and terms.kl_groups is not None
     assert all(v.dtype == torch.float32 for v in terms.kl_groups.values())
+
+
+def test_kl_annealing_of_one_group(tmp_path: Path) -> None:
+    from lightning_vae.callbacks import KLAnnealing
+
+    seen: list[tuple[float, dict]] = []
+
+    class Record(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            seen.append((pl_module.beta, dict(pl_module.group_betas)))
+
+    vae = VAE(model=MODELS["stacked"]())
+    annealing = KLAnnealing("linear", start=0.0, end=1.0, length=4, group="z2")
+    trainer = Trainer(**trainer_kwargs(tmp_path, max_steps=5, max_epochs=-1, limit_train_batches=None,
+                                       log_every_n_steps=1), callbacks=[annealing, Record()])  # fmt: skip
+    trainer.fit(vae, datamodule=_data())
+    assert [b for b, _ in seen] == [1.0] * 5  # β of the other groups untouched
+    assert [g["z2"] for _, g in seen] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    with pytest.raises(ValueError, match="latent groups"):
+        Trainer(**trainer_kwargs(tmp_path, max_steps=1), callbacks=[KLAnnealing(group="z7")]).fit(
+            VAE(model=MODELS["stacked"]()), datamodule=_data()
+        )
