@@ -194,6 +194,8 @@ def test_flow_posterior_in_the_monte_carlo_kl_and_its_mean() -> None:
     assert elementwise is None and kl.shape == (2, 4)
     torch.testing.assert_close(kl, q.log_prob(z) - StandardNormal(3).log_prob(z))
     torch.testing.assert_close(q.mean, apply_flows(steps, base.mean, h)[0])
+    with pytest.raises(NotImplementedError, match="no closed-form variance"):
+        q.variance  # noqa: B018
     assert q.batch_shape == (4,) and q.event_shape == (3,)
 
 

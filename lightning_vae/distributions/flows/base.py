@@ -138,5 +138,17 @@ class FlowPosterior(Distribution):
         """The base mean pushed through the flows (not the expectation of ``q_K``, which has no closed form)."""
         return apply_flows(self.flows, self.base.mean, self.context)[0]
 
+    @property
+    def variance(self) -> Tensor:
+        """Not available: the variance of ``q_K`` has no closed form (estimate it from samples).
+
+        Raises:
+            NotImplementedError: Always.
+        """
+        raise NotImplementedError(
+            "FlowPosterior has no closed-form variance (nor a log-density away from its own samples): monitors that "
+            "need them, such as PosteriorCollapseMonitor, need a Gaussian posterior"
+        )
+
 
 __all__ = ["Flow", "FlowPosterior", "apply_flows"]

@@ -20,7 +20,9 @@ class IAFStep(Flow):
     dimensions before ``i`` in the step's ``order``, so the Jacobian is triangular in that order (lower for
     ``"natural"``, upper for ``"reversed"``) with diagonal ``σ``, and ``log |det| = Σ_i log σ_i`` (computed as
     ``logsigmoid``). Alternate the order between steps so every dimension can depend on every other.
-    ``forget_bias`` starts ``σ`` near 1 (``sigmoid(1) ≈ 0.73``), so a new step stays close to the identity.
+    ``forget_bias`` starts ``σ`` near 1 (``sigmoid(2) ≈ 0.88``; Kingma et al. start ``s`` near +1 or +2), so a new
+    step stays close to the identity: at the start the steps scale ``z`` by about ``Π σ``, and a smaller bias
+    (``σ ≈ 0.73`` at +1) shrinks a stack of steps enough to slow training.
 
     Args:
         dim: Size D of ``z``.
@@ -44,7 +46,7 @@ class IAFStep(Flow):
         hidden_sizes: Sequence[int] = (64,),
         context_dim: int = 0,
         order: Order = "natural",
-        forget_bias: float = 1.0,
+        forget_bias: float = 2.0,
     ) -> None:
         super().__init__()
         self.dim = check_int("dim", dim, low=1)
@@ -62,8 +64,10 @@ class IAFStep(Flow):
         return f"dim={self.dim}, order={self.made.order!r}"
 
 
-def iaf_steps(dim: int, n_steps: int, hidden_sizes: Sequence[int] = (64,), context_dim: int = 0) -> list[IAFStep]:
-    """``n_steps`` IAF steps whose order alternates, natural first.
+def iaf_steps(
+    dim: int, n_steps: int, hidden_sizes: Sequence[int] = (64,), context_dim: int = 0, forget_bias: float = 2.0
+) -> list[IAFStep]:
+    """``n_steps`` IAF steps whose order alternates, natural first (the arguments as :class:`IAFStep`'s).
 
     Example::
 
@@ -72,7 +76,7 @@ def iaf_steps(dim: int, n_steps: int, hidden_sizes: Sequence[int] = (64,), conte
     """
     check_int("n_steps", n_steps, low=0)
     orders: tuple[Order, Order] = ("natural", "reversed")
-    return [IAFStep(dim, hidden_sizes, context_dim, orders[i % 2]) for i in range(n_steps)]
+    return [IAFStep(dim, hidden_sizes, context_dim, orders[i % 2], forget_bias) for i in range(n_steps)]
 
 
 __all__ = ["IAFStep", "iaf_steps"]
