@@ -230,3 +230,15 @@ def test_wrong_arguments_are_refused() -> None:
         FlowVAEModel(nn.Flatten(), dec, latent_dim=3).inference(x)
     with pytest.raises(ValueError, match=r"`loc` of shape \(B, 4\)"):
         FlowVAEModel(enc, MLPDecoder(4, (1, 4, 4)), latent_dim=4).inference(x)
+
+
+def test_a_checkpoint_naming_a_hostile_class_inside_the_model_is_refused(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "flow.ckpt"
+    _fit(VAE(model=_mlp_model("iaf")), torch.rand(32, 1, 4, 4).round(), 1, path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["hyper_parameters"]["model"]["init_args"]["posterior"] == "iaf"
+    checkpoint["hyper_parameters"]["model"]["init_args"]["encoder"]["class_path"] = "os.system"
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match=r"model\.init_args\.encoder.*'os\.system'.*refused"):
+        VAE.load_from_checkpoint(path)
