@@ -95,27 +95,84 @@ def merge_moments(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, T
     return n, mean, m2
 
 
-def _active_units_compute(
-    counts: Tensor, means: Tensor, m2s: Tensor, threshold: float = ACTIVITY_THRESHOLD
-) -> tuple[Tensor, Tensor]:
-    """``(number of active units, variance of the posterior mean of each dimension)`` from per-batch moments."""
+def count_active(variance: Tensor, threshold: float = ACTIVITY_THRESHOLD) -> Tensor:
+    """Active units from the variance over the data of each posterior mean ``(D,)``: those above ``threshold``.
+
+    The one count behind :func:`active_units`, :class:`~lightning_vae.metrics.ActiveUnits` and the monitors.
+
+    Example::
+
+        >>> import torch
+        >>> count_active(torch.tensor([0.0, 0.005, 0.3, 2.0]))
+        tensor(2)
+    """
+    return (variance > threshold).sum()
+
+
+def _mean_variance_compute(counts: Tensor, means: Tensor, m2s: Tensor, noise_sums: Tensor | None = None) -> Tensor:
+    """Variance over the data of each dimension's posterior mean from per-batch moments, ``(D,)``.
+
+    ``noise_sums`` ``(K, D)``: per batch, the sum over its examples of the sampling variance of an estimated mean
+    (:func:`sampled_means`); their average is subtracted, which leaves the variance of the exact means.
+    """
     n, _, m2 = merge_moments(counts, means, m2s)
     if n < 2:
         raise ValueError(f"The variance over the data needs at least 2 examples, got {int(n)}")
     variance = m2 / (n - 1)
-    return (variance > threshold).sum(), variance
+    if noise_sums is not None:
+        variance = variance - noise_sums.sum(0) / n
+    return variance
 
 
-def posterior_mean_variance(means: Tensor) -> Tensor:
+def sampled_means(samples: Tensor) -> tuple[Tensor, Tensor]:
+    """Posterior means estimated from ``k`` samples per example ``(k, B, D)``, and the variance of each estimate.
+
+    For a posterior whose mean has no closed form (a flow). The estimate ``m = mean_k z`` has variance
+    ``Var_q(z) / k``, estimated by the unbiased sample variance over ``k`` divided by ``k``; over the data,
+    ``Var_x(m) = Var_x(E_q[z]) + E_x[Var_q(z) / k]``, so :func:`posterior_mean_variance` with this ``noise``
+    estimates ``Var_x(E_q[z])`` without bias (it may fall slightly below 0 for an unused dimension).
+
+    Args:
+        samples: ``k >= 2`` samples of each example's posterior, ``(k, B, D)``.
+
+    Returns:
+        ``(means, noise)``, each ``(B, D)``, float64.
+
+    Raises:
+        ValueError: For samples that are not ``(k, B, D)`` with ``k >= 2``.
+
+    Example::
+
+        >>> import torch
+        >>> means, noise = sampled_means(torch.tensor([[[0.0, 1.0]], [[2.0, 1.0]]]))  # k = 2 samples of one example
+        >>> means, noise
+        (tensor([[1., 1.]], dtype=torch.float64), tensor([[1., 0.]], dtype=torch.float64))
+    """
+    if check_type("samples", samples, Tensor, "a tensor").dim() != 3 or samples.shape[0] < 2:
+        raise ValueError(f"Expected `samples` of shape (k, B, D) with k >= 2, got shape {tuple(samples.shape)}")
+    values = samples.detach().double()
+    return values.mean(0), values.var(0) / values.shape[0]
+
+
+def posterior_mean_variance(means: Tensor, noise: Tensor | None = None) -> Tensor:
     """Variance over the data of the posterior mean of each latent dimension (``Cov_x E_q[z]``'s diagonal), ``(D,)``.
 
-    The unbiased (``n - 1``) estimate, in float64.
+    The unbiased (``n - 1``) estimate, in float64. With ``noise`` ``(N, D)``, the sampling variance of estimated
+    means (:func:`sampled_means`), its average is subtracted.
     """
     counts, mean, m2 = _moments_update(means)
-    return _active_units_compute(counts[None], mean[None], m2[None])[1]
+    noise_sums = None if noise is None else _noise_update(noise, means.shape)[None]
+    return _mean_variance_compute(counts[None], mean[None], m2[None], noise_sums)
 
 
-def active_units(means: Tensor, threshold: float = ACTIVITY_THRESHOLD) -> Tensor:
+def _noise_update(noise: Tensor, shape: torch.Size) -> Tensor:
+    """The sum over the examples of a batch of the sampling variances of estimated means, ``(D,)`` float64."""
+    if check_type("noise", noise, Tensor, "a tensor").shape != shape:
+        raise ValueError(f"Expected `noise` of the means' shape {tuple(shape)}, got {tuple(noise.shape)}")
+    return noise.detach().double().sum(0)
+
+
+def active_units(means: Tensor, threshold: float = ACTIVITY_THRESHOLD, noise: Tensor | None = None) -> Tensor:
     """Active units (Burda et al. 2015): latent dimensions whose posterior mean varies over the data.
 
     ``A_d = Var_x(E_{q(z|x)}[z_d])``; a dimension is active when ``A_d > threshold`` (0.01). Burda
@@ -126,6 +183,7 @@ def active_units(means: Tensor, threshold: float = ACTIVITY_THRESHOLD) -> Tensor
     Args:
         means: Posterior means ``(N, D)`` of the whole set.
         threshold: Variance above which a dimension counts as active.
+        noise: For means estimated by sampling, their sampling variances ``(N, D)`` (:func:`sampled_means`).
 
     Example::
 
@@ -134,7 +192,7 @@ def active_units(means: Tensor, threshold: float = ACTIVITY_THRESHOLD) -> Tensor
         >>> active_units(means)
         tensor(1)
     """
-    return (posterior_mean_variance(means) > threshold).sum()
+    return count_active(posterior_mean_variance(means, noise), threshold)
 
 
 # ---------------------------------------------------------------------------------------- mutual information
@@ -210,9 +268,11 @@ __all__ = [
     "ACTIVITY_THRESHOLD",
     "KL_THRESHOLD",
     "active_units",
+    "count_active",
     "count_collapsed",
     "kl_to_standard_normal",
     "merge_moments",
     "mutual_information",
     "posterior_mean_variance",
+    "sampled_means",
 ]

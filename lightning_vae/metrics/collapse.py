@@ -19,9 +19,11 @@ from lightning_vae.functional.collapse import (
     ACTIVITY_THRESHOLD,
     KL_THRESHOLD,
     EntropyEstimate,
-    _active_units_compute,
     _kl_per_dim_update,
+    _mean_variance_compute,
     _moments_update,
+    _noise_update,
+    count_active,
     count_collapsed,
     mutual_information,
 )
@@ -96,7 +98,9 @@ class PosteriorMeanVariance(Metric):
 
     Per-batch count, mean and sum of squared deviations are kept and merged exactly at the end
     (:func:`~lightning_vae.functional.collapse.merge_moments`), so the result is the variance over
-    the whole set however it was split into batches and processes.
+    the whole set however it was split into batches and processes. Means estimated by sampling (a posterior
+    whose mean has no closed form) come with their sampling variances, whose average is subtracted
+    (:func:`~lightning_vae.functional.collapse.sampled_means`).
 
     Example::
 
@@ -115,26 +119,29 @@ class PosteriorMeanVariance(Metric):
     counts: list[Tensor]
     means: list[Tensor]
     m2s: list[Tensor]
+    noises: list[Tensor]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.add_state("counts", default=[], dist_reduce_fx="cat")
         self.add_state("means", default=[], dist_reduce_fx="cat")
         self.add_state("m2s", default=[], dist_reduce_fx="cat")
+        self.add_state("noises", default=[], dist_reduce_fx="cat")
 
-    def update(self, posterior_mean: Tensor) -> None:
-        """Add the posterior means ``(B, D)`` of a batch."""
+    def update(self, posterior_mean: Tensor, noise: Tensor | None = None) -> None:
+        """Add the posterior means ``(B, D)`` of a batch; ``noise``: their sampling variances when estimated."""
         count, mean, m2 = _moments_update(posterior_mean, "posterior_mean")
         self.counts.append(count.reshape(1))
         self.means.append(mean.unsqueeze(0))
         self.m2s.append(m2.unsqueeze(0))
-
-    def _merged(self) -> tuple[Tensor, Tensor]:
-        counts, means, m2s = dim_zero_cat(self.counts), dim_zero_cat(self.means), dim_zero_cat(self.m2s)
-        return _active_units_compute(counts, means.reshape(counts.shape[0], -1), m2s.reshape(counts.shape[0], -1))
+        noise_sum = torch.zeros_like(mean) if noise is None else _noise_update(noise, posterior_mean.shape)
+        self.noises.append(noise_sum.unsqueeze(0))
 
     def compute(self) -> Tensor:
-        return self._merged()[1]
+        counts = dim_zero_cat(self.counts)
+        k = counts.shape[0]
+        means, m2s, noises = (dim_zero_cat(s).reshape(k, -1) for s in (self.means, self.m2s, self.noises))
+        return _mean_variance_compute(counts, means, m2s, noises)
 
 
 class ActiveUnits(PosteriorMeanVariance):
@@ -159,7 +166,7 @@ class ActiveUnits(PosteriorMeanVariance):
         self.threshold = check_float("threshold", threshold, low=0.0)
 
     def compute(self) -> Tensor:
-        return (self._merged()[1] > self.threshold).sum()
+        return count_active(super().compute(), self.threshold)
 
 
 class MutualInformation(Metric):
