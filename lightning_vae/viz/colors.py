@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from lightning_vae.viz.font import GLYPH_HEIGHT, text_mask
+
 __all__ = ["NAN_COLOR", "VIRIDIS", "bar_chart", "colorize", "kl_heatmap", "kl_heatmap_caption"]
 
 #: Anchors of the viridis colour map (dark blue -> green -> yellow), interpolated linearly.
@@ -50,25 +52,34 @@ def colorize(values: Tensor) -> Tensor:
     return rgb.movedim(-1, 0)
 
 
-def kl_heatmap(history: Tensor, floor: float = 1e-3, cell: int = 12, max_side: int = 960) -> tuple[Tensor, float]:
+def kl_heatmap(
+    history: Tensor,
+    floor: float = 1e-3,
+    cell: int = 12,
+    max_side: int = 960,
+    groups: Sequence[tuple[str, int]] | None = None,
+) -> tuple[Tensor, float]:
     """Render the KL per dimension over checks as an RGB image a person can read at a glance.
 
     Rows are latent dimensions (dimension 0 at the top), columns are checks (the first at the
     left); the colour is ``log10`` of the KL between ``floor`` (dark) and the largest finite value
     seen (yellow); a NaN KL is red. A colour bar on the right runs from ``floor`` (bottom) to that
-    maximum (top), after a white gap.
+    maximum (top), after a white gap. With ``groups`` (name and size of each latent group, in the
+    order of the rows), the rows of each group form a band, the bands are separated by white lines
+    and each carries its group's name on the left.
 
     Args:
         history: KL per dimension of each check, ``(T, D)`` in nats.
         floor: KL shown as the darkest colour (anything lower too).
         cell: Largest side in pixels of one (dimension, check) cell.
         max_side: Largest width or height of the heat map part (cells shrink to 1 pixel, no further).
+        groups: ``(name, size)`` of each group, sizes adding up to ``D``; ``None``: one unlabelled block.
 
     Returns:
         ``(image, vmax)``: the image ``(3, H, W)`` in ``[0, 1]`` and the KL shown as the brightest colour.
 
     Raises:
-        ValueError: For a history that is not a non-empty ``(T, D)`` tensor.
+        ValueError: For a history that is not a non-empty ``(T, D)`` tensor, or group sizes that do not add up to D.
 
     Example::
 
@@ -76,10 +87,14 @@ def kl_heatmap(history: Tensor, floor: float = 1e-3, cell: int = 12, max_side: i
         >>> image, vmax = kl_heatmap(torch.tensor([[0.0, 1.0], [0.0, 2.0]]))
         >>> image.shape, vmax
         (torch.Size([3, 24, 38]), 2.0)
+        >>> kl_heatmap(torch.tensor([[0.0, 1.0, 3.0]]), groups=[("z2", 1), ("z1", 2)])[0].shape  # names, a line apart
+        torch.Size([3, 38, 48])
     """
     if history.dim() != 2 or history.numel() == 0:
         raise ValueError(f"Expected a history of shape (checks, latent dims), got {tuple(history.shape)}")
     steps, dims = history.shape
+    if groups is not None and (sum(size for _, size in groups) != dims or any(size < 1 for _, size in groups)):
+        raise ValueError(f"Expected `groups` of sizes >= 1 adding up to the {dims} rows of the history, got {groups}")
     history = history.detach().float().cpu()
     finite = history[history.isfinite()]
     vmax = max(float(finite.max()) if finite.numel() else 0.0, 10.0 * floor)
@@ -88,16 +103,60 @@ def kl_heatmap(history: Tensor, floor: float = 1e-3, cell: int = 12, max_side: i
     cell_w = max(1, min(cell, max_side // steps))
     cell_h = max(1, min(cell, max_side // dims))
     grid = scaled.T.repeat_interleave(cell_h, 0).repeat_interleave(cell_w, 1)  # (D*h, T*w)
+    bands = [(0, grid.shape[0])]
+    if groups is not None:  # white lines between the groups' bands
+        grid, bands = _bands(grid, [size * cell_h for _, size in groups])
     height = grid.shape[0]
     bar = torch.linspace(1.0, 0.0, height).unsqueeze(1).expand(height, max(4, cell))
     width = grid.shape[1]
     canvas = torch.cat([grid, torch.zeros(height, 2), bar], dim=1)
     image = colorize(canvas)
     image[:, :, width : width + 2] = 1.0  # white gap between the map and the colour bar
+    if groups is not None:
+        for (top, rows), (top_next, _) in zip(bands[:-1], bands[1:]):
+            image[:, top + rows : top_next, :width] = 1.0
+        image = torch.cat([_labels([name for name, _ in groups], bands, height), image], dim=2)
     return image, vmax
 
 
-def kl_heatmap_caption(latent_dim: int, steps: Sequence[int], vmax: float, floor: float = 1e-3) -> str:
+#: White rows between the bands of two groups in :func:`kl_heatmap`.
+_GROUP_GAP = 2
+
+
+def _bands(grid: Tensor, heights: list[int]) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Split ``grid``'s rows into bands of ``heights`` with :data:`_GROUP_GAP` rows apart: the grid, ``(top, rows)``."""
+    pieces, bands, top = [], [], 0
+    for i, part in enumerate(torch.split(grid, heights)):
+        if i:
+            pieces.append(torch.zeros(_GROUP_GAP, grid.shape[1]))
+            top += _GROUP_GAP
+        pieces.append(part)
+        bands.append((top, part.shape[0]))
+        top += part.shape[0]
+    return torch.cat(pieces), bands
+
+
+def _labels(names: list[str], bands: list[tuple[int, int]], height: int) -> Tensor:
+    """A white column ``(3, height, W)`` with each name in dark pixels at the middle of its band."""
+    scale = 2 if min(rows for _, rows in bands) >= 2 * GLYPH_HEIGHT else 1
+    masks = [text_mask(name, scale) for name in names]
+    width = max(m.shape[1] for m in masks) + 4 * scale
+    ink = torch.zeros(height, width, dtype=torch.bool)
+    for mask, (top, rows) in zip(masks, bands):
+        y = min(max(0, top + (rows - mask.shape[0]) // 2), max(0, height - mask.shape[0]))
+        part = mask[: height - y]
+        ink[y : y + part.shape[0], scale : scale + part.shape[1]] = part
+    dark = torch.tensor(VIRIDIS[0], dtype=torch.float32).view(3, 1, 1) / 255.0
+    return torch.where(ink, dark, torch.ones(3, height, width))
+
+
+def kl_heatmap_caption(
+    latent_dim: int,
+    steps: Sequence[int],
+    vmax: float,
+    floor: float = 1e-3,
+    groups: Sequence[tuple[str, int]] | None = None,
+) -> str:
     """How to read a :func:`kl_heatmap` of ``latent_dim`` rows whose columns are the checks at ``steps``.
 
     Example::
@@ -105,9 +164,15 @@ def kl_heatmap_caption(latent_dim: int, steps: Sequence[int], vmax: float, floor
         >>> kl_heatmap_caption(2, [100, 200], 2.0)  # doctest: +NORMALIZE_WHITESPACE
         'Rows: latent dimensions 0 (top) to 1; columns: validation checks (steps 100 to 200); colour: log KL
         per dimension from 0.001 nats or less (dark) to 2 nats (yellow), colour bar on the right, NaN in red'
+        >>> kl_heatmap_caption(3, [100], 2.0, groups=[("z2", 1), ("z1", 2)]).split(" (each")[0]
+        'Rows: latent dimensions by group, top to bottom: z2 0 to 0, z1 0 to 1'
     """
+    rows = f"latent dimensions 0 (top) to {latent_dim - 1}"
+    if groups is not None:
+        listed = ", ".join(f"{name} 0 to {size - 1}" for name, size in groups)
+        rows = f"latent dimensions by group, top to bottom: {listed} (each group named on the left, white lines apart)"
     return (
-        f"Rows: latent dimensions 0 (top) to {latent_dim - 1}; columns: validation checks (steps {steps[0]} to "
+        f"Rows: {rows}; columns: validation checks (steps {steps[0]} to "
         f"{steps[-1]}); colour: log KL per dimension from {floor:g} nats or less (dark) to {vmax:.3g} nats (yellow), "
         "colour bar on the right, NaN in red"
     )

@@ -30,7 +30,7 @@ package encodes, with no Pillow) and :func:`disable_default_hp_metric` (``_defau
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -249,14 +249,28 @@ class ViewWriter:
         return done
 
     # ------------------------------------------------------------------ values per dimension
-    def values(self, trainer: Trainer, tag: str, values: Tensor, step: int, stage: str = "validate") -> list[str]:
+    def values(
+        self,
+        trainer: Trainer,
+        tag: str,
+        values: Tensor,
+        step: int,
+        stage: str = "validate",
+        names: Sequence[str] | None = None,
+    ) -> list[str]:
         """Write values ``(D,)`` (e.g. the KL of each latent dimension) under ``tag``; return where they went.
 
         TensorBoard gets a histogram; image loggers a bar chart (one bar per dimension, the caption
         giving the value at full height); file loggers a row ``stage, step, value_0, ...`` appended to
-        ``<folder>/<tag>.csv`` (a header row first).
+        ``<folder>/<tag>.csv`` (a header row first: ``stage, step`` and ``names``, or the indices 0, 1, ...).
+
+        Raises:
+            ValueError: For ``names`` that are not one per value.
         """
         values = values.detach().float().cpu().flatten()
+        if names is not None and len(names) != values.numel():
+            raise ValueError(f"Expected one name per value ({values.numel()}), got {len(names)}: {list(names)}")
+        columns = list(range(values.numel())) if names is None else list(names)
         charts: list[tuple[Tensor, float]] = []  # drawn once, for the first image logger
 
         def send(kind: LoggerKind, logger: Any) -> None:
@@ -267,7 +281,7 @@ class ViewWriter:
                 charts.append(bar_chart(values))
             image, full = charts[0]
             caption = (
-                f"{tag} ({stage}, step {step}): one bar per dimension, 0 to {values.numel() - 1} from the "
+                f"{tag} ({stage}, step {step}): one bar per dimension, {columns[0]} to {columns[-1]} from the "
                 f"left; a full bar is {full:.4g}"
             )
             self._send(kind, logger, tag, to_uint8(image), step, caption, tag)
@@ -281,7 +295,7 @@ class ViewWriter:
             with open(target, "a", newline="") as f:
                 writer = csv.writer(f)
                 if new:
-                    writer.writerow(["stage", "step", *range(values.numel())])
+                    writer.writerow(["stage", "step", *columns])
                 writer.writerow([stage, step, *(f"{v:.6g}" for v in values.tolist())])
             done.append(str(target))
         return done
