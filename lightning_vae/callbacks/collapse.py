@@ -8,47 +8,55 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor
-from torch.distributions import Distribution
+from torchmetrics import MeanMetric
 from typing_extensions import override
 
+from lightning_vae.callbacks.collapse_stats import GroupStatistics, collapse_message, read_groups, totals
 from lightning_vae.checks import check_float, check_int
-from lightning_vae.functional.collapse import ACTIVITY_THRESHOLD, KL_THRESHOLD, count_collapsed, kl_to_standard_normal
-from lightning_vae.metrics.collapse import ActiveUnits, KLPerDimension, MutualInformation
-from lightning_vae.metrics.nll import ImportanceWeightedNLL
-from lightning_vae.protocols import SupportsLogJoint, require
+from lightning_vae.functional.collapse import ACTIVITY_THRESHOLD, KL_THRESHOLD
+from lightning_vae.functional.nll import iw_nll
+from lightning_vae.protocols import SupportsLogJoint, SupportsLogWeights, missing_members, require
 from lightning_vae.utilities import batch_data
 from lightning_vae.viz import ViewWriter, colorize, kl_heatmap, kl_heatmap_caption
 
 
 class PosteriorCollapseMonitor(Callback):
-    """Watch the posterior for collapse at the end of every validation and test run.
+    """Watch the posterior for collapse at the end of every validation and test run, per latent group.
 
     Reads what ``validation_step`` / ``test_step`` return (the monitor protocol of docs/architecture.md): a
-    mapping with ``"posterior"`` (a distribution with ``.mean`` and ``.variance``, event shape
-    ``(D,)``), ``"z"`` (one sample per example, ``(B, D)`` or ``(1, B, D)``) and optionally
-    ``"kl_per_dim"`` (the batch-averaged KL of each dimension, ``(D,)``; computed against the
-    standard normal from the posterior's mean and variance when absent or ``None``). Any
-    LightningModule that returns this works, not only ``VAE``.
+    mapping with ``"groups"``, each group's ``{"posterior", "z", "kl_per_dim"}``, or the single group's
+    ``"posterior"`` (a distribution with batch shape ``(B,)`` and event shape ``(D,)``), ``"z"`` (one sample per
+    example, ``(B, D)`` or ``(1, B, D)``) and optionally ``"kl_per_dim"`` (the batch-averaged KL of each
+    dimension, ``(D,)``) at the top level. Any LightningModule that returns this works, not only ``VAE``.
 
-    Logged at the end of each run (the same numbers on one process and under DDP, since the
-    statistics are torchmetrics states reduced over processes):
+    Logged at the end of each run (the same numbers on one process and under DDP: every statistic is a
+    torchmetrics state reduced over processes, one set per group, created once the group names are known):
 
     - ``collapse/active_units``: dimensions whose posterior mean varies over the data by more than
       ``activity_threshold`` (Burda et al. 2015), over the whole evaluation set;
     - ``collapse/mutual_info``: I(x; z) under q in nats (He et al. 2019; within-batch estimate, at
       most log of the batch size);
     - ``collapse/collapsed_dims``: dimensions with a data-averaged KL below ``kl_threshold``;
+    - with several groups, ``collapse/<group>/active_units``, ``collapse/<group>/mutual_info`` and
+      ``collapse/<group>/collapsed_dims`` for each; the three keys above are then sums over the groups (the
+      mutual information a sum of the groups' estimates, not I(x; z) of the joint);
     - ``collapse/nll_iw``: the importance-weighted NLL with ``iw_samples`` samples, when above 0
-      (the module then needs ``encode(x)`` and ``log_joint(x, z)``);
+      (:func:`~lightning_vae.functional.nll.iw_nll`: over every group when the module has ``log_weights``);
     - ``collapse/kl_per_dim``: the KL of each dimension, as a histogram in TensorBoard, a bar chart
       image for loggers that take images (W&B's ``log_image``, MLflow, Comet), and a row of
-      ``<log folder>/collapse/kl_per_dim.csv`` (``stage, step, KL of dimension 0, 1, ...``) for the
-      others (``CSVLogger``) or without a logger;
+      ``<log folder>/collapse/kl_per_dim.csv`` (``stage, step``, then one column per dimension, named
+      ``<group>/<index>`` with several groups) for the others (``CSVLogger``) or without a logger;
     - ``collapse/kl_per_dim_heatmap``: an image of the KL of every dimension over the validation
-      checks so far (dark is unused, bright is used), with a caption that reads it; a PNG file
-      ``collapse/kl_per_dim_heatmap/step_<step>.png`` for loggers without images (see
-      :class:`~lightning_vae.viz.ViewWriter`).
+      checks so far (dark is unused, bright is used; with several groups, a band per group with its name),
+      with a caption that reads it; a PNG file ``collapse/kl_per_dim_heatmap/step_<step>.png`` for loggers
+      without images (see :class:`~lightning_vae.viz.ViewWriter`).
+
+    Where a quantity has no closed form the monitor says once, per group, which estimator it uses instead
+    (:mod:`~lightning_vae.callbacks.collapse_stats`): a flow posterior's active units come from posterior means
+    estimated with ``mc_samples`` draws (Monte Carlo variance subtracted); a group without a per-example
+    posterior counts them from its samples ``z``; a group without a per-dimension KL (a flow) or without a density
+    at other examples' samples is left out of the collapsed dimensions, the heat map or the mutual information.
+    A group conditioned on another group's sample is read at that sample (``q(z_g | x, z_other)``).
 
     A validation check shows collapse when fewer than ``min_active_units`` units are active or
     the mutual information is below ``min_mutual_info`` nats. After ``patience`` such checks in a
@@ -67,11 +75,14 @@ class PosteriorCollapseMonitor(Callback):
             decoder passes per example).
         iw_chunk_size: Most (sample, example) pairs decoded at once for the NLL.
         log_images: Log the KL per dimension and the heat map (to every logger, as above).
+        mc_samples: Draws per example for posterior means without a closed form (flows).
 
     Raises:
-        ValueError: For negative or non-finite thresholds, negative counts or a ``patience`` below 1.
+        ValueError: For negative or non-finite thresholds, negative counts, a ``patience`` below 1 or
+            ``mc_samples`` below 2.
         TypeError: For arguments of the wrong type; at the start of a validation or test run with
-            ``iw_samples > 0``, for a module without ``encode`` and ``log_joint``
+            ``iw_samples > 0``, for a module with neither ``log_weights``
+            (:class:`~lightning_vae.protocols.SupportsLogWeights`) nor ``encode`` and ``log_joint``
             (:class:`~lightning_vae.protocols.SupportsLogJoint`).
 
     Example::
@@ -92,6 +103,7 @@ class PosteriorCollapseMonitor(Callback):
         iw_samples: int = 0,
         iw_chunk_size: int = 10000,
         log_images: bool = True,
+        mc_samples: int = 16,
     ) -> None:
         super().__init__()
         self.activity_threshold = check_float("activity_threshold", activity_threshold, low=0.0)
@@ -101,18 +113,20 @@ class PosteriorCollapseMonitor(Callback):
         self.patience = check_int("patience", patience, low=1)
         self.iw_samples = check_int("iw_samples", iw_samples, low=0)
         self.iw_chunk_size = check_int("iw_chunk_size", iw_chunk_size, low=1)
+        self.mc_samples = check_int("mc_samples", mc_samples, low=2)
         self.stop_on_collapse = bool(stop_on_collapse)
         self.log_images = bool(log_images)
         self._out = ViewWriter("PosteriorCollapseMonitor")
 
-        self.kl_per_dim = KLPerDimension()
-        self.active_units = ActiveUnits(threshold=self.activity_threshold)
-        self.mutual_info = MutualInformation()
-        self.nll = ImportanceWeightedNLL(n_samples=max(self.iw_samples, 1), chunk_size=self.iw_chunk_size)
+        #: The statistics of each latent group, in the model's order (top group first).
+        self.groups: dict[str, GroupStatistics] = {}
+        self.nll = MeanMetric(nan_strategy="disable")
+        self.nll.set_dtype(torch.float64)
 
-        # What cannot be derived from the trainer: the history for the heat map and the collapse streak.
+        # What cannot be derived from the trainer: the heat map's history (and its groups) and the collapse streak.
         self.history: list[list[float]] = []
         self.history_steps: list[int] = []
+        self.history_groups: list[tuple[str, int]] | None = None
         self.collapsed_checks = 0
         self.warned = False
         self.last: dict[str, float] = {}
@@ -128,62 +142,57 @@ class PosteriorCollapseMonitor(Callback):
         )
 
     # ------------------------------------------------------------------ collection
-    def _metrics(self) -> list[Any]:
-        return [self.kl_per_dim, self.active_units, self.mutual_info, self.nll]
+    def _group(self, name: str, device: torch.device | None = None) -> GroupStatistics:
+        if name not in self.groups:
+            self.groups[name] = GroupStatistics(name, not self.groups, self.activity_threshold, self.mc_samples)
+            if device is not None:  # created after the module moved: place it there
+                self.groups[name].start(device)
+        return self.groups[name]
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        names = getattr(getattr(pl_module, "model", None), "group_names", None)
+        if isinstance(names, (tuple, list)) and all(isinstance(n, str) for n in names):
+            for name in names:
+                self._group(name)
 
     def _start(self, pl_module: LightningModule) -> None:
-        for metric in self._metrics():
-            metric.reset()
-            metric.to(pl_module.device)
-        if self.iw_samples:
-            require(pl_module, SupportsLogJoint, f"PosteriorCollapseMonitor(iw_samples={self.iw_samples})")
+        for stats in self.groups.values():
+            stats.start(pl_module.device)
+        self.nll.reset()
+        self.nll.to(pl_module.device)
+        if self.iw_samples and missing_members(pl_module, SupportsLogWeights):
+            user = f"PosteriorCollapseMonitor(iw_samples={self.iw_samples})"
+            try:
+                require(pl_module, SupportsLogJoint, user)
+            except TypeError as err:
+                raise TypeError(f"{err} (and `log_weights` of SupportsLogWeights)") from None
 
     def _update(self, pl_module: LightningModule, outputs: Any, batch: Any, stage: str) -> None:
-        if not isinstance(outputs, Mapping) or not isinstance(outputs.get("posterior"), Distribution):
-            got = (
-                type(outputs).__name__ if not isinstance(outputs, Mapping) else f"a mapping with keys {sorted(outputs)}"
-            )
-            raise TypeError(
-                f"PosteriorCollapseMonitor expects {stage}_step to return a mapping with 'posterior' (a "
-                f"torch Distribution over z) and 'z' (samples), got {got}"
-            )
-        posterior: Distribution = outputs["posterior"]
-        mean, variance = posterior.mean.detach(), posterior.variance.detach()
-        if mean.dim() != 2:
-            raise ValueError(
-                f"Expected the posterior to have batch shape (B,) and event shape (D,), got mean {tuple(mean.shape)}"
-            )
-        kl = outputs.get("kl_per_dim")
-        if kl is not None:
-            self.kl_per_dim.update(kl.detach(), batch_size=mean.shape[0])
-        else:
-            self.kl_per_dim.update(kl_to_standard_normal(mean, variance))
-        self.active_units.update(mean)
-        z = outputs.get("z")
-        if isinstance(z, Tensor) and z.dim() == 3:
-            z = z[0]
-        self.mutual_info.update(posterior, z.detach() if isinstance(z, Tensor) else None)
+        names = getattr(getattr(pl_module, "model", None), "group_names", None) or ("z",)
+        for name, group in read_groups(outputs, stage, str(names[0])).items():
+            self._group(name, pl_module.device).update(group)
         if self.iw_samples:
-            self.nll.update(pl_module, batch_data(pl_module, batch))
+            x = batch_data(pl_module, batch)
+            self.nll.update(iw_nll(pl_module, x, n_samples=self.iw_samples, chunk_size=self.iw_chunk_size))
 
     def _finish(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any] | None:
-        if not self.kl_per_dim.update_called:
+        groups = {name: stats.compute(self.kl_threshold) for name, stats in self.groups.items() if stats.updated}
+        if not groups:
             return None
-        kl_per_dim = self.kl_per_dim.compute().float()
-        values: dict[str, Any] = {
-            "active_units": int(self.active_units.compute()),
-            "mutual_info": float(self.mutual_info.compute()),
-            "collapsed_dims": int(count_collapsed(kl_per_dim, self.kl_threshold)),
-            "latent_dim": int(kl_per_dim.numel()),
-            "kl_per_dim": kl_per_dim.cpu(),
-        }
+        values = totals(groups)
         # The values are already reduced over processes (equal on every rank); sync_dist only keeps Lightning quiet.
-        for name in ("active_units", "mutual_info", "collapsed_dims"):
-            pl_module.log(f"collapse/{name}", float(values[name]), sync_dist=True)
+        for key in ("active_units", "mutual_info", "collapsed_dims"):
+            if values[key] is not None:
+                pl_module.log(f"collapse/{key}", float(values[key]), sync_dist=True)
+            for name, group in groups.items() if len(groups) > 1 else ():
+                if group[key] is not None:
+                    pl_module.log(f"collapse/{name}/{key}", float(group[key]), sync_dist=True)
+                    values[f"{name}/{key}"] = group[key]
         if self.iw_samples:
             values["nll_iw"] = float(self.nll.compute())
             pl_module.log("collapse/nll_iw", values["nll_iw"], sync_dist=True)
-        self.last = {k: v for k, v in values.items() if not isinstance(v, Tensor)}
+        self.last = {k: v for k, v in values.items() if isinstance(v, (int, float))}
         return values
 
     # ------------------------------------------------------------------ hooks
@@ -224,53 +233,49 @@ class PosteriorCollapseMonitor(Callback):
         values = self._finish(trainer, pl_module)
         if values is None or trainer.sanity_checking:
             return
-        self.history.append(values["kl_per_dim"].tolist())
-        self.history_steps.append(trainer.global_step)
-        self._log_views(trainer, values["kl_per_dim"])
+        if values["kl_per_dim"] is not None:
+            size, layout = values["kl_per_dim"].numel(), values["kl_groups"]
+            if self.history and (len(self.history[0]) != size or self.history_groups not in (None, layout)):
+                self.history, self.history_steps = [], []  # other latent groups than the history's: start again
+            self.history.append(values["kl_per_dim"].tolist())
+            self.history_steps.append(trainer.global_step)
+            self.history_groups = values["kl_groups"]
+        self._log_views(trainer, values)
         self._check(trainer, values)
 
     @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         values = self._finish(trainer, pl_module)
         if values is not None:
-            self._log_views(trainer, values["kl_per_dim"], heatmap=False)
+            self._log_views(trainer, values, heatmap=False)
 
     # ------------------------------------------------------------------ decisions and views
     def _shows_collapse(self, values: Mapping[str, Any]) -> bool:
-        return values["active_units"] < self.min_active_units or values["mutual_info"] < self.min_mutual_info
+        low_mi = values["mutual_info"] is not None and values["mutual_info"] < self.min_mutual_info
+        return values["active_units"] < self.min_active_units or low_mi
 
     def _check(self, trainer: Trainer, values: Mapping[str, Any]) -> None:
         self.collapsed_checks = self.collapsed_checks + 1 if self._shows_collapse(values) else 0
         detected = self.collapsed_checks >= self.patience
         if detected and not self.warned:
             self.warned = True
-            rank_zero_warn(self._message(values), category=UserWarning)
+            rank_zero_warn(collapse_message(self, values), category=UserWarning)
         if self.stop_on_collapse:
             should_stop = trainer.strategy.reduce_boolean_decision(detected, all=False)
             trainer.should_stop = trainer.should_stop or should_stop
 
-    def _message(self, values: Mapping[str, Any]) -> str:
-        d = values["latent_dim"]
-        return (
-            f"Posterior collapse: for {self.collapsed_checks} validation checks in a row the posterior carried "
-            f"almost no information about x. Last check: {values['active_units']}/{d} active units "
-            f"(posterior-mean variance > {self.activity_threshold:g}; collapse below {self.min_active_units}), "
-            f"I(x; z) = {values['mutual_info']:.3f} nats (collapse below {self.min_mutual_info:g}), "
-            f"{values['collapsed_dims']}/{d} dimensions with KL < {self.kl_threshold:g} nats. Remedies in "
-            "lightning-vae: free bits (VAE(free_bits=...) or the FreeBits callback), cyclical KL annealing (the "
-            "KLAnnealing callback), aggressive encoder training (the AggressiveEncoderTraining callback); a weaker "
-            "decoder also helps." + (" Stopping training (stop_on_collapse=True)." if self.stop_on_collapse else "")
-        )
-
-    def _log_views(self, trainer: Trainer, kl_per_dim: Tensor, heatmap: bool = True) -> None:
-        if not self.log_images or not trainer.is_global_zero:
+    def _log_views(self, trainer: Trainer, values: Mapping[str, Any], heatmap: bool = True) -> None:
+        kl_per_dim, layout = values["kl_per_dim"], values["kl_groups"]
+        if not self.log_images or not trainer.is_global_zero or kl_per_dim is None:
             return
         stage = "validate" if heatmap else "test"
-        self._out.values(trainer, "collapse/kl_per_dim", kl_per_dim, trainer.global_step, stage=stage)
+        names = None if len(layout) == 1 else [f"{name}/{i}" for name, size in layout for i in range(size)]
+        self._out.values(trainer, "collapse/kl_per_dim", kl_per_dim, trainer.global_step, stage=stage, names=names)
         if heatmap and self.history:
-            image, vmax = kl_heatmap(torch.tensor(self.history))
+            groups = None if len(layout) == 1 else layout
+            image, vmax = kl_heatmap(torch.tensor(self.history), groups=groups)
             caption = (
-                kl_heatmap_caption(kl_per_dim.numel(), self.history_steps, vmax)
+                kl_heatmap_caption(kl_per_dim.numel(), self.history_steps, vmax, groups=groups)
                 + f"; dimensions under {self.kl_threshold:g} nats count as collapsed."
             )
             self._out.image(trainer, "collapse/kl_per_dim_heatmap", image, trainer.global_step, caption=caption)
@@ -281,6 +286,7 @@ class PosteriorCollapseMonitor(Callback):
         return {
             "history": [list(h) for h in self.history],
             "history_steps": list(self.history_steps),
+            "history_groups": None if self.history_groups is None else [list(g) for g in self.history_groups],
             "collapsed_checks": self.collapsed_checks,
             "warned": self.warned,
         }
@@ -289,6 +295,8 @@ class PosteriorCollapseMonitor(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [list(h) for h in state_dict.get("history", [])]
         self.history_steps = list(state_dict.get("history_steps", []))
+        groups = state_dict.get("history_groups")
+        self.history_groups = None if groups is None else [(str(n), int(s)) for n, s in groups]
         self.collapsed_checks = int(state_dict.get("collapsed_checks", 0))
         self.warned = bool(state_dict.get("warned", False))
 

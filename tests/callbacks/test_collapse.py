@@ -92,7 +92,10 @@ def test_iw_nll_is_logged_and_tighter_than_the_elbo(tmp_path):
     metrics = Trainer(**trainer_kwargs(tmp_path, callbacks=[monitor])).validate(vae, dm, verbose=False)[0]
     assert metrics["collapse/nll_iw"] <= -metrics["val/elbo"] + 0.5
     assert metrics["collapse/nll_iw"] > 0
-    expected = r"PosteriorCollapseMonitor\(iw_samples=5\) needs .* SupportsLogJoint .*; \w+ lacks `log_joint`$"
+    expected = (
+        r"PosteriorCollapseMonitor\(iw_samples=5\) needs .* SupportsLogJoint .*; \w+ lacks `log_joint` "
+        r"\(and `log_weights` of SupportsLogWeights\)$"
+    )
     with pytest.raises(TypeError, match=expected):
         bare = ProtocolModule(n_data=8, val_batch_sizes=(8,))
         del ProtocolModule.log_joint  # a module without the NLL protocol
