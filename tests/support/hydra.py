@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lightning_vae.building import describe
 from support.paths import MNIST_DIR, ROOT
 
 CONFIG_DIR = ROOT / "configs"
@@ -82,7 +83,13 @@ def canonical_spec(class_path: str, init_args: Mapping[str, Any] | None) -> dict
     cls = import_class(class_path)
     bound = inspect.signature(cls).bind(**dict(init_args or {}))
     bound.apply_defaults()
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "args": plain(dict(bound.arguments))}
+    args = {
+        name: canonical_spec(value["class_path"], value.get("init_args"))
+        if isinstance(value, Mapping) and "class_path" in value
+        else value
+        for name, value in plain(dict(bound.arguments)).items()
+    }  # nested networks (a model's encoder) compared the same way
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "args": args}
 
 
 def model_view(model: Any) -> dict[str, Any]:
@@ -92,6 +99,9 @@ def model_view(model: Any) -> dict[str, Any]:
         for k, v in model.hparams.items()
         if not k.startswith("_") and k not in ("optimizer", "lr_scheduler")
     }
+    built = describe(getattr(model, "model", None)) if view.get("model") is not None else None
+    if built is not None:  # a latent-variable model: what it recorded once built (its sizes fixed)
+        view["model"] = built
     for name in ("encoder", "decoder", "likelihood", "prior", "model"):
         spec = view.get(name)
         if isinstance(spec, dict) and "class_path" in spec:
