@@ -7,7 +7,8 @@
   (:func:`write_projector_embedding`);
 - :mod:`~lightning_vae.viz.colors`: the viridis colour map, the KL heat map, bar charts;
 - :mod:`~lightning_vae.viz.views`: what the views draw, as plain functions of a model
-  (:func:`prior_samples`, :func:`reconstruction_rows`, :func:`latent_traversal`);
+  (:func:`prior_samples`, :func:`reconstruction_rows`, :func:`latent_traversal`, :func:`group_means`);
+- :mod:`~lightning_vae.viz.font`: a 3x5 pixel font for labels drawn into images;
 - :mod:`~lightning_vae.viz.summaries`: TensorBoard summaries built here (:func:`image_summary`, HPARAMS sessions);
 - :mod:`~lightning_vae.viz.loggers`: what kind of logger takes a view and where its files go;
 - :mod:`~lightning_vae.viz.writers`: writing images and values through any logger (:class:`ViewWriter`), and the
@@ -20,7 +21,7 @@ from lightning_vae.viz.loggers import logger_folder, logger_kind, tag_path
 from lightning_vae.viz.png import encode_png, to_uint8, write_png
 from lightning_vae.viz.projector import write_projector_embedding
 from lightning_vae.viz.summaries import image_summary, session_end_summary, session_start_summary
-from lightning_vae.viz.views import latent_traversal, prior_samples, reconstruction_rows
+from lightning_vae.viz.views import group_means, latent_groups, latent_traversal, prior_samples, reconstruction_rows
 from lightning_vae.viz.writers import (
     ViewWriter,
     add_summary,
@@ -41,12 +42,14 @@ __all__ = [
     "encode_png",
     "find_tensorboard",
     "find_tensorboard_logger",
+    "group_means",
     "image_grid",
     "image_summary",
     "interleave_rows",
     "is_image",
     "kl_heatmap",
     "kl_heatmap_caption",
+    "latent_groups",
     "latent_traversal",
     "logger_folder",
     "logger_kind",

@@ -17,7 +17,7 @@ from lightning_vae.checks import check_int
 from lightning_vae.functional import posterior_mean_variance
 from lightning_vae.viz.grid import interleave_rows
 
-__all__ = ["latent_traversal", "prior_samples", "reconstruction_rows"]
+__all__ = ["group_means", "latent_groups", "latent_traversal", "prior_samples", "reconstruction_rows"]
 
 
 def prior_samples(module: Any, n: int, seed: int = 0) -> Tensor:
@@ -71,8 +71,63 @@ def reconstruction_rows(module: Any, x: Tensor, nrow: int = 8, fill: float = 1.0
     return interleave_rows(x, recon, nrow, fill=fill)
 
 
+def latent_groups(module: Any) -> tuple[str, ...]:
+    """The latent group names of ``module`` (its ``model``'s, or its own), top group first; ``()`` when it has none.
+
+    Example::
+
+        >>> from lightning_vae.models import StackedVAEModel
+        >>> latent_groups(StackedVAEModel((1, 4, 4), latent_sizes=(3, 2), hidden_sizes=((8,), (8,))))
+        ('z2', 'z1')
+    """
+    names = getattr(getattr(module, "model", module), "group_names", None)
+    return tuple(names) if isinstance(names, (tuple, list)) else ()
+
+
+def _model(module: Any) -> Any:
+    return getattr(module, "model", module)
+
+
+def _check_group(module: Any, group: str) -> str:
+    names = latent_groups(module)
+    if group not in names:
+        raise ValueError(f"Expected `group` to be one of the latent groups {names}, got {group!r}")
+    return group
+
+
+def group_means(module: Any, x: Tensor, group: str) -> Tensor:
+    """The posterior mean of latent group ``group`` for each example of ``x``, ``(N, D_group)``.
+
+    Taken from ``model.inference(x, 1)`` (one sample of the groups it is conditioned on). For a flow posterior the
+    mean is its base mean pushed through the flows (see :class:`~lightning_vae.distributions.FlowPosterior`).
+
+    Raises:
+        ValueError: For a group the module's model does not have.
+    """
+    _check_group(module, group)
+    with torch.no_grad():
+        mean = _model(module).inference(x, 1).posteriors[group].mean
+    return (mean[0] if mean.dim() == 3 else mean).float()  # type: ignore[no-any-return]
+
+
+def _traversal_dims(means: Tensor, n_dims: int) -> tuple[Tensor, Tensor]:
+    """``(dims by falling activity (k,), activity (D,))``: the variance over the examples of each posterior mean."""
+    activity = posterior_mean_variance(means).float()
+    dims = torch.argsort(activity, descending=True, stable=True)[: min(n_dims, means.shape[-1])]
+    return dims, activity
+
+
+def _sweep(start: Tensor, dims: Tensor, n_steps: int, limit: float) -> Tensor:
+    """``(k * n_steps, D)``: ``start`` with dimension ``dims[r]`` swept over ``[-limit, limit]`` in row ``r``."""
+    k = dims.shape[0]
+    values = torch.linspace(-limit, limit, n_steps, device=start.device)
+    z = start.repeat(k, n_steps, 1)  # (k, steps, D)
+    z[torch.arange(k, device=z.device), :, dims] = values.expand(k, -1)
+    return z.reshape(k * n_steps, -1)
+
+
 def latent_traversal(
-    module: Any, x: Tensor, n_dims: int = 8, n_steps: int = 9, limit: float = 3.0
+    module: Any, x: Tensor, n_dims: int = 8, n_steps: int = 9, limit: float = 3.0, group: str | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Traverse the most active latent dimensions, one row each, from the posterior mean of ``x[0]``.
 
@@ -80,28 +135,62 @@ def latent_traversal(
     Row ``r`` sweeps dimension ``dims[r]`` over ``n_steps`` values evenly spaced in ``[-limit, limit]``,
     the other dimensions held at the posterior mean of the first example.
 
+    For a model of several latent groups (``module.model.group_names``), the traversal is in ``group`` (default
+    the top group, the first name): the groups above it are held at the posterior means of ``x[0]``, and the groups
+    below it are regenerated top-down from their conditional prior means given the traversed values
+    (``generative(z).priors[g].mean``, one group at a time). Holding the lower groups at their posterior means
+    instead would hide every change of an upper group, since ``p(x | z)`` reads the bottom group only. The images
+    are the likelihood's mean of ``model.generative(z).params``.
+
     Args:
         module: Anything with ``encode(x)`` (a distribution with ``.mean``) and ``decode(z)``, and
-            optionally ``likelihood.mean`` (the decoder output is shown as is without it).
+            optionally ``likelihood.mean`` (the decoder output is shown as is without it); for several groups,
+            a ``model`` (or the module itself) with ``group_names``, ``inference`` and ``generative``.
         x: At least two examples ``(N, *data_shape)``.
         n_dims: Rows (at most the latent size).
         n_steps: Values per row.
         limit: The sweep covers ``[-limit, limit]``.
+        group: The latent group traversed (several groups only); ``None``: the top group.
 
     Returns:
         ``(images, dims, activity)``: images ``(k * n_steps, *data_shape)`` row by row, the dimension
         of each row ``(k,)`` by falling activity, and the activity of every dimension ``(D,)``.
+
+    Raises:
+        ValueError: For a ``group`` the model does not have.
+
+    Example::
+
+        >>> import torch
+        >>> from lightning_vae import VAE
+        >>> from lightning_vae.models import StackedVAEModel
+        >>> vae = VAE(model=StackedVAEModel((1, 4, 4), latent_sizes=(3, 2), hidden_sizes=((8,), (8,))))
+        >>> images, dims, activity = latent_traversal(vae, torch.rand(6, 1, 4, 4), n_dims=2, n_steps=5, group="z2")
+        >>> images.shape, dims.shape, activity.shape
+        (torch.Size([10, 1, 4, 4]), torch.Size([2]), torch.Size([2]))
     """
+    names = latent_groups(module)
+    if group is not None:
+        _check_group(module, group)
+    if len(names) < 2:  # one group: the module's own encode and decode
+        with torch.no_grad():
+            means = module.encode(x).mean.float()
+            dims, activity = _traversal_dims(means, n_dims)
+            params = module.decode(_sweep(means[0], dims, n_steps, limit))
+            likelihood = getattr(module, "likelihood", None)
+            images = likelihood.mean(params) if likelihood is not None else params
+        return images.float(), dims, activity
+    group = names[0] if group is None else group
+    model = _model(module)
     with torch.no_grad():
-        means = module.encode(x).mean.float()
-        activity = posterior_mean_variance(means).float()
-        k = min(n_dims, means.shape[-1])
-        dims = torch.argsort(activity, descending=True, stable=True)[:k]
-        values = torch.linspace(-limit, limit, n_steps, device=means.device)
-        z = means[0].repeat(k, n_steps, 1)  # (k, steps, D)
-        z[torch.arange(k, device=z.device), :, dims] = values.expand(k, -1)
-        z = z.reshape(k * n_steps, -1)
-        params = module.decode(z)
-        likelihood = getattr(module, "likelihood", None)
-        images = likelihood.mean(params) if likelihood is not None else params
+        inference = model.inference(x, 1)
+        means = {name: q.mean[0] if q.mean.dim() == 3 else q.mean for name, q in inference.posteriors.items()}
+        dims, activity = _traversal_dims(means[group].float(), n_dims)
+        swept = _sweep(means[group][0].float(), dims, n_steps, limit)
+        z = {name: means[name][:1].expand(swept.shape[0], -1).unsqueeze(0) for name in names}  # (1, N, D_g)
+        z[group] = swept.unsqueeze(0)
+        for lower in names[names.index(group) + 1 :]:  # top-down: each lower group from its conditional prior mean
+            z[lower] = model.generative(z).priors[lower].mean.expand_as(z[lower])
+        params = model.generative(z).params[0]
+        images = model.likelihood.mean(params)
     return images.float(), dims, activity
