@@ -8,7 +8,7 @@ shows them in the PROJECTOR tab.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,8 +17,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_vae.callbacks.batches import LABEL_KEYS, batch_labels, unpack_data
-from lightning_vae.checks import check_int
+from lightning_vae.callbacks.batches import LABEL_KEYS, batch_labels, check_group, posterior_means, unpack_data
+from lightning_vae.checks import check_int, check_type
 from lightning_vae.viz import (
     ViewWriter,
     check_value_range,
@@ -37,7 +37,8 @@ class LatentEmbeddingLogger(Callback):
     """Show the latent space in TensorBoard's PROJECTOR tab: posterior means of validation examples.
 
     During validation the posterior means of the first ``n_examples`` examples are kept (from the
-    step outputs of the monitor protocol, else ``module.encode``), with their labels or factors as
+    step outputs of the monitor protocol, else ``module.encode``; with several latent groups, those of
+    ``group``, by default the first), with their labels or factors as
     metadata (the second element of an ``(x, y)`` batch, or a ``y``/``label``/``factors`` key of a
     dict batch) and the examples themselves as sprite thumbnails. They are written every
     ``every_n_epochs`` validation epochs, and always at the end of training. Rank zero only.
@@ -50,10 +51,12 @@ class LatentEmbeddingLogger(Callback):
         thumbnails: Attach the examples as the sprite (when they are images).
         value_range: Range of the data mapped to black..white in the thumbnails.
         tag: Name of the embedding.
+        group: The latent group shown (its posterior means); ``None``: the first group.
 
     Raises:
-        ValueError: For a count or frequency below 1, or a bad ``value_range``.
-        TypeError: For a count or frequency that is not an int.
+        ValueError: For a count or frequency below 1, or a bad ``value_range``; at ``setup``, for a ``group``
+            the model does not have.
+        TypeError: For a count or frequency that is not an int, or a ``group`` that is not a string.
 
     Example::
 
@@ -69,6 +72,7 @@ class LatentEmbeddingLogger(Callback):
         thumbnails: bool = True,
         value_range: Sequence[float] = (0.0, 1.0),
         tag: str = "latent/posterior_mean",
+        group: str | None = None,
     ) -> None:
         super().__init__()
         self.n_examples = check_int("n_examples", n_examples, low=1)
@@ -77,6 +81,7 @@ class LatentEmbeddingLogger(Callback):
         self.thumbnails = bool(thumbnails)
         self.value_range = check_value_range(value_range)
         self.tag = tag
+        self.group = None if group is None else check_type("group", group, str, "a latent group's name or None")
         self._means: list[Tensor] = []
         self._labels: list[Tensor] = []
         self._images: list[Tensor] = []
@@ -89,6 +94,10 @@ class LatentEmbeddingLogger(Callback):
     @override
     def state_key(self) -> str:
         return self._generate_state_key(tag=self.tag)
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        check_group(pl_module, self.group, "LatentEmbeddingLogger")
 
     def _count(self) -> int:
         return sum(m.shape[0] for m in self._means)
@@ -116,9 +125,7 @@ class LatentEmbeddingLogger(Callback):
         x = unpack_data(pl_module, batch)
         if x is None:
             return
-        posterior = outputs.get("posterior") if isinstance(outputs, Mapping) else None
-        with torch.no_grad():
-            means = (posterior if posterior is not None else pl_module.encode(x)).mean  # type: ignore[operator]
+        means = posterior_means(pl_module, outputs, x, self.group)
         self._means.append(means[:need].detach().float().cpu())
         labels = batch_labels(batch)
         if labels is not None:

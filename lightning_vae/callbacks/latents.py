@@ -20,7 +20,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_vae.callbacks.batches import batch_labels
+from lightning_vae.callbacks.batches import batch_labels, check_group, posterior_means, unpack_data
+from lightning_vae.checks import check_type
 
 __all__ = ["PosteriorMeanWriter"]
 
@@ -33,12 +34,18 @@ class PosteriorMeanWriter(BasePredictionWriter):
     the padding of the distributed sampler is dropped. When batches carry labels or factors (``(x, y)`` tuples, or a
     ``y``/``label``/``factors`` key), they are written beside, to ``<stem>_labels.npy``.
 
+    With several latent groups the predictions are the first group's posterior means (``VAE.predict_step``);
+    ``group`` writes another group's instead, computed from each batch (:func:`~lightning_vae.viz.group_means`).
+
     Args:
         output_path: The ``.npy`` file to write.
         labels: Also write the labels when the batches have them.
+        group: The latent group whose posterior means are written; ``None``: what ``predict_step`` returns.
 
     Raises:
-        ValueError: If ``output_path`` does not end in ``.npy``.
+        ValueError: If ``output_path`` does not end in ``.npy``; at ``setup``, for a ``group`` the model does not
+            have.
+        TypeError: For a ``group`` that is not a string.
 
     Example::
 
@@ -47,8 +54,11 @@ class PosteriorMeanWriter(BasePredictionWriter):
         'latents_labels.npy'
     """
 
-    def __init__(self, output_path: str | os.PathLike = "latents.npy", labels: bool = True) -> None:
+    def __init__(
+        self, output_path: str | os.PathLike = "latents.npy", labels: bool = True, group: str | None = None
+    ) -> None:
         super().__init__(write_interval="batch")
+        self.group = None if group is None else check_type("group", group, str, "a latent group's name or None")
         path = Path(output_path)
         if path.suffix != ".npy":
             raise ValueError(f"Expected `output_path` to end in .npy, got {str(output_path)!r}")
@@ -61,6 +71,10 @@ class PosteriorMeanWriter(BasePredictionWriter):
     def labels_path(self) -> Path:
         """Where the labels go: ``<stem>_labels.npy`` beside the output."""
         return self.output_path.with_name(f"{self.output_path.stem}_labels.npy")
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        check_group(pl_module, self.group, "PosteriorMeanWriter")
 
     @override
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -77,10 +91,17 @@ class PosteriorMeanWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
+        if self.group is not None:
+            x = unpack_data(pl_module, batch)
+            if x is None:
+                raise TypeError(f"PosteriorMeanWriter(group={self.group!r}) cannot find the data tensor in the batch")
+            prediction = posterior_means(pl_module, None, x, self.group)
         if not isinstance(prediction, Tensor):
             raise TypeError(
                 f"PosteriorMeanWriter expects predict_step to return a tensor, got {type(prediction).__name__}"
             )
+        if prediction.dim() == 3 and prediction.shape[0] == 1:  # a group's means given one sample of another group
+            prediction = prediction[0]
         self._chunks.append(prediction.detach().float())
         n = prediction.shape[0]
         if batch_indices is not None and len(batch_indices) == n:

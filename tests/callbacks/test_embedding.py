@@ -16,7 +16,8 @@ from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
 from lightning_vae import VAE
 from lightning_vae.callbacks import LatentEmbeddingLogger
-from lightning_vae.data import FACTOR_NAMES, ShapesDataModule
+from lightning_vae.data import FACTOR_NAMES, ShapesDataModule, TensorDataModule
+from lightning_vae.models import StackedVAEModel
 from lightning_vae.nets import MLPDecoder, MLPEncoder
 
 
@@ -81,3 +82,23 @@ def test_validation() -> None:
         LatentEmbeddingLogger(value_range=(0.0, 0.0))
     assert LatentEmbeddingLogger(every_n_epochs=None).every_n_epochs is None
     assert LatentEmbeddingLogger(tag="a").state_key != LatentEmbeddingLogger(tag="b").state_key
+
+
+def test_a_chosen_group_of_a_stacked_model_is_shown(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = VAE(model=StackedVAEModel((1, 4, 4), latent_sizes=(4, 2), hidden_sizes=((8,), (8,))))
+    images = torch.rand(24, 1, 4, 4).round()
+    data = TensorDataModule(images, val=images, batch_size=8, shuffle=False)
+    folders = {}
+    for group in (None, "z1"):  # z1 last: the means below are those of the weights it was written with
+        logger = TensorBoardLogger(tmp_path, name=str(group), version=0)
+        callback = LatentEmbeddingLogger(n_examples=12, group=group)
+        trainer = Trainer(**trainer_kwargs(tmp_path, logger=logger, max_epochs=1, callbacks=[callback]))
+        trainer.fit(model, data)
+        folders[group] = Path(logger.log_dir) / f"{trainer.global_step:05d}" / "latent_posterior_mean"
+    with torch.no_grad():
+        z1_means = model.model.bottom_up[0](images[:12].flatten(1))[0]  # the mean of q(z1 | x), by hand
+    np.testing.assert_allclose(np.loadtxt(folders["z1"] / "tensors.tsv"), z1_means.numpy(), rtol=1e-5, atol=1e-6)
+    assert np.loadtxt(folders[None] / "tensors.tsv").shape == (12, 2)  # the first group, z2
+    with pytest.raises(ValueError, match=r"`group` of LatentEmbeddingLogger to be one of .*\('z2', 'z1'\), got 'z0'"):
+        Trainer(**trainer_kwargs(tmp_path, callbacks=[LatentEmbeddingLogger(group="z0")])).validate(model, data)
