@@ -22,7 +22,9 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger
+
+from lightning_vae.viz import find_tensorboard_logger
 
 #: Key under which :class:`RunProgress` leaves the run's progress in ``trainer.callback_metrics``.
 PROGRESS_KEY = "_lightning_vae/progress"
@@ -116,13 +118,14 @@ def _epochs_text(steps: int, batches_done: float, per_epoch: float) -> str:
     return f"{text} ({epochs:.2f} epochs: {int(batches_done)} batches of {int(per_epoch)} per epoch)"
 
 
-def _logger_lines(loggers: list[Logger]) -> list[str]:
+def _logger_lines(trainer: Trainer) -> list[str]:
     lines = []
-    for logger in loggers:
+    tensorboard = find_tensorboard_logger(trainer)  # the one the views write to: how to open it is worth a line
+    for logger in trainer.loggers:
         log_dir = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
         if not log_dir or not Path(log_dir).is_dir():
             continue
-        if isinstance(logger, TensorBoardLogger):
+        if logger is tensorboard:
             lines.append(f"  TensorBoard logs: {log_dir}")
             lines.append(f"  view them with: tensorboard --logdir {log_dir}  (then open http://localhost:6006)")
         elif isinstance(logger, CSVLogger):
@@ -170,7 +173,7 @@ def summarize(trainer: Trainer) -> str:
     )
     if ckpt:
         lines.append(f"  checkpoint: {ckpt}")
-    lines.extend(_logger_lines(list(trainer.loggers)))
+    lines.extend(_logger_lines(trainer))
     return "\n".join(lines)
 
 
