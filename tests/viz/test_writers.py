@@ -342,3 +342,7 @@ def test_view_writer_writes_nan_images_and_values(tmp_path: Path) -> None:
     assert Path(path).read_text().splitlines() == ["stage,step,0,1", "validate,7,0.5,nan"]
     chart, vmax = bar_chart(torch.tensor([0.5, float("nan"), float("inf")]))
     assert vmax == 0.5 and chart.shape == (3, 64, 32)
+    (path,) = out.values(trainer, "x/kl2", torch.tensor([0.5, 1.0, 2.0]), step=8, names=["z2/0", "z1/0", "z1/1"])
+    assert Path(path).read_text().splitlines() == ["stage,step,z2/0,z1/0,z1/1", "validate,8,0.5,1,2"]
+    with pytest.raises(ValueError, match=r"Expected one name per value \(3\), got 1: \['z'\]"):
+        out.values(trainer, "x/kl3", torch.tensor([0.5, 1.0, 2.0]), step=8, names=["z"])
