@@ -235,6 +235,9 @@ def totals(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "kl_dim": sum(g["kl_per_dim"].numel() for _, g in with_kl),
         "kl_per_dim": torch.cat([g["kl_per_dim"] for _, g in with_kl]) if with_kl else None,
         "kl_groups": [(name, int(g["kl_per_dim"].numel())) for name, g in with_kl],
+        "units": ""
+        if len(groups) == 1
+        else ", ".join(f"{n} {g['active_units']}/{g['latent_dim']}" for n, g in groups.items()),
     }
 
 
@@ -244,10 +247,11 @@ def collapse_message(monitor: Any, values: Mapping[str, Any]) -> str:
     mi_text = "not estimated" if mi is None else f"{mi:.3f} nats"
     kl_text = f"{collapsed}/{values['kl_dim']} dimensions with KL < {monitor.kl_threshold:g} nats. "
     kl_text = "" if collapsed is None else kl_text
+    units = f"{values['units']}; " if values.get("units") else ""  # several groups: each group's count
     return (
         f"Posterior collapse: for {monitor.collapsed_checks} validation checks in a row the posterior carried "
-        f"almost no information about x. Last check: {values['active_units']}/{d} active units "
-        f"(posterior-mean variance > {monitor.activity_threshold:g}; collapse below {monitor.min_active_units}), "
+        f"almost no information about x. Last check: {values['active_units']}/{d} active units ({units}"
+        f"posterior-mean variance > {monitor.activity_threshold:g}; collapse below {monitor.min_active_units}), "
         f"I(x; z) = {mi_text} (collapse below {monitor.min_mutual_info:g}), {kl_text}Remedies in "
         "lightning-vae: free bits (VAE(free_bits=...) or the FreeBits callback), cyclical KL annealing (the "
         "KLAnnealing callback), aggressive encoder training (the AggressiveEncoderTraining callback); a weaker "

@@ -177,3 +177,12 @@ def test_a_group_without_a_posterior_counts_from_its_samples_and_outputs_are_che
     assert list(read_groups({"posterior": DiagonalGaussian(torch.zeros(2, 1), torch.zeros(2, 1))}, "test", "top")) == [
         "top"
     ]
+
+
+def test_the_collapse_warning_gives_each_groups_active_units(tmp_path: Path) -> None:
+    monitor = PosteriorCollapseMonitor(activity_threshold=1e6, patience=1, log_images=False)  # nothing is active
+    trainer = Trainer(**trainer_kwargs(tmp_path, max_epochs=1, callbacks=[monitor]))
+    with pytest.warns(UserWarning, match="Posterior collapse") as record:
+        trainer.fit(_stacked(), datamodule=_data())
+    (message,) = [str(w.message) for w in record if "Posterior collapse" in str(w.message)]
+    assert "Last check: 0/6 active units (z2 0/2, z1 0/4; posterior-mean variance > 1e+06" in message
