@@ -14,11 +14,13 @@ from torch.distributions import Independent, Normal
 from lightning_vae.distributions import DiagonalGaussian
 from lightning_vae.functional.collapse import (
     active_units,
+    count_active,
     count_collapsed,
     kl_to_standard_normal,
     merge_moments,
     mutual_information,
     posterior_mean_variance,
+    sampled_means,
 )
 
 
@@ -60,6 +62,24 @@ def test_merge_moments_is_exact_for_any_split_and_stable():
         assert int(n) == 1000
         np.testing.assert_allclose(mean.numpy(), values.mean(0), rtol=1e-14)
         np.testing.assert_allclose((m2 / (n - 1)).numpy(), reference, rtol=1e-8)
+
+
+def test_sampled_means_and_their_noise_match_numpy_and_remove_the_monte_carlo_spread():
+    rng = np.random.default_rng(2)
+    mu = rng.normal(size=(20000, 3)) * np.sqrt([0.0, 0.004, 1.0])  # Var_x E_q[z] = 0, 0.004, 1
+    samples = mu + rng.normal(size=(8, 20000, 3))  # k = 8 draws of N(mu, 1) per example
+    means, noise = sampled_means(torch.from_numpy(samples))
+    np.testing.assert_allclose(means.numpy(), samples.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(noise.numpy(), samples.var(0, ddof=1) / 8, rtol=1e-12)
+    corrected = posterior_mean_variance(means, noise).numpy()
+    np.testing.assert_allclose(corrected, np.var(samples.mean(0), axis=0, ddof=1) - noise.numpy().mean(0), rtol=1e-10)
+    np.testing.assert_allclose(corrected, [0.0, 0.004, 1.0], atol=0.004, rtol=0.1)  # the spread of 1/8 is gone
+    assert int(active_units(means, noise=noise)) == 1 and int(active_units(means)) == 3  # uncorrected: all active
+    assert int(count_active(torch.tensor([0.02, 0.01, -0.1]))) == 1
+    with pytest.raises(ValueError, match=r"`samples` of shape \(k, B, D\) with k >= 2, got shape \(1, 4, 2\)"):
+        sampled_means(torch.zeros(1, 4, 2))
+    with pytest.raises(ValueError, match=r"`noise` of the means' shape \(20000, 3\), got \(3,\)"):
+        posterior_mean_variance(means, noise[0])
 
 
 # ---------------------------------------------------------------------------------------------- mutual information

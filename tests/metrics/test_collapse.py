@@ -66,6 +66,20 @@ def test_active_units_over_batches_match_numpy_on_the_whole_set():
     assert int(between.compute()) == 1
 
 
+def test_active_units_of_sampled_means_over_batches_match_the_whole_set():
+    from lightning_vae.functional.collapse import posterior_mean_variance, sampled_means
+
+    samples = torch.randn(4, sum(SIZES), 5, dtype=torch.float64) + torch.cat(_posteriors()[0]).double()
+    means, noise = sampled_means(samples)
+    metric, count = PosteriorMeanVariance(), ActiveUnits()
+    for m, n in zip(torch.split(means, SIZES), torch.split(noise, SIZES)):
+        metric.update(m, n)
+        count.update(m, n)
+    expected = posterior_mean_variance(means, noise)
+    torch.testing.assert_close(metric.compute(), expected, rtol=1e-12, atol=1e-12)
+    assert int(count.compute()) == int((expected > 0.01).sum())
+
+
 def test_mutual_information_is_the_size_weighted_mean_of_batch_estimates():
     locs, log_vars = _posteriors()
     metric = MutualInformation()
