@@ -23,11 +23,10 @@ from lightning_vae.viz import ViewWriter, colorize, kl_heatmap, kl_heatmap_capti
 class PosteriorCollapseMonitor(Callback):
     """Watch the posterior for collapse at the end of every validation and test run, per latent group.
 
-    Reads what ``validation_step`` / ``test_step`` return (the monitor protocol of docs/architecture.md): a
-    mapping with ``"groups"``, each group's ``{"posterior", "z", "kl_per_dim"}``, or the single group's
-    ``"posterior"`` (a distribution with batch shape ``(B,)`` and event shape ``(D,)``), ``"z"`` (one sample per
-    example, ``(B, D)`` or ``(1, B, D)``) and optionally ``"kl_per_dim"`` (the batch-averaged KL of each
-    dimension, ``(D,)``) at the top level. Any LightningModule that returns this works, not only ``VAE``.
+    Reads what ``validation_step`` / ``test_step`` return (the monitor protocol of docs/architecture.md):
+    ``"groups"``, each group's ``{"posterior", "z", "kl_per_dim"}``, or at the top level the single group's
+    ``"posterior"`` (batch shape ``(B,)``, event shape ``(D,)``), ``"z"`` (one sample per example, ``(B, D)`` or
+    ``(1, B, D)``) and optionally ``"kl_per_dim"`` (``(D,)``, batch-averaged). Any LightningModule works.
 
     Logged at the end of each run (the same numbers on one process and under DDP: every statistic is a
     torchmetrics state reduced over processes, one set per group, created once the group names are known):
@@ -51,12 +50,10 @@ class PosteriorCollapseMonitor(Callback):
       with a caption that reads it; a PNG file ``collapse/kl_per_dim_heatmap/step_<step>.png`` for loggers
       without images (see :class:`~lightning_vae.viz.ViewWriter`).
 
-    Where a quantity has no closed form the monitor says once, per group, which estimator it uses instead
-    (:mod:`~lightning_vae.callbacks.collapse_stats`): a flow posterior's active units come from posterior means
-    estimated with ``mc_samples`` draws (Monte Carlo variance subtracted); a group without a per-example
-    posterior counts them from its samples ``z``; a group without a per-dimension KL (a flow) or without a density
-    at other examples' samples is left out of the collapsed dimensions, the heat map or the mutual information.
-    A group conditioned on another group's sample is read at that sample (``q(z_g | x, z_other)``).
+    Where a quantity has no closed form the monitor says once per group which estimator it uses instead
+    (:mod:`~lightning_vae.callbacks.collapse_stats`): a flow's active units from posterior means estimated with
+    ``mc_samples`` draws; the collapsed dimensions, heat map and I(x; z) leave out a group without a per-dimension
+    KL or a density at other examples' samples. A group conditioned on another's sample is read at that sample.
 
     A validation check shows collapse when fewer than ``min_active_units`` units are active or
     the mutual information is below ``min_mutual_info`` nats. After ``patience`` such checks in a
