@@ -133,7 +133,10 @@ class GroupStatistics:
             kl_from: str | None = "given"
         elif moments and self.first:
             kl_from = "standard normal"
-            self.notes.append("KL per dimension of each posterior marginal N(mean, variance) to N(0, 1)")
+            self.notes.append(
+                "KL per dimension of each posterior marginal N(mean, variance) to N(0, 1) (the outputs give none; "
+                "exact under a standard normal prior only)"
+            )
         else:
             kl_from = None
             why = (
