@@ -77,8 +77,12 @@ class EvaluationSteps(LightningModule):
         return self._eval_step(batch, "test", batch_idx)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """The posterior mean of the first latent group for each example, shape ``(B, D)``."""
-        return self.encode(unpack_batch(batch)).mean
+        """The posterior mean of the first latent group for each example, shape ``(B, D)``.
+
+        A group conditioned on a sample of another (the top group of a stacked model) gives its mean at that sample.
+        """
+        mean = self.encode(unpack_batch(batch)).mean
+        return mean[0] if mean.dim() == 3 else mean
 
 
 __all__ = ["EvaluationSteps"]

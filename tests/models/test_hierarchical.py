@@ -219,3 +219,8 @@ def test_kl_annealing_of_one_group(tmp_path: Path) -> None:
         Trainer(**trainer_kwargs(tmp_path, max_steps=1), callbacks=[KLAnnealing(group="z7")]).fit(
             VAE(model=MODELS["stacked"]()), datamodule=_data()
         )
+
+
+def test_predict_gives_one_mean_per_example() -> None:
+    vae = VAE(model=MODELS["stacked"]())
+    assert vae.predict_step(torch.rand(5, *SMALL).round(), 0).shape == (5, 2)
