@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -19,16 +19,13 @@ from lightning_vae.building import build, save_hparams
 from lightning_vae.checks import check_choice, check_float, check_int, check_type
 from lightning_vae.data.common import unpack_batch
 from lightning_vae.distributions.likelihoods import Likelihood
-from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, as_posterior
-from lightning_vae.distributions.priors import Prior, StandardNormalPrior
+from lightning_vae.distributions.priors import Prior
 from lightning_vae.evaluation import EvalMetrics
-from lightning_vae.functional.math import soft_clamp
 from lightning_vae.guard import DataCheck, NonFiniteGuard, NonFinitePolicy
-from lightning_vae.hooks import CheckpointHooks, EvaluationSteps, FaultHooks
+from lightning_vae.hooks import CheckpointHooks, EvaluationSteps, FaultHooks, ModelParts, TrainingStep
 from lightning_vae.models.base import LatentVariableModel, ModelOutput
 from lightning_vae.models.vae import LikelihoodName, PriorName, VAEModel
-from lightning_vae.objective import ELBOTerms, FreeBitsMode, check_single_sample, elbo_diagonal_gaussian, elbo_groups
-from lightning_vae.utilities import logs_this_step
+from lightning_vae.objective import ELBOTerms, FreeBitsMode, check_single_sample, elbo_groups
 
 
 class VAEOutput(NamedTuple):
@@ -49,7 +46,7 @@ class VAEOutput(NamedTuple):
     groups: ModelOutput
 
 
-class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
+class VAE(TrainingStep, EvaluationSteps, ModelParts, CheckpointHooks, FaultHooks):
     """A variational autoencoder around any encoder and decoder, or any latent-variable model.
 
     ``VAE(encoder, decoder, likelihood=..., prior=...)`` builds the single-group
@@ -198,71 +195,6 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
     def beta(self, value: float) -> None:
         self._beta = check_float("beta", value, low=0.0)
 
-    # ------------------------------------------------------------------ the model's parts and paths
-    @property
-    def encoder(self) -> nn.Module:
-        """The model's encoder (a single-group model's; other models may not have one)."""
-        return self._part("encoder")
-
-    @property
-    def decoder(self) -> nn.Module:
-        """The model's decoder."""
-        return self._part("decoder")
-
-    @property
-    def likelihood(self) -> Likelihood:
-        """The model's likelihood ``p(x | z)``."""
-        return self.model.likelihood
-
-    @property
-    def prior(self) -> Prior:
-        """The model's prior module (a single-group model's)."""
-        return self._part("prior")
-
-    @property
-    def data_shape(self) -> tuple[int, ...] | None:
-        """The shape of one example, or ``None`` until known."""
-        return self.model.data_shape
-
-    @property
-    def autoregressive(self) -> bool:
-        """Whether the decoder takes ``(z, x)`` (a PixelCNN decoder)."""
-        return bool(getattr(self.model, "autoregressive", False))
-
-    def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
-        """The likelihood's parameters for latents ``z`` of shape ``(..., D)`` (a single-group model's decoder)."""
-        return self._part("decode")(z, x)  # type: ignore[no-any-return]
-
-    def prior_distribution(self) -> Distribution:
-        """``p(z)`` with event shape ``(D,)`` (a single-group model's prior)."""
-        return self._part("prior_distribution")()  # type: ignore[no-any-return]
-
-    def _part(self, name: str) -> Any:
-        part = getattr(self.model, name, None)
-        if part is None:
-            raise AttributeError(f"{type(self.model).__name__} has no `{name}`: use vae.model and its latent groups")
-        return part
-
-    def encode(self, x: Tensor) -> Distribution:
-        """q(z|x) of the model's first latent group."""
-        return self.model.encode(x)
-
-    def log_joint(self, x: Tensor, z: Tensor | Mapping[str, Tensor]) -> Tensor:
-        """``log p(x, z)`` in nats, shape ``(S, B)`` (the importance-weighted NLL's protocol, with :meth:`encode`)."""
-        return self.model.log_joint(x, z)
-
-    def log_weights(self, x: Tensor, n_samples: int) -> Tensor:
-        """Importance log-weights over every latent group, ``(n_samples, B)`` (what the IW-NLL averages)."""
-        return self.model.log_weights(x, n_samples)
-
-    def sample(self, n: int, mean: bool = True) -> Tensor:
-        """Draw ``n`` examples from the model (the likelihood's mean, or a sample of ``x``)."""
-        return self.model.sample(n, mean)
-
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """The reconstruction of ``x`` in data space."""
-        return self.model.reconstruct(x)
-
     def forward(self, x: Tensor, n_samples: int = 1) -> VAEOutput:
         """One pass of the model: infer ``n_samples`` samples of every latent group, generate from them."""
         out = self.model(x, n_samples)
@@ -300,92 +232,6 @@ class VAE(EvaluationSteps, CheckpointHooks, FaultHooks):
             group_betas=self.group_betas or None, **self._settings(report),
         )  # fmt: skip
         return terms, out
-
-    def training_loss(self, batch: Any) -> Tensor:
-        """The loss :meth:`training_step` minimises on ``batch``, without logging (for extra inner updates)."""
-        return self.compute_terms(unpack_batch(batch))[0].loss
-
-    # ------------------------------------------------------------------ training
-    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor] | None:
-        """Minimise the loss; return ``{"loss", "kl"}`` (the raw KL of the step, detached, for callbacks).
-
-        Returns ``None`` (Lightning then skips the backward pass and the optimizer step) for a non-finite step
-        under ``on_nonfinite="skip"``.
-        """
-        x = unpack_batch(batch)
-        trainer = self._trainer
-        step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
-        where = lambda: f"training: global step {step}, epoch {epoch}, batch {batch_idx}"  # noqa: E731
-        logs = trainer is None or logs_this_step(trainer) or self._epoch_edge(batch_idx)
-        terms = self._training_terms(x, where, logs)
-        if self.guard.observe(self, x, terms, step=step, batch_idx=batch_idx, epoch=epoch):
-            return None
-        if logs:
-            self._log_step(terms, x.shape[0])
-        return {"loss": terms.loss, "kl": terms.kl.detach()}
-
-    def _training_terms(self, x: Tensor, where: Callable[[], str], report: bool) -> ELBOTerms:
-        """The training step's terms: the diagonal-Gaussian fast path where it applies, else :meth:`compute_terms`.
-
-        The fast path (a :class:`~lightning_vae.models.VAEModel` whose encoder returns ``(loc, log_var)``, a
-        standard normal prior, a non-autoregressive decoder, one sample) computes the same loss, gradients and
-        reported values from the same random numbers without building distribution objects.
-        """
-        if self._fast is None:
-            model = self.model
-            self._fast = type(model) is VAEModel and type(model.prior) is StandardNormalPrior
-            self._fast = self._fast and not model.autoregressive
-        if not self._fast or self.n_samples != 1 or self.group_betas:
-            return self.compute_terms(x, where=where, report=report)[0]
-        model = cast(VAEModel, self.model)
-        due = self.data_check(model.likelihood, x, self.guard.policy, where)
-        if not self._shapes_fixed:
-            model.fix_shapes(x)
-            self._shapes_fixed = True
-        encoded = model.encoder(x)
-        if type(encoded) is not tuple or len(encoded) != 2:  # a distribution: the general path from now on
-            self._fast = False
-            q = as_posterior(encoded)
-            z = q.rsample((1,))
-            params = model.decode(z, x)
-            model.likelihood.check_params(x, params, sample_dims=1)
-            priors = {"z": model.prior_distribution()}
-            return elbo_groups(x, {"z": q}, {"z": z}, params, model.likelihood, priors, **self._settings(report))
-        loc, log_var = encoded
-        if due and (loc.shape != log_var.shape or loc.dim() < 1):
-            as_posterior(encoded)  # raises the posterior's own error
-        loc = loc if loc.dtype == torch.float32 else loc.float()
-        log_var = soft_clamp(log_var if log_var.dtype == torch.float32 else log_var.float(), *LOG_VAR_RANGE)
-        # What DiagonalGaussian.rsample((1,)) draws: the same random numbers, so the same step.
-        z = loc + torch.randn_like(loc) * torch.exp(0.5 * log_var)
-        params = model.decoder(z)
-        if due:
-            model.likelihood.check_params(x, params)
-        return elbo_diagonal_gaussian(x, loc, log_var, params, model.likelihood, **self._settings(report))
-
-    def _settings(self, report: bool) -> dict[str, Any]:
-        return {
-            "beta": self._beta,
-            "free_bits": self.free_bits,
-            "free_bits_mode": self.free_bits_mode,
-            "free_bits_groups": self.free_bits_groups,
-            "capacity": self.capacity,
-            "capacity_gamma": self.capacity_gamma,
-            "report": report,
-        }
-
-    def _log_step(self, terms: ELBOTerms, batch_size: int) -> None:
-        assert terms.elbo is not None  # computed on logging steps
-        values: dict[str, Tensor] = {"train/elbo": terms.elbo, "train/recon": terms.recon, "train/kl": terms.kl}
-        # Host tensors: Lightning would copy a Python number to the device (a blocking copy there).
-        values.update({"train/beta": torch.tensor(self.beta), "train/free_bits": torch.tensor(self.free_bits)})
-        if terms.iwae is not None:
-            values["train/iwae"] = terms.iwae
-        if terms.kl_groups is not None and len(terms.kl_groups) > 1:
-            values.update({f"train/kl/{name}": kl for name, kl in terms.kl_groups.items()})
-        # The progress bar reads its value at every refresh: a host copy made on a logging step.
-        self.log("train/loss", terms.loss.detach().cpu(), prog_bar=True, batch_size=batch_size)
-        self.log_dict(values, batch_size=batch_size)
 
     def configure_model(self) -> None:
         """Compile the model's networks when ``compile`` asks for it (idempotent; the Trainer calls it per process)."""

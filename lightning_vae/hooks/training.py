@@ -1,0 +1,128 @@
+"""The training step of ``VAE`` (a mixin): the diagonal-Gaussian fast path, the general path, step logging."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from lightning_vae.data.common import unpack_batch
+from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, as_posterior
+from lightning_vae.distributions.priors import StandardNormalPrior
+from lightning_vae.functional.math import soft_clamp
+from lightning_vae.guard import DataCheck, NonFiniteGuard
+from lightning_vae.models.base import LatentVariableModel
+from lightning_vae.models.vae import VAEModel
+from lightning_vae.objective import ELBOTerms, FreeBitsMode, elbo_diagonal_gaussian, elbo_groups
+from lightning_vae.utilities import logs_this_step
+
+
+class TrainingStep(LightningModule):
+    """``training_step`` and ``training_loss`` over the module's objective settings and fault policy."""
+
+    model: LatentVariableModel
+    guard: NonFiniteGuard
+    data_check: DataCheck
+    n_samples: int
+    free_bits: float
+    free_bits_mode: FreeBitsMode
+    free_bits_groups: int
+    capacity: float | None
+    capacity_gamma: float
+    group_betas: dict[str, float]
+    _beta: float
+    _fast: bool | None
+    _shapes_fixed: bool
+    compute_terms: Callable[..., tuple[ELBOTerms, Any]]
+    _epoch_edge: Callable[[int], bool]
+
+    def training_loss(self, batch: Any) -> Tensor:
+        """The loss :meth:`training_step` minimises on ``batch``, without logging (for extra inner updates)."""
+        return self.compute_terms(unpack_batch(batch))[0].loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor] | None:
+        """Minimise the loss; return ``{"loss", "kl"}`` (the raw KL of the step, detached, for callbacks).
+
+        Returns ``None`` (Lightning then skips the backward pass and the optimizer step) for a non-finite step
+        under ``on_nonfinite="skip"``.
+        """
+        x = unpack_batch(batch)
+        trainer = self._trainer
+        step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
+        where = lambda: f"training: global step {step}, epoch {epoch}, batch {batch_idx}"  # noqa: E731
+        logs = trainer is None or logs_this_step(trainer) or self._epoch_edge(batch_idx)
+        terms = self._training_terms(x, where, logs)
+        if self.guard.observe(self, x, terms, step=step, batch_idx=batch_idx, epoch=epoch):
+            return None
+        if logs:
+            self._log_step(terms, x.shape[0])
+        return {"loss": terms.loss, "kl": terms.kl.detach()}
+
+    def _training_terms(self, x: Tensor, where: Callable[[], str], report: bool) -> ELBOTerms:
+        """The training step's terms: the diagonal-Gaussian fast path where it applies, else :meth:`compute_terms`.
+
+        The fast path (a :class:`~lightning_vae.models.VAEModel` whose encoder returns ``(loc, log_var)``, a
+        standard normal prior, a non-autoregressive decoder, one sample) computes the same loss, gradients and
+        reported values from the same random numbers without building distribution objects.
+        """
+        if self._fast is None:
+            model = self.model
+            self._fast = type(model) is VAEModel and type(model.prior) is StandardNormalPrior
+            self._fast = self._fast and not model.autoregressive
+        if not self._fast or self.n_samples != 1 or self.group_betas:
+            return self.compute_terms(x, where=where, report=report)[0]
+        model = cast(VAEModel, self.model)
+        due = self.data_check(model.likelihood, x, self.guard.policy, where)
+        if not self._shapes_fixed:
+            model.fix_shapes(x)
+            self._shapes_fixed = True
+        encoded = model.encoder(x)
+        if type(encoded) is not tuple or len(encoded) != 2:  # a distribution: the general path from now on
+            self._fast = False
+            q = as_posterior(encoded)
+            z = q.rsample((1,))
+            params = model.decode(z, x)
+            model.likelihood.check_params(x, params, sample_dims=1)
+            priors = {"z": model.prior_distribution()}
+            return elbo_groups(x, {"z": q}, {"z": z}, params, model.likelihood, priors, **self._settings(report))
+        loc, log_var = encoded
+        if due and (loc.shape != log_var.shape or loc.dim() < 1):
+            as_posterior(encoded)  # raises the posterior's own error
+        loc = loc if loc.dtype == torch.float32 else loc.float()
+        log_var = soft_clamp(log_var if log_var.dtype == torch.float32 else log_var.float(), *LOG_VAR_RANGE)
+        # What DiagonalGaussian.rsample((1,)) draws: the same random numbers, so the same step.
+        z = loc + torch.randn_like(loc) * torch.exp(0.5 * log_var)
+        params = model.decoder(z)
+        if due:
+            model.likelihood.check_params(x, params)
+        return elbo_diagonal_gaussian(x, loc, log_var, params, model.likelihood, **self._settings(report))
+
+    def _settings(self, report: bool) -> dict[str, Any]:
+        return {
+            "beta": self._beta,
+            "free_bits": self.free_bits,
+            "free_bits_mode": self.free_bits_mode,
+            "free_bits_groups": self.free_bits_groups,
+            "capacity": self.capacity,
+            "capacity_gamma": self.capacity_gamma,
+            "report": report,
+        }
+
+    def _log_step(self, terms: ELBOTerms, batch_size: int) -> None:
+        assert terms.elbo is not None  # computed on logging steps
+        values: dict[str, Tensor] = {"train/elbo": terms.elbo, "train/recon": terms.recon, "train/kl": terms.kl}
+        # Host tensors: Lightning would copy a Python number to the device (a blocking copy there).
+        values.update({"train/beta": torch.tensor(self.beta), "train/free_bits": torch.tensor(self.free_bits)})
+        if terms.iwae is not None:
+            values["train/iwae"] = terms.iwae
+        if terms.kl_groups is not None and len(terms.kl_groups) > 1:
+            values.update({f"train/kl/{name}": kl for name, kl in terms.kl_groups.items()})
+        # The progress bar reads its value at every refresh: a host copy made on a logging step.
+        self.log("train/loss", terms.loss.detach().cpu(), prog_bar=True, batch_size=batch_size)
+        self.log_dict(values, batch_size=batch_size)
+
+
+__all__ = ["TrainingStep"]
