@@ -530,6 +530,10 @@ def run_model(
         "eval": result,
         "wall_seconds_this_invocation": round(time.perf_counter() - started, 1),
         "checkpoint": _rel(last),
+        "flow_forget_bias": sorted(
+            {float(f.forget_bias) for f in getattr(vae.model, "flows", []) if hasattr(f, "forget_bias")}
+        ),
+        "code": code_version(),
         "published": dataclasses.asdict(spec.published),
         "smoke": bool(args.smoke),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -579,6 +583,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _write_results(results_path, results)
     print(f"wrote {results_path}" + (f" and {figure}" if figure else ""), flush=True)
     return results
+
+
+def code_version() -> dict[str, Any]:
+    """The checkout's commit and whether the package's files differ from it (``None`` outside a git checkout)."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "lightning_vae"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "package_modified": None}
+    return {"commit": commit, "package_modified": bool(changed)}
 
 
 def protocol_description() -> dict[str, str]:

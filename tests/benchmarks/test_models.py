@@ -68,6 +68,8 @@ def test_smoke_run_of_every_model_writes_results_and_figure(tmp_path: Path, mnis
         assert entry["train_seconds"] >= 0 and ev["seconds"] >= 0
         assert datetime.datetime.fromisoformat(entry["date"]).tzinfo is not None
         assert (tmp_path / "runs" / name / "last.ckpt").exists()
+        assert entry["code"]["commit"] is None or len(entry["code"]["commit"]) == 40
+        assert (len(entry["flow_forget_bias"]) == 1) == (name == "vae_iaf")
         assert f"RESULT {name}: test NLL" in out
     assert results["machine"]["torch"] == torch.__version__
     assert "--smoke" in results["last_command"]
