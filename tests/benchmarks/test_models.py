@@ -85,6 +85,15 @@ def test_smoke_run_of_every_model_writes_results_and_figure(tmp_path: Path, mnis
     kept = _smoke(tmp_path, mnist_dir, "--models", "vae_1l", "--epochs", "2")
     assert "the results entry already evaluates this checkpoint (epoch 2); kept" in capsys.readouterr().out
     assert kept["models"]["vae_1l"] == again["models"]["vae_1l"]
+    # An entry of other weights (a retrained or changed model) is evaluated again.
+    saved = json.loads((tmp_path / "results.json").read_text())
+    saved["models"]["vae_1l"]["weights_sha256"] = "0" * 64
+    (tmp_path / "results.json").write_text(json.dumps(saved))
+    fresh = _smoke(tmp_path, mnist_dir, "--models", "vae_1l", "--epochs", "2")
+    assert "vae_1l: evaluating epoch 2" in capsys.readouterr().out
+    assert fresh["models"]["vae_1l"]["weights_sha256"] == again["models"]["vae_1l"]["weights_sha256"]
+    same_draws = [{k: v for k, v in e["models"]["vae_1l"]["eval"].items() if k != "seconds"} for e in (fresh, again)]
+    assert same_draws[0] == same_draws[1]  # the same weights and evaluation seed: the same estimates
 
 
 def test_bad_arguments_are_refused(tmp_path: Path, mnist_dir: Path, capsys) -> None:
