@@ -413,10 +413,22 @@ def _write_results(path: Path, results: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 of the module's state dict (names, shapes, dtypes and values): which weights an entry evaluated."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, tensor in module.state_dict().items():
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _settings(entry: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes a results entry current for a checkpoint: its epochs, seed, batch, smoke mode, k and images."""
+    """What makes a results entry current: the weights it evaluated, epochs, seed, batch, smoke mode, k and images."""
     evaluation = entry.get("eval", {})
     return (
+        entry.get("weights_sha256"),
         entry.get("epochs"),
         entry.get("seed"),
         entry.get("batch_size"),
@@ -492,7 +504,8 @@ def run_model(
             progress.load_state_dict(state)
 
     previous = _load_results(results_path).get("models", {}).get(name)
-    current = (epochs, args.seed, args.batch_size, bool(args.smoke), args.k, int(test_images.shape[0]))
+    weights = weights_digest(vae)
+    current = (weights, epochs, args.seed, args.batch_size, bool(args.smoke), args.k, int(test_images.shape[0]))
     if not args.reevaluate and previous is not None and current == _settings(previous):
         print(f"{name}: the results entry already evaluates this checkpoint (epoch {epochs}); kept", flush=True)
         return previous
@@ -530,6 +543,7 @@ def run_model(
         "eval": result,
         "wall_seconds_this_invocation": round(time.perf_counter() - started, 1),
         "checkpoint": _rel(last),
+        "weights_sha256": weights,
         "flow_forget_bias": sorted(
             {float(f.forget_bias) for f in getattr(vae.model, "flows", []) if hasattr(f, "forget_bias")}
         ),
