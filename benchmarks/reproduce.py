@@ -52,6 +52,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import Tensor, nn
 
 from lightning_vae import VAE
+from lightning_vae.building import load_checkpoint, migrate_state_dict
 from lightning_vae.callbacks import KLAnnealing
 from lightning_vae.data import MNISTDataModule
 from lightning_vae.metrics import ImportanceWeightedNLL
@@ -580,7 +581,8 @@ def _data(exp: Experiment, args: argparse.Namespace) -> MNISTDataModule:
 
 
 def _load_weights(model: VAE, path: Path) -> dict[str, Any]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path)
+    migrate_state_dict(checkpoint)  # weights written before the networks moved under `model.`
     model.load_state_dict(checkpoint["state_dict"])
     return checkpoint
 
@@ -695,7 +697,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # `last.ckpt` is written only when a periodic checkpoint is (save_top_k=1 keeps the newest `epoch=N.ckpt`).
         callbacks.append(
             ModelCheckpoint(
-                dirpath=run_dir, filename="{epoch}", save_top_k=1, save_last=True, save_on_train_epoch_end=True
+                dirpath=run_dir,
+                filename="{epoch}",
+                save_top_k=1,
+                save_last=True,
+                save_on_train_epoch_end=True,
+                # A run folder moved since its last save (LIGHTNING_VAE_RUNS_DIR) would otherwise get last-v1.ckpt
+                # beside a stale last.ckpt, which the next resume and --eval-only would read.
+                enable_version_counter=False,
             )
         )
         if exp.select == "best":
@@ -741,7 +750,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         resume = last if last.exists() else None
         if resume is not None:
-            done = epochs_done(torch.load(resume, map_location="cpu", weights_only=False))
+            done = epochs_done(load_checkpoint(resume))
             print(f"resuming from {resume} (after epoch {done})", flush=True)
             # A new random stream for the resumed part (shuffling, binarisation, samples), not a replay of the first.
             seed_everything(args.seed + done, verbose=False)
