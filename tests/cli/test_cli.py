@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import Trainer
 from support.modules import tiny_vae, trainer_kwargs
 from support.paths import ROOT, require_mnist
 from torch.utils.data import DataLoader, TensorDataset
@@ -166,17 +166,6 @@ def test_bad_cli_values_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 # ---------------------------------------------------------------------------------------- a user's own pipeline
-class UserDataModule(LightningDataModule):
-    """A user's data module whose defaults share names with ShapesDataModule's (batch_size, n_val)."""
-
-    def __init__(self, root: str = "/data/mine", batch_size: int = 7, n_val: int = 3) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(TensorDataset(torch.rand(8, 1, 32, 32).round()), batch_size=self.hparams.batch_size)
-
-
 def _print_config(args: list[str], capsys: pytest.CaptureFixture) -> dict:
     with pytest.raises(SystemExit) as exit_info:
         build_cli(args=[*args, "--print_config"])
@@ -188,24 +177,24 @@ def test_a_user_data_module_keeps_its_own_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
-    printed = _print_config(["fit", "--data.class_path", "test_cli.UserDataModule"], capsys)
+    printed = _print_config(["fit", "--data.class_path", "support.modules.UserDataModule"], capsys)
     assert printed["data"] == {
-        "class_path": "test_cli.UserDataModule",
+        "class_path": "support.modules.UserDataModule",
         "init_args": {"root": "/data/mine", "batch_size": 7, "n_val": 3},
     }
     # the same through a user's YAML that names only the class
     config = tmp_path / "mine.yaml"
-    config.write_text("data:\n  class_path: test_cli.UserDataModule\n")
+    config.write_text("data:\n  class_path: support.modules.UserDataModule\n")
     printed = _print_config(["fit", f"--config={config}"], capsys)
     assert printed["data"]["init_args"] == {"root": "/data/mine", "batch_size": 7, "n_val": 3}
     # on top of a shipped config: its ShapesDataModule arguments (batch_size 128, n_val 2000) are not carried over
     for args in (
-        ["--config=shapes", "--data.class_path", "test_cli.UserDataModule"],
-        ["--config=shapes", "--data=test_cli.UserDataModule", "--data.init_args.batch_size=9"],
+        ["--config=shapes", "--data.class_path", "support.modules.UserDataModule"],
+        ["--config=shapes", "--data=support.modules.UserDataModule", "--data.init_args.batch_size=9"],
         ["--config=shapes", f"--config={config}"],
     ):
         printed = _print_config(["fit", *args], capsys)
-        assert printed["data"]["class_path"] == "test_cli.UserDataModule", args
+        assert printed["data"]["class_path"] == "support.modules.UserDataModule", args
         expected = {"root": "/data/mine", "batch_size": 9 if "--data.init_args.batch_size=9" in args else 7, "n_val": 3}
         assert printed["data"]["init_args"] == expected, args
     # the same class again keeps the config's arguments and takes the override

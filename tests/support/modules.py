@@ -7,8 +7,9 @@ import atexit
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, LightningDataModule
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_vae import VAE
 from lightning_vae.distributions import DiagonalGaussian
@@ -104,3 +105,14 @@ class DeterministicEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> MeanSampleGaussian:
         loc, log_var = self.net(x.flatten(1)).chunk(2, -1)
         return MeanSampleGaussian(loc, log_var)
+
+
+class UserDataModule(LightningDataModule):
+    """A user's data module whose defaults share names with ShapesDataModule's (batch_size, n_val)."""
+
+    def __init__(self, root: str = "/data/mine", batch_size: int = 7, n_val: int = 3) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.rand(8, 1, 32, 32).round()), batch_size=self.hparams.batch_size)
