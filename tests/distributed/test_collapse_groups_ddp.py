@@ -7,25 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
-from support.modules import DestroyProcessGroupAtExit, MeanSampleGaussian, trainer_kwargs
-from torch import Tensor
+from support.modules import DestroyProcessGroupAtExit, DeterministicStacked, trainer_kwargs
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_vae import VAE
 from lightning_vae.callbacks import PosteriorCollapseMonitor
-from lightning_vae.models import Inference, StackedVAEModel
 
 BATCHES = (8, 8, 8, 5)  # rank 0 takes batches 0 and 2, rank 1 batches 1 and 3: uneven shards
-
-
-class DeterministicStacked(StackedVAEModel):
-    """Two groups whose posterior "samples" are their means: runs that split the data differently compare exactly."""
-
-    def inference(self, x: Tensor, n_samples: int = 1) -> Inference:
-        q1 = MeanSampleGaussian(*self.bottom_up[0](x.flatten(1)))
-        z1 = q1.rsample((n_samples,))
-        q2 = MeanSampleGaussian(*self.bottom_up[1](z1))
-        return Inference({"z2": q2, "z1": q1}, {"z2": q2.rsample(), "z1": z1})
 
 
 class FixedBatches(LightningDataModule):

@@ -8,24 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
-from support.modules import DestroyProcessGroupAtExit, MeanSampleGaussian, trainer_kwargs
+from support.modules import DestroyProcessGroupAtExit, DeterministicStacked, trainer_kwargs
 from torch import Tensor
 
 from lightning_vae import VAE
 from lightning_vae.data import TensorDataModule
-from lightning_vae.models import Inference, StackedVAEModel
 
 N_TRAIN, N_VAL, GLOBAL_BATCH = 48, 21, 16
-
-
-class DeterministicStacked(StackedVAEModel):
-    """Two groups whose posterior "samples" are their means: runs that split the data differently compare exactly."""
-
-    def inference(self, x: Tensor, n_samples: int = 1) -> Inference:
-        q1 = MeanSampleGaussian(*self.bottom_up[0](x.flatten(1)))
-        z1 = q1.rsample((n_samples,))
-        q2 = MeanSampleGaussian(*self.bottom_up[1](z1))
-        return Inference({"z2": q2, "z1": q1}, {"z2": q2.rsample(), "z1": z1})
 
 
 def _fit(tmp_path: Path, devices: int) -> tuple[dict[str, float], dict[str, Tensor]]:

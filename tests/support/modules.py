@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_vae import VAE
 from lightning_vae.distributions import DiagonalGaussian
+from lightning_vae.models import Inference, StackedVAEModel
 from lightning_vae.nets import MLPDecoder, MLPEncoder
 
 
@@ -92,6 +93,16 @@ class MeanSampleGaussian(DiagonalGaussian):
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         return self.rsample(sample_shape).detach()
+
+
+class DeterministicStacked(StackedVAEModel):
+    """Two groups whose posterior "samples" are their means: runs that split the data differently compare exactly."""
+
+    def inference(self, x: torch.Tensor, n_samples: int = 1) -> Inference:
+        q1 = MeanSampleGaussian(*self.bottom_up[0](x.flatten(1)))
+        z1 = q1.rsample((n_samples,))
+        q2 = MeanSampleGaussian(*self.bottom_up[1](z1))
+        return Inference({"z2": q2, "z1": q1}, {"z2": q2.rsample(), "z1": z1})
 
 
 class DeterministicEncoder(nn.Module):
