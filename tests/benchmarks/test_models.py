@@ -40,15 +40,31 @@ def _smoke(tmp_path: Path, mnist_dir: Path, *extra: str) -> dict:
     return bench.main(argv)
 
 
-def test_smoke_run_of_every_model_writes_results_and_figure(tmp_path: Path, mnist_dir: Path, capsys) -> None:
+class _RecordingKLAnnealing(bench.KLAnnealing):
+    """The benchmark's KL annealing callback, recording the β the module trains each step with."""
+
+    betas: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        type(self).betas.append(float(pl_module.beta))
+
+
+def test_smoke_run_of_every_model_writes_results_and_figure(
+    tmp_path: Path, mnist_dir: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench, "KLAnnealing", _RecordingKLAnnealing)
+    monkeypatch.setattr(_RecordingKLAnnealing, "betas", [])
     results = _smoke(tmp_path, mnist_dir)
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
     names = bench.available_models()
-    assert {"vae_1l", "stacked_2l", "ladder_3l"} <= set(names)
+    assert {"vae_1l", "stacked_2l", "ladder_3l", "ladder_3l_warmup"} <= set(names)
     assert list(results["models"]) == names
     assert set(results["not_run"]) == set(bench.MODELS) - set(names)
     groups = {"vae_1l": ["z"], "stacked_2l": ["z2", "z1"], "ladder_3l": ["z3", "z2", "z1"], "vae_iaf": ["z"]}
+    groups["ladder_3l_warmup"] = groups["ladder_3l"]
     dims = {"vae_1l": [50], "stacked_2l": [50, 100], "ladder_3l": [16, 32, 64], "vae_iaf": [50]}
+    dims["ladder_3l_warmup"] = dims["ladder_3l"]
     out = capsys.readouterr().out
     for name, entry in results["models"].items():
         assert entry["smoke"] is True and entry["epochs"] == 1 and entry["batch_size"] == 100
@@ -70,7 +86,21 @@ def test_smoke_run_of_every_model_writes_results_and_figure(tmp_path: Path, mnis
         assert (tmp_path / "runs" / name / "last.ckpt").exists()
         assert entry["code"]["commit"] is None or len(entry["code"]["commit"]) == 40
         assert (len(entry["flow_forget_bias"]) == 1) == (name == "vae_iaf")
+        assert (entry["kl_warmup"] is not None) == (name == "ladder_3l_warmup")
         assert f"RESULT {name}: test NLL" in out
+    # The warm-up row: the same model as ladder_3l; its one smoke epoch (300 images, batch 100: 3 steps) is the whole
+    # linear ramp, so the module trains with beta = t / 3 at steps t = 0, 1, 2; the other rows keep beta = 1.
+    warm = results["models"]["ladder_3l_warmup"]
+    assert warm["n_parameters"] == results["models"]["ladder_3l"]["n_parameters"]
+    assert warm["class"] == results["models"]["ladder_3l"]["class"] == "LadderVAEModel"
+    assert warm["kl_warmup"] == {
+        "callback": "KLAnnealing('linear', start=0.0, end=1.0, length=3)",
+        "steps": 3,
+        "epochs": 1,
+        "steps_per_epoch": 3,
+        "beta_at_last_step": pytest.approx(2 / 3),
+    }
+    assert _RecordingKLAnnealing.betas == pytest.approx([0.0, 1 / 3, 2 / 3])
     assert results["machine"]["torch"] == torch.__version__
     assert "--smoke" in results["last_command"]
     if results.get("figure") is not None:
@@ -94,6 +124,16 @@ def test_smoke_run_of_every_model_writes_results_and_figure(tmp_path: Path, mnis
     assert fresh["models"]["vae_1l"]["weights_sha256"] == again["models"]["vae_1l"]["weights_sha256"]
     same_draws = [{k: v for k, v in e["models"]["vae_1l"]["eval"].items() if k != "seconds"} for e in (fresh, again)]
     assert same_draws[0] == same_draws[1]  # the same weights and evaluation seed: the same estimates
+
+
+def test_warmup_spans_the_steps_of_the_first_half_of_the_epochs() -> None:
+    warm = bench.MODELS["ladder_3l_warmup"]
+    assert warm.build is bench.MODELS["ladder_3l"].build and warm.warmup_fraction == 0.5
+    assert bench.warmup_steps(warm, 20, 600) == 10 * 600  # the benchmark: 20 epochs of 60,000 images, batch 100
+    assert bench.warmup_steps(warm, 1, 3) == 3  # at least one epoch
+    assert bench.warmup_steps(warm, 5, 7) == 2 * 7  # round(2.5) epochs, to even
+    for name in ("vae_1l", "stacked_2l", "ladder_3l", "vae_iaf"):
+        assert bench.warmup_steps(bench.MODELS[name], 20, 600) is None
 
 
 def test_bad_arguments_are_refused(tmp_path: Path, mnist_dir: Path, capsys) -> None:
