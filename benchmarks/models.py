@@ -681,7 +681,7 @@ def protocol_description() -> dict[str, str]:
         "binarised once with a fixed seed",
         "training": f"VAE(model=...) under a Lightning Trainer, single-sample ELBO (beta 1, no warm-up; "
         "ladder_3l_warmup alone: a linear KL warm-up, beta 0 to 1 over the first half of the epochs, see its "
-        "kl_warmup), Adam lr {LR}, "
+        f"kl_warmup), Adam lr {LR}, "
         f"eps {ADAM_EPS}, the same batch size and epochs for every model (each entry records them), PyTorch's "
         "default weight initialisation, decoder output bias at the logit of the training pixel means; the last "
         "epoch is evaluated",
