@@ -197,6 +197,19 @@ def warmup_steps(spec: ModelSpec, epochs: int, steps_per_epoch: int) -> int | No
 
 
 _BURDA = "Burda, Grosse & Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016 (arXiv:1509.00519), Table 1, MNIST"
+
+
+def _sonderby(training: str) -> Published:
+    """Sønderby et al.'s Ladder VAE figure, and how its training differs from a row's (``training``)."""
+    return Published(
+        81.84,
+        "Sønderby, Raiko, Maaløe, Sønderby & Winther, Ladder Variational Autoencoders, NeurIPS 2016 "
+        "(arXiv:1602.02282), Table 1, MNIST, LVAE with 5 latent layers (64-32-16-8-4), KL warm-up and batch "
+        "normalisation",
+        "importance weighted, k = 5000, on the test images",
+        "several hundred (the KL warm-up alone spans the first 200)",
+        f"not directly: 5 latent layers against our 3, {training}, far longer training",
+    )
 MODELS: dict[str, ModelSpec] = {
     "vae_1l": ModelSpec(
         "vae_1l",
@@ -232,16 +245,7 @@ MODELS: dict[str, ModelSpec] = {
         "LadderVAEModel: latent layers 64, 32, 16; bottom-up blocks 512-512, 256-256, 128-128 leaky ReLU; "
         "top-down networks mirrored",
         _build_ladder_3l,
-        Published(
-            81.84,
-            "Sønderby, Raiko, Maaløe, Sønderby & Winther, Ladder Variational Autoencoders, NeurIPS 2016 "
-            "(arXiv:1602.02282), Table 1, MNIST, LVAE with 5 latent layers (64-32-16-8-4), KL warm-up and batch "
-            "normalisation",
-            "importance weighted, k = 5000, on the test images",
-            "several hundred (the KL warm-up alone spans the first 200)",
-            "not directly: 5 latent layers against our 3, warm-up and batch normalisation (neither used here), "
-            "far longer training",
-        ),
+        _sonderby("warm-up and batch normalisation (neither used here)"),
     ),
     "ladder_3l_warmup": ModelSpec(
         "ladder_3l_warmup",
@@ -250,16 +254,7 @@ MODELS: dict[str, ModelSpec] = {
         "ReLU; top-down networks mirrored), trained with a linear KL warm-up: KLAnnealing('linear', start=0.0, "
         "end=1.0) over the optimizer steps of the first half of the epochs",
         _build_ladder_3l,
-        Published(
-            81.84,
-            "Sønderby, Raiko, Maaløe, Sønderby & Winther, Ladder Variational Autoencoders, NeurIPS 2016 "
-            "(arXiv:1602.02282), Table 1, MNIST, LVAE with 5 latent layers (64-32-16-8-4), KL warm-up and batch "
-            "normalisation",
-            "importance weighted, k = 5000, on the test images",
-            "several hundred (the KL warm-up alone spans the first 200)",
-            "not directly: 5 latent layers against our 3, a warm-up over half our epochs (10 of 20) against the "
-            "paper's 200 epochs, no batch normalisation, far longer training",
-        ),
+        _sonderby("a warm-up over half our epochs (10 of 20) against the paper's 200 epochs, no batch normalisation"),
         warmup_fraction=0.5,
     ),
     "vae_iaf": ModelSpec(

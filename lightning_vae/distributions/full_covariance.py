@@ -9,17 +9,14 @@ zero it is the diagonal Gaussian of the same ``(loc, log_var)``.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints, register_kl
 
-from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, DiagonalGaussian
+from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, DiagonalGaussian, NoiseCachedGaussian
 from lightning_vae.functional.math import soft_clamp
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 def n_lower(dim: int) -> int:
@@ -33,7 +30,7 @@ def n_lower(dim: int) -> int:
     return dim * (dim - 1) // 2
 
 
-class FullCovarianceGaussian(Distribution):
+class FullCovarianceGaussian(NoiseCachedGaussian, Distribution):
     """``N(loc, L Lᵀ)`` over vectors with ``L = diag(exp(log_var / 2)) + strictly_lower(lower)``.
 
     ``exp(log_var)`` is the variance of each dimension given the dimensions before it (the squared diagonal of
@@ -128,22 +125,10 @@ class FullCovarianceGaussian(Distribution):
         self._last_sample = (z, eps)
         return z
 
-    def sample(self, sample_shape: Any = ()) -> Tensor:  # noqa: D102
-        with torch.no_grad():
-            return self.rsample(sample_shape)
-
-    def log_prob(self, value: Tensor) -> Tensor:  # noqa: D102
-        last = self._last_sample
-        if last is not None and value is last[0]:
-            squared = last[1].square().sum(-1)
-        else:
-            diff = (value - self.loc).unsqueeze(-1)
-            tril = self.scale_tril.expand(*diff.shape[:-2], *self.scale_tril.shape[-2:])
-            squared = torch.linalg.solve_triangular(tril, diff, upper=False).squeeze(-1).square().sum(-1)
-        return -0.5 * (squared + (self.log_var + _LOG_2PI).sum(-1))
-
-    def entropy(self) -> Tensor:  # noqa: D102
-        return 0.5 * (self.log_var + (1.0 + _LOG_2PI)).sum(-1)
+    def _squared_distance(self, value: Tensor) -> Tensor:
+        diff = (value - self.loc).unsqueeze(-1)
+        tril = self.scale_tril.expand(*diff.shape[:-2], *self.scale_tril.shape[-2:])
+        return torch.linalg.solve_triangular(tril, diff, upper=False).squeeze(-1).square().sum(-1)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> FullCovarianceGaussian:  # noqa: D102
         shape = torch.Size(batch_shape)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,7 +18,33 @@ LOG_VAR_RANGE: tuple[float, float] = (-30.0, 20.0)
 _LOG_2PI = math.log(2 * math.pi)
 
 
-class DiagonalGaussian(Independent):
+class NoiseCachedGaussian:
+    """What the Gaussian posteriors share: ``log q`` of their own last sample from its standard-normal noise.
+
+    ``rsample`` keeps ``(z, eps)`` in ``_last_sample``; ``log_prob(z)`` of that very tensor is then
+    ``-0.5 (|eps|² + Σ log_var + D log 2π)``, exact wherever the sample is (no division by a tiny variance), and any
+    other value goes through :meth:`_squared_distance` (the squared standardised distance summed over dimensions).
+    """
+
+    log_var: Tensor
+    _last_sample: tuple[Tensor, Tensor] | None
+    rsample: Callable[..., Tensor]  # defined by each subclass, keeping `_last_sample`
+    _squared_distance: Callable[[Tensor], Tensor]
+
+    def sample(self, sample_shape: Any = ()) -> Tensor:  # noqa: D102
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, value: Tensor) -> Tensor:  # noqa: D102
+        last = self._last_sample
+        squared = last[1].square().sum(-1) if last is not None and value is last[0] else self._squared_distance(value)
+        return -0.5 * (squared + (self.log_var + _LOG_2PI).sum(-1))
+
+    def entropy(self) -> Tensor:  # noqa: D102
+        return 0.5 * (self.log_var + (1.0 + _LOG_2PI)).sum(-1)
+
+
+class DiagonalGaussian(NoiseCachedGaussian, Independent):
     """``N(loc, diag(exp(log_var)))`` over vectors, keeping ``log_var`` for closed-form KLs.
 
     The log-variance is soft-clamped to :data:`LOG_VAR_RANGE` and both parameters are computed in
@@ -91,20 +118,8 @@ class DiagonalGaussian(Independent):
         self._last_sample = (z, eps)
         return z
 
-    def sample(self, sample_shape: Any = ()) -> Tensor:  # noqa: D102
-        with torch.no_grad():
-            return self.rsample(sample_shape)
-
-    def log_prob(self, value: Tensor) -> Tensor:  # noqa: D102
-        last = self._last_sample
-        if last is not None and value is last[0]:
-            squared = last[1].square()
-        else:
-            squared = ((value - self.loc) * torch.exp(-0.5 * self.log_var)).square()
-        return -0.5 * (squared.sum(-1) + (self.log_var + _LOG_2PI).sum(-1))
-
-    def entropy(self) -> Tensor:  # noqa: D102
-        return 0.5 * (self.log_var + (1.0 + _LOG_2PI)).sum(-1)
+    def _squared_distance(self, value: Tensor) -> Tensor:
+        return ((value - self.loc) * torch.exp(-0.5 * self.log_var)).square().sum(-1)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> DiagonalGaussian:  # noqa: D102
         shape = torch.Size(batch_shape) + self.event_shape
