@@ -211,7 +211,7 @@ class NonFiniteGuard:
             causes.append(f"the KL term is non-finite{dims} (encoder output)")
         if not causes:
             causes.append("the loss is non-finite while its terms are finite (β, free bits or capacity settings)")
-        return f"Non-finite loss ({float(record.loss)}) at {where}: " + "; ".join(causes) + "."
+        return f"Non-finite loss ({float(record.loss.detach())}) at {where}: " + "; ".join(causes) + "."
 
     def _advice(self) -> str:
         return (
