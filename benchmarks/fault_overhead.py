@@ -31,8 +31,11 @@ from lightning_vae.nets import MLPDecoder, MLPEncoder
 
 def make(policy: str = "raise") -> tuple[VAE, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    vae = VAE(MLPEncoder((1, 28, 28), 20, hidden_sizes=(400,)), MLPDecoder(20, (1, 28, 28), hidden_sizes=(400,)),
-              on_nonfinite=policy)
+    vae = VAE(
+        MLPEncoder((1, 28, 28), 20, hidden_sizes=(400,)),
+        MLPDecoder(20, (1, 28, 28), hidden_sizes=(400,)),
+        on_nonfinite=policy,
+    )
     # Outside a Trainer every step would log; a non-logging training step is the one measured.
     vae.log = vae.log_dict = lambda *a, **k: None  # type: ignore[method-assign]
     return vae, torch.optim.Adam(vae.parameters(), lr=1e-3)
@@ -78,7 +81,7 @@ def main() -> None:
         run(name, *setups[name], batches[:10])
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             times[name].append(run(name, *setups[name], batches))
     base = statistics.median(times["plain"])

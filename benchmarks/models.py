@@ -210,6 +210,8 @@ def _sonderby(training: str) -> Published:
         "several hundred (the KL warm-up alone spans the first 200)",
         f"not directly: 5 latent layers against our 3, {training}, far longer training",
     )
+
+
 MODELS: dict[str, ModelSpec] = {
     "vae_1l": ModelSpec(
         "vae_1l",

@@ -20,6 +20,7 @@ finite state of the run.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -101,9 +102,11 @@ class NonFiniteGuard:
             NonFiniteError: Under ``"raise"`` when the loss is non-finite (at once, or on a later flush when
                 deferred), or under ``"skip"`` after ``max_skips`` non-finite steps in a row.
         """
-        record = _Record(
-            step, batch_idx, epoch, terms.loss, terms.recon, terms.kl, getattr(terms, "kl_elementwise", None)
-        )
+        loss = terms.loss
+        if self.policy == "raise" and not self.deferred:  # a host read (CPU): a Python float, no tensor op
+            if math.isfinite(loss.detach().item()):
+                return False
+        record = _Record(step, batch_idx, epoch, loss, terms.recon, terms.kl, getattr(terms, "kl_elementwise", None))
         if self.policy == "skip":
             finite = torch.isfinite(record.loss)
             if bool(finite if self.agree is None else self.agree(finite)):
@@ -218,6 +221,7 @@ class NonFiniteGuard:
             "\nThe run stopped before writing non-finite weights: resume from the last checkpoint with a lower "
             "learning rate or gradient clipping, or pass VAE(on_nonfinite='skip') to skip such steps."
         )
+
 
 class DataCheck:
     """Checks batches against the likelihood (finite, within its range) on the first batches, then every Nth.

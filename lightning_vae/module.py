@@ -248,6 +248,7 @@ class VAE(TrainingStep, EvaluationSteps, ModelParts, CheckpointHooks, FaultHooks
         scheduler = self.lr_scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
 
+
 def _networks(model: nn.Module) -> list[nn.Module]:
     """The networks ``compile`` compiles: the encoder and decoder of a single-group model, else the model."""
     parts = [getattr(model, name, None) for name in ("encoder", "decoder")]

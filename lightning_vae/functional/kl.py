@@ -38,7 +38,8 @@ def gaussian_kl(
         tensor([0., 0., 0.])
     """
     if loc_p is None and log_var_p is None:
-        return 0.5 * (torch.expm1(log_var_q) - log_var_q) + (loc_q * _SQRT_HALF).pow(2)
+        # value * loc * loc evaluates left to right: no overflow before the KL itself exceeds the float range.
+        return torch.addcmul(0.5 * (torch.expm1(log_var_q) - log_var_q), loc_q, loc_q, value=0.5)
     if loc_p is None:
         loc_p = torch.zeros_like(loc_q)
     if log_var_p is None:

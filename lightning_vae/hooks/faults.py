@@ -46,8 +46,10 @@ class FaultHooks(LightningModule):
         # On a CPU reading the loss costs nothing; elsewhere the guard keeps device values and reads them later.
         self.guard.deferred = self.device.type != "cpu"
         if self.guard.policy == "skip" and self.trainer.world_size > 1:
-            rank_zero_warn("on_nonfinite='skip' under several processes: a step is skipped on every rank when any "
-                           "rank's loss is non-finite (one all-reduce per step).")
+            rank_zero_warn(
+                "on_nonfinite='skip' under several processes: a step is skipped on every rank when any "
+                "rank's loss is non-finite (one all-reduce per step)."
+            )
             self.guard.agree = _all_ranks_finite
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

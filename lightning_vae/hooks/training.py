@@ -16,7 +16,8 @@ from lightning_vae.functional.math import soft_clamp
 from lightning_vae.guard import DataCheck, NonFiniteGuard
 from lightning_vae.models.base import LatentVariableModel
 from lightning_vae.models.vae import VAEModel
-from lightning_vae.objective import ELBOTerms, FreeBitsMode, elbo_diagonal_gaussian, elbo_groups
+from lightning_vae.objective import ELBOTerms, FreeBitsMode, elbo_groups
+from lightning_vae.objective.elbo import diagonal_gaussian_terms
 from lightning_vae.utilities import logs_this_step
 
 
@@ -98,7 +99,15 @@ class TrainingStep(LightningModule):
         params = model.decoder(z)
         if due:
             model.likelihood.check_params(x, params)
-        return elbo_diagonal_gaussian(x, loc, log_var, params, model.likelihood, **self._settings(report))
+        settings = (
+            self._beta,
+            self.free_bits,
+            self.free_bits_mode,
+            self.free_bits_groups,
+            self.capacity,
+            self.capacity_gamma,
+        )
+        return diagonal_gaussian_terms(x, loc, log_var, params, model.likelihood, settings, report)
 
     def _settings(self, report: bool) -> dict[str, Any]:
         return {

@@ -19,9 +19,7 @@ from lightning_vae.models.vae import LikelihoodName
 from lightning_vae.nets.common import Activation
 
 
-def precision_weighted(
-    loc_a: Tensor, log_var_a: Tensor, loc_b: Tensor, log_var_b: Tensor
-) -> tuple[Tensor, Tensor]:
+def precision_weighted(loc_a: Tensor, log_var_a: Tensor, loc_b: Tensor, log_var_b: Tensor) -> tuple[Tensor, Tensor]:
     """The product of two diagonal Gaussians, normalised: ``(loc, log_var)`` with precisions adding up.
 
     ``1/σ² = 1/σa² + 1/σb²`` and ``μ = (μa/σa² + μb/σb²) σ²``, computed as ``log σ² = -logaddexp(-log σa²,

@@ -205,11 +205,25 @@ def elbo_diagonal_gaussian(
         settings.get("capacity"),
         settings.get("capacity_gamma", 1000.0),
     )
-    report = settings.get("report", True)
+    return diagonal_gaussian_terms(x, loc, log_var, decoder_output, likelihood, values, settings.get("report", True))
+
+
+def diagonal_gaussian_terms(
+    x: Tensor,
+    loc: Tensor,
+    log_var: Tensor,
+    decoder_output: Tensor,
+    likelihood: Likelihood,
+    settings: tuple[Any, ...],
+    report: bool,
+    group: str = "z",
+) -> ELBOTerms:
+    """:func:`elbo_diagonal_gaussian` with its settings as the tuple ``(beta, free_bits, free_bits_mode,
+    free_bits_groups, capacity, capacity_gamma)`` (the training step's form: no keyword packing per step)."""
     with float32_region(x.device):
         nll = likelihood.nll(x, decoder_output)  # (B,)
         elementwise = gaussian_kl(loc, log_var)  # (B, D)
-        terms = _assemble(nll, elementwise.sum(-1), elementwise, None, 1, values, report)
+        terms = _assemble(nll, elementwise.sum(-1), elementwise, None, 1, settings, report)
     if report:
         terms = terms._replace(kl_groups={group: terms.kl}, kl_per_dim_groups={group: terms.kl_per_dim})
     return terms
@@ -247,9 +261,11 @@ def _assemble(
     else:
         if free_bits == 0:
             penalty = kl_mean
+            # One mean over the summed terms: a shorter backward pass than the two means' sum.
+            loss = (nll + kl).mean() if beta == 1.0 else (nll + beta * kl).mean()
         else:
             penalty = free_bits_penalty(kl, elementwise, free_bits, free_bits_mode, free_bits_groups, group_kls)
-        loss = recon + penalty if beta == 1.0 else recon + beta * penalty
+            loss = recon + penalty if beta == 1.0 else recon + beta * penalty
     elbo_value = iwae = per_dim = None
     if report:  # reported values stay out of the autograd graph: read, never differentiated
         with torch.no_grad():

@@ -177,7 +177,6 @@ def iwae_bound(log_weights: Tensor) -> Tensor:
     return log_mean_exp(log_weights, dim=0).mean()
 
 
-
 __all__ = [
     "ELBOTerms",
     "FreeBitsMode",

@@ -24,15 +24,27 @@ MAX_STEPS = 23  # 2.3 epochs of 10 batches
 def _run(tmp: Path, name: str, *extra: str, resume: bool = False) -> subprocess.CompletedProcess:
     folder = tmp / name
     args = [
-        sys.executable, "-m", "lightning_vae.cli", "fit",
-        "--config", str(ROOT / "configs/shapes.yaml"),
-        "--config", str(ROOT / "configs/annealing/cyclical.yaml"),
-        "--data.init_args.n_train=160", "--data.init_args.n_val=32", "--data.init_args.batch_size=16",
-        f"--trainer.max_steps={MAX_STEPS}", "--trainer.max_epochs=-1", "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=1",
+        sys.executable,
+        "-m",
+        "lightning_vae.cli",
+        "fit",
+        "--config",
+        str(ROOT / "configs/shapes.yaml"),
+        "--config",
+        str(ROOT / "configs/annealing/cyclical.yaml"),
+        "--data.init_args.n_train=160",
+        "--data.init_args.n_val=32",
+        "--data.init_args.batch_size=16",
+        f"--trainer.max_steps={MAX_STEPS}",
+        "--trainer.max_epochs=-1",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.limit_val_batches=1",
         f"--trainer.default_root_dir={folder}",
-        f"--checkpoint.dirpath={folder}/checkpoints", "--checkpoint.every_n_train_steps=2",
-        "--trainer.callbacks+=support.kill.BetaRecorder", f"--trainer.callbacks.path={folder}/beta.jsonl",
+        f"--checkpoint.dirpath={folder}/checkpoints",
+        "--checkpoint.every_n_train_steps=2",
+        "--trainer.callbacks+=support.kill.BetaRecorder",
+        f"--trainer.callbacks.path={folder}/beta.jsonl",
         *extra,
     ]
     if resume:
@@ -58,8 +70,11 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    "kill", ["--trainer.callbacks+=support.kill.KillAt --trainer.callbacks.step=13",
-             "--trainer.callbacks+=support.kill.KillAt --trainer.callbacks.during_save=14"],
+    "kill",
+    [
+        "--trainer.callbacks+=support.kill.KillAt --trainer.callbacks.step=13",
+        "--trainer.callbacks+=support.kill.KillAt --trainer.callbacks.during_save=14",
+    ],
     ids=["mid-epoch", "during-checkpoint-write"],
 )
 def test_sigkill_then_resume_is_bit_identical(uninterrupted: Path, tmp_path: Path, kill: str) -> None:

@@ -89,7 +89,7 @@ def test_divergence_with_a_huge_learning_rate_stops_before_a_nan_checkpoint(tmp_
     vae = tiny_vae(likelihood="gaussian", optimizer=partial(torch.optim.SGD, lr=1e4))
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
     with pytest.raises(NonFiniteError, match="Non-finite loss"):
-        _fit(vae, tmp_path, dm=_data(n=64) , callbacks=[ckpt], enable_checkpointing=True, max_epochs=50)
+        _fit(vae, tmp_path, dm=_data(n=64), callbacks=[ckpt], enable_checkpointing=True, max_epochs=50)
     for path in (tmp_path / "ckpt").glob("*.ckpt"):
         state = torch.load(path, weights_only=True)["state_dict"]
         assert all(bool(torch.isfinite(v).all()) for v in state.values()), f"{path.name} holds non-finite weights"

@@ -41,8 +41,11 @@ class BernoulliLikelihood(Likelihood):
 
     def nll(self, x: Tensor, params: Tensor) -> Tensor:
         # The cross-entropy summed over data dimensions: no elementwise negation.
-        ce = F.binary_cross_entropy_with_logits(params.float(), x.float().expand_as(params), reduction="none")
-        return ce.flatten(start_dim=ce.dim() - (x.dim() - 1)).sum(-1)
+        params = params if params.dtype == torch.float32 else params.float()
+        target = x if x.dtype == torch.float32 else x.float()
+        target = target if target.shape == params.shape else target.expand_as(params)
+        ce = F.binary_cross_entropy_with_logits(params, target, reduction="none")
+        return ce.sum(tuple(range(ce.dim() - x.dim() + 1, ce.dim())))
 
     def mean(self, params: Tensor) -> Tensor:
         return torch.sigmoid(params.float())
