@@ -165,6 +165,38 @@ def test_adam_norm_grad_is_adam_on_normalised_gradients() -> None:
         torch.testing.assert_close(p, q)
 
 
+@pytest.mark.parametrize("kind", ["adam", "norm_grad"])
+def test_fused_adam_is_the_same_update_and_survives_a_restored_state(kind: str) -> None:
+    """The callback switches a restored optimizer (whose saved settings say "not fused") to the fused kernel."""
+    torch.manual_seed(0)
+    make = reproduce.AdamNormGrad if kind == "norm_grad" else torch.optim.Adam
+    a, b = torch.nn.Linear(30, 20), torch.nn.Linear(30, 20)
+    b.load_state_dict(a.state_dict())
+    opt_a, opt_b = make(a.parameters(), lr=1e-3, eps=1e-4), make(b.parameters(), lr=1e-3, eps=1e-4)
+    for step in range(200):
+        if step == 50:  # a resume: the saved state (default implementation) loaded, then the callback
+            restored = make(b.parameters(), lr=1e-3, eps=1e-4)
+            restored.load_state_dict(opt_b.state_dict())
+            opt_b = restored
+            reproduce.FusedAdam().on_train_start(type("T", (), {"optimizers": [opt_b]})(), None)
+            assert all(g["fused"] is True for g in opt_b.param_groups)
+        x = torch.randn(16, 30)
+        for net, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            (net(x).tanh() ** 2).sum().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+
+
+def test_fused_adam_leaves_other_optimizers_and_devices_alone() -> None:
+    net = torch.nn.Linear(3, 2)
+    sgd = torch.optim.SGD(net.parameters(), lr=0.1)
+    reproduce.FusedAdam().on_train_start(type("T", (), {"optimizers": [sgd]})(), None)
+    assert "fused" not in sgd.param_groups[0] or not sgd.param_groups[0]["fused"]
+    assert not reproduce.use_fused(torch.optim.Adam([torch.zeros(2, dtype=torch.float64, device="meta")]))
+
+
 def test_evaluation_is_reproducible_and_leaves_the_random_state_alone() -> None:
     torch.manual_seed(0)
     model = reproduce.EXPERIMENTS["burda_vae_1l"].build(torch.full((1, 28, 28), 0.2))
