@@ -272,13 +272,18 @@ def test_annealing_configs_build_their_callbacks(config: Path, tmp_path: Path, m
             "--data.init_args.n_val=32",
         ],
     )
-    wanted = yaml.safe_load(config.read_text())["trainer"]["callbacks"]
-    built = [
+    # `callbacks+:` appends: the base config's callbacks stay, the schedule's come after them.
+    wanted = yaml.safe_load(config.read_text())["trainer"]["callbacks+"]
+    base = yaml.safe_load((ROOT / "configs" / "shapes.yaml").read_text())["trainer"]["callbacks"]
+    ours = [
         cb
         for cb in cli.trainer.callbacks
         if type(cb).__module__.startswith("lightning_vae.callbacks") and not isinstance(cb, ExactResume)
     ]  # ExactResume: added to every trainer by the entry point
-    assert [f"lightning_vae.callbacks.{type(cb).__name__}" for cb in built] == [c["class_path"] for c in wanted]
+    expected_paths = [c["class_path"] for c in base if c["class_path"].startswith("lightning_vae.callbacks")]
+    expected_paths += [c["class_path"] for c in wanted]
+    assert [f"lightning_vae.callbacks.{type(cb).__name__}" for cb in ours] == expected_paths
+    built = ours[len(ours) - len(wanted) :]
     classes = {"KLAnnealing": KLAnnealing, "CapacityAnnealing": CapacityAnnealing, "FreeBits": FreeBits}
     classes["TargetRate"] = TargetRate
     for cb, spec in zip(built, wanted):
