@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
@@ -41,8 +42,10 @@ class VAECLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         """A ``checkpoint`` section (Lightning's ``ModelCheckpoint``, ``save_last`` on) that configs set apart from
-        ``trainer.callbacks``, so that a second ``--config`` replacing the callback list keeps it; with a fixed
-        ``checkpoint.dirpath`` (as in the shipped configs), ``--ckpt_path=last`` resumes the run."""
+        ``trainer.callbacks``, so that a second ``--config`` replacing the callback list keeps it. Its folder is
+        fixed: ``checkpoint.dirpath`` when given, else ``<trainer.default_root_dir>/checkpoints`` (not Lightning's
+        per-version folder), so ``--ckpt_path=last`` resumes the run and moving ``default_root_dir`` moves the
+        checkpoints with the logs."""
         from lightning.pytorch.callbacks import ModelCheckpoint
 
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -50,6 +53,12 @@ class VAECLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         self._check_config()
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        checkpoint, trainer = config.get("checkpoint"), config.get("trainer")
+        if checkpoint is not None and checkpoint.get("dirpath") is None:
+            root = (trainer.get("default_root_dir") if trainer is not None else None) or os.getcwd()
+            checkpoint["dirpath"] = os.path.join(str(root), "checkpoints")
 
     def _check_config(self) -> None:
         subcommand = self.config.get("subcommand")

@@ -253,6 +253,27 @@ def test_config_by_short_name_from_any_folder(tmp_path: Path, monkeypatch: pytes
     assert cli.model.beta > 1
 
 
+def test_checkpoints_follow_default_root_dir_unless_a_folder_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--data.init_args.n_train=64", "--data.init_args.n_val=32", "--trainer.enable_progress_bar=false"]
+    run = ["fit", "--config=shapes", "--trainer.max_steps=1", *tiny]
+    cli = build_cli(args=run)  # the config's default_root_dir: logs/shapes
+    assert Path(cli.trainer.checkpoint_callback.dirpath) == tmp_path / "logs" / "shapes" / "checkpoints"
+    assert (tmp_path / "logs" / "shapes" / "checkpoints" / "last.ckpt").is_file()
+    cli = build_cli(args=[*run, "--trainer.default_root_dir=elsewhere"])
+    assert (tmp_path / "elsewhere" / "checkpoints" / "last.ckpt").is_file()
+    cli = build_cli(args=[*run, "--trainer.default_root_dir=elsewhere", "--checkpoint.dirpath=mine"])
+    assert (tmp_path / "mine" / "last.ckpt").is_file()
+    # and `--ckpt_path=last` finds the run's last checkpoint there
+    resumed = build_cli(
+        args=[*run[:3], "--trainer.max_steps=2", *tiny, "--trainer.default_root_dir=elsewhere", "--ckpt_path=last"]
+    )
+    assert Path(resumed.trainer.ckpt_path) == tmp_path / "elsewhere" / "checkpoints" / "last.ckpt"
+    assert resumed.trainer.global_step == 2
+
+
 # ---------------------------------------------------------------------------------------- evaluating a checkpoint
 SMALL_28 = [
     "--config=configs/shapes.yaml",
