@@ -3,7 +3,9 @@
 Three graphs, each with a dynamic batch dimension:
 
 - ``encoder``: ``x (B, *data_shape) -> loc (B, D), log_var (B, D)``, the parameters of q(z|x) (for an
-  encoder that returns another distribution: its mean and the log of its variance);
+  encoder that returns another distribution: its mean and the log of its variance; for a
+  :class:`~lightning_vae.models.FlowVAEModel` with flows or a full covariance: the encoder's base Gaussian,
+  which the manifest's ``note`` and a warning say);
 - ``decoder``: ``z (B, D) -> mean (B, *data_shape)``, the likelihood mean (what ``VAE.reconstruct``
   and ``VAE.sample`` show);
 - ``sampler``: ``noise (B, D) -> sample (B, *data_shape)``, with ``noise ~ N(0, I)`` mapped through the

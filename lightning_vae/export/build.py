@@ -73,6 +73,19 @@ def _prior_of(model: Any, x: Tensor) -> Distribution | None:
     return prior  # type: ignore[no-any-return]
 
 
+def _richer_posterior(model: Any) -> str | None:
+    """What the encoder graph leaves out of q(z|x) when the model's posterior is richer than the encoder's Gaussian."""
+    inner = getattr(model, "model", model)
+    kind = getattr(inner, "posterior_kind", "diagonal")
+    if kind == "diagonal":
+        return None
+    what = "its off-diagonal covariance" if kind == "full_covariance" else f"its {len(inner.flows)} {kind} flow steps"
+    return (
+        f"loc and log_var are the base Gaussian N(loc, exp(log_var)) of the {kind!r} posterior, without {what}: "
+        "q(z|x) itself is not in this graph (loc serves as an embedding of x; sample q(z|x) with the PyTorch model)"
+    )
+
+
 @contextlib.contextmanager
 def _quiet_tracing() -> Iterator[None]:
     """No argument validation in distributions (its checks branch on data) and no exporter deprecation notes."""
@@ -134,6 +147,11 @@ def build_graphs(
             graphs[part], examples[part] = encoder, (x,)
             io = {"inputs": {"x": ["batch", *shape]}, "outputs": {"loc": ["batch", latent_dim]}}
             io["outputs"]["log_var"] = ["batch", latent_dim]
+            richer = _richer_posterior(model)
+            if richer is not None:
+                io["note"] = richer
+                name = type(getattr(model, "model", model)).__name__
+                warnings.warn(f"Exporting the encoder of {name}: {richer}", stacklevel=2)
         elif part == "decoder":
             graphs[part], examples[part] = decoder, (noise,)
             io = {"inputs": {"z": ["batch", latent_dim]}, "outputs": {"mean": ["batch", *shape]}}

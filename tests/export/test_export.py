@@ -138,6 +138,28 @@ def test_manifest_says_how_to_feed_each_graph(tmp_path: Path) -> None:
     assert manifest["parts"]["sampler"]["note"] == "noise ~ N(0, I)"
 
 
+@pytest.mark.parametrize("posterior", ["iaf", "planar", "full_covariance"])
+def test_a_flow_models_encoder_exports_its_base_gaussian_and_says_so(posterior: str, tmp_path: Path) -> None:
+    from lightning_vae.models import FlowVAEModel
+
+    model = FlowVAEModel(MLPEncoder(SHAPE, latent_dim=LATENT), MLPDecoder(LATENT, SHAPE), posterior=posterior)
+    vae = VAE(model=model).eval()
+    with pytest.warns(UserWarning, match="base Gaussian .* q\\(z\\|x\\) itself is not in this graph"):
+        written = export_model(vae, tmp_path, "onnx", parts=["encoder"])
+    note = json.loads((tmp_path / "manifest.json").read_text())["parts"]["encoder"]["note"]
+    assert repr(posterior) in note and "without" in note
+    x = torch.rand(3, *SHAPE)
+    loc, _ = onnx_run(written["encoder"], x=x)
+    with torch.no_grad():
+        base_loc, _ = model.encoder(x)  # the encoder's own Gaussian, before the flows
+    np.testing.assert_allclose(loc, base_loc.numpy(), atol=1e-5)
+
+
+def test_a_plain_models_encoder_export_has_no_such_note(tmp_path: Path) -> None:
+    export_model(mlp_vae(), tmp_path, "onnx", parts=["encoder"])
+    assert "note" not in json.loads((tmp_path / "manifest.json").read_text())["parts"]["encoder"]
+
+
 def test_an_encoder_returning_a_distribution_exports_its_mean_and_log_variance(tmp_path: Path) -> None:
     class DistributionEncoder(nn.Module):
         def __init__(self) -> None:
