@@ -130,9 +130,8 @@ class NonFiniteGuard:
             detached = (record.loss.detach(), record.recon.detach(), record.kl.detach(), elementwise)
             self.pending.append(_Record(step, batch_idx, epoch, *detached))
             return False
-        if not bool(torch.isfinite(record.loss)):
-            raise NonFiniteError(self.describe(module, x, record) + self._advice())
-        return False
+        # "raise", read on the spot: only a non-finite loss gets here (a finite one returned above).
+        raise NonFiniteError(self.describe(module, x, record) + self._advice())
 
     def flush(self, module: nn.Module) -> None:
         """Read the kept device values of the steps since the last flush (deferred mode).

@@ -53,16 +53,19 @@ class VAECLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         self._check_config()
-        subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else self.config
+        config = self._subcommand_config()[1]
         checkpoint, trainer = config.get("checkpoint"), config.get("trainer")
         if checkpoint is not None and checkpoint.get("dirpath") is None:
             root = (trainer.get("default_root_dir") if trainer is not None else None) or os.getcwd()
             checkpoint["dirpath"] = os.path.join(str(root), "checkpoints")
 
-    def _check_config(self) -> None:
+    def _subcommand_config(self) -> tuple[str | None, Any]:
+        """The subcommand (``None`` without one) and its part of the parsed config."""
         subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else self.config
+        return subcommand, self.config[subcommand] if subcommand else self.config
+
+    def _check_config(self) -> None:
+        subcommand, config = self._subcommand_config()
         command = f"lightning-vae {subcommand}" if subcommand else "lightning-vae"
         model = config.get("model")
         networks = model is not None and model.get("encoder") is not None and model.get("decoder") is not None

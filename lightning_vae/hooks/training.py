@@ -17,7 +17,7 @@ from lightning_vae.guard import DataCheck, NonFiniteGuard
 from lightning_vae.models.base import LatentVariableModel
 from lightning_vae.models.vae import VAEModel
 from lightning_vae.objective import ELBOTerms, FreeBitsMode, elbo_groups
-from lightning_vae.objective.elbo import diagonal_gaussian_terms
+from lightning_vae.objective.elbo import SETTING_NAMES, diagonal_gaussian_terms
 from lightning_vae.utilities import logs_this_step
 
 
@@ -99,7 +99,11 @@ class TrainingStep(LightningModule):
         params = model.decoder(z)
         if due:
             model.likelihood.check_params(x, params)
-        settings = (
+        return diagonal_gaussian_terms(x, loc, log_var, params, model.likelihood, self._setting_values(), report)
+
+    def _setting_values(self) -> tuple[Any, ...]:
+        """The objective's settings in the order of :data:`~lightning_vae.objective.elbo.SETTING_NAMES`."""
+        return (
             self._beta,
             self.free_bits,
             self.free_bits_mode,
@@ -107,18 +111,10 @@ class TrainingStep(LightningModule):
             self.capacity,
             self.capacity_gamma,
         )
-        return diagonal_gaussian_terms(x, loc, log_var, params, model.likelihood, settings, report)
 
     def _settings(self, report: bool) -> dict[str, Any]:
-        return {
-            "beta": self._beta,
-            "free_bits": self.free_bits,
-            "free_bits_mode": self.free_bits_mode,
-            "free_bits_groups": self.free_bits_groups,
-            "capacity": self.capacity,
-            "capacity_gamma": self.capacity_gamma,
-            "report": report,
-        }
+        """The same settings as keywords of :func:`~lightning_vae.objective.elbo_groups`."""
+        return {**dict(zip(SETTING_NAMES, self._setting_values())), "report": report}
 
     def _log_step(self, terms: ELBOTerms, batch_size: int) -> None:
         assert terms.elbo is not None  # computed on logging steps

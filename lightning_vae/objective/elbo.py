@@ -208,6 +208,10 @@ def elbo_diagonal_gaussian(
     return diagonal_gaussian_terms(x, loc, log_var, decoder_output, likelihood, values, settings.get("report", True))
 
 
+#: The order of the settings tuple of :func:`diagonal_gaussian_terms` (and of the objective's internal helpers).
+SETTING_NAMES = ("beta", "free_bits", "free_bits_mode", "free_bits_groups", "capacity", "capacity_gamma")
+
+
 def diagonal_gaussian_terms(
     x: Tensor,
     loc: Tensor,
@@ -218,8 +222,8 @@ def diagonal_gaussian_terms(
     report: bool,
     group: str = "z",
 ) -> ELBOTerms:
-    """:func:`elbo_diagonal_gaussian` with its settings as the tuple ``(beta, free_bits, free_bits_mode,
-    free_bits_groups, capacity, capacity_gamma)`` (the training step's form: no keyword packing per step)."""
+    """:func:`elbo_diagonal_gaussian` with its settings as a tuple in the order of :data:`SETTING_NAMES` (the
+    training step's form: no keyword packing per step)."""
     with float32_region(x.device):
         nll = likelihood.nll(x, decoder_output)  # (B,)
         elementwise = gaussian_kl(loc, log_var)  # (B, D)

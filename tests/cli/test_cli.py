@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch import Trainer
+from support.cli import SHAPES_TWO_STEPS
 from support.modules import tiny_vae, trainer_kwargs
 from support.paths import ROOT, require_mnist
 from torch.utils.data import DataLoader, TensorDataset
@@ -126,16 +127,7 @@ def test_console_script_prints_a_summary(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("lightning-vae")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "lightning_vae.cli"]
     result = subprocess.run(
-        [
-            *command,
-            "fit",
-            "--config=configs/shapes.yaml",
-            "--data.init_args.n_train=128",
-            "--data.init_args.n_val=64",
-            "--trainer.max_steps=2",
-            "--trainer.enable_progress_bar=false",
-            f"--trainer.default_root_dir={tmp_path}",
-        ],
+        [*command, *SHAPES_TWO_STEPS, f"--trainer.default_root_dir={tmp_path}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -100,7 +100,7 @@ def test_two_nodes_through_torchrun_train_and_checkpoint(tmp_path: Path) -> None
             "--trainer.num_nodes=2", "--trainer.devices=1", "--trainer.strategy=ddp",
             "--trainer.max_steps=3", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
             "--data.init_args.n_train=256", "--data.init_args.n_val=64",
-            f"--trainer.default_root_dir={tmp_path}", f"--checkpoint.dirpath={tmp_path}/checkpoints",
+            f"--trainer.default_root_dir={tmp_path}",  # checkpoints in {tmp_path}/checkpoints
         ]  # fmt: skip
         procs.append(
             subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

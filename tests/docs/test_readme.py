@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import SHAPES_TWO_STEPS
 from support.paths import MNIST_DIR, ROOT, require_mnist
 
 README = ROOT / "README.md"
@@ -169,18 +170,7 @@ def checkpoint(workdir: Path) -> Path:
     here = os.getcwd()
     os.chdir(workdir)
     try:
-        cli = build_cli(
-            args=[
-                "fit",
-                "--config=configs/shapes.yaml",
-                "--data.init_args.n_train=128",
-                "--data.init_args.n_val=64",
-                "--trainer.max_steps=2",
-                "--trainer.enable_progress_bar=false",
-                "--trainer.default_root_dir=ckpt_run",
-                "--checkpoint.dirpath=ckpt_run/checkpoints",
-            ]
-        )
+        cli = build_cli(args=[*SHAPES_TWO_STEPS, "--trainer.default_root_dir=ckpt_run"])  # ckpt_run/checkpoints
     finally:
         os.chdir(here)
     path = Path(cli.trainer.checkpoint_callback.best_model_path)
