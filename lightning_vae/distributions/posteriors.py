@@ -17,6 +17,36 @@ LOG_VAR_RANGE: tuple[float, float] = (-30.0, 20.0)
 
 _LOG_2PI = math.log(2 * math.pi)
 
+#: Where the soft clamp to :data:`LOG_VAR_RANGE` is the identity to float32 precision: it moves a value by at most
+#: ``exp(-15)`` = 3.1e-7 (less than the 2.2e-6 rounding error of evaluating it in float32) and its derivative is
+#: within 3.1e-7 of 1.
+IDENTITY_RANGE: tuple[float, float] = (-15.0, 5.0)
+
+
+def clamp_log_var(log_var: Tensor) -> Tensor:
+    """Soft-clamp float32 log-variances to :data:`LOG_VAR_RANGE`, as :class:`DiagonalGaussian` does.
+
+    On the CPU, where reading two numbers from a tensor costs no device synchronisation, a batch whose values all
+    lie in :data:`IDENTITY_RANGE` is returned as it is: there the clamp is the identity to float32 precision (the
+    returned value is nearer the exact clamp than float32's own evaluation of it; the derivative is within 3.1e-7 of
+    the exact one), and one min/max reduction with two reads costs ~3 µs against ~50 µs for the clamp's forward and
+    backward operations. Anywhere else (other devices, values outside the range, NaN) the clamp is applied.
+
+    Example::
+
+        >>> import torch
+        >>> clamp_log_var(torch.tensor([-1e4, 0.0, 1e4]))
+        tensor([-30.,   0.,  20.])
+        >>> x = torch.tensor([-3.0, 0.5])
+        >>> clamp_log_var(x) is x
+        True
+    """
+    if log_var.device.type == "cpu" and log_var.numel() > 0:
+        low, high = torch.aminmax(log_var.detach())
+        if IDENTITY_RANGE[0] <= low.item() and high.item() <= IDENTITY_RANGE[1]:
+            return log_var
+    return soft_clamp(log_var, *LOG_VAR_RANGE)
+
 
 class NoiseCachedGaussian:
     """What the Gaussian posteriors share: ``log q`` of their own last sample from its standard-normal noise.

@@ -10,9 +10,8 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from lightning_vae.data.common import unpack_batch
-from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, as_posterior
+from lightning_vae.distributions.posteriors import as_posterior, clamp_log_var
 from lightning_vae.distributions.priors import StandardNormalPrior
-from lightning_vae.functional.math import soft_clamp
 from lightning_vae.guard import DataCheck, NonFiniteGuard
 from lightning_vae.models.base import LatentVariableModel
 from lightning_vae.models.vae import VAEModel
@@ -93,7 +92,7 @@ class TrainingStep(LightningModule):
         if due and (loc.shape != log_var.shape or loc.dim() < 1):
             as_posterior(encoded)  # raises the posterior's own error
         loc = loc if loc.dtype == torch.float32 else loc.float()
-        log_var = soft_clamp(log_var if log_var.dtype == torch.float32 else log_var.float(), *LOG_VAR_RANGE)
+        log_var = clamp_log_var(log_var if log_var.dtype == torch.float32 else log_var.float())
         # What DiagonalGaussian.rsample((1,)) draws: the same random numbers, so the same step.
         z = loc + torch.randn_like(loc) * torch.exp(0.5 * log_var)
         params = model.decoder(z)

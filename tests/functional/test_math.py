@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -62,3 +64,35 @@ def test_keeps_the_input_dtype(dtype: torch.dtype) -> None:
 def test_rejects_an_empty_interval() -> None:
     with pytest.raises(ValueError, match="`low` to be < `high`"):
         soft_clamp(torch.zeros(2), 1.0, 1.0)
+
+
+# ---------------------------------------------------------------- clamp_log_var (the training step's clamp)
+def test_clamp_log_var_skips_only_where_the_clamp_is_the_identity() -> None:
+    from lightning_vae.distributions.posteriors import IDENTITY_RANGE, clamp_log_var
+
+    lo, hi = IDENTITY_RANGE
+    x64 = np.linspace(lo, hi, 200001)
+    x = torch.tensor(x64, dtype=torch.float32, requires_grad=True)
+    y = clamp_log_var(x)
+    assert y is x  # skipped: nothing computed, the derivative is exactly 1
+    # Returning x is nearer the exact (float64) clamp than float32's own evaluation of it; the derivative is 1 to 3e-7.
+    exact = _reference(x.detach().double().numpy())
+    own = soft_clamp(x.detach(), LOW, HIGH).double().numpy()
+    skipped_error = np.max(np.abs(x.detach().double().numpy() - exact))
+    assert skipped_error <= math.exp(-15.0) * 1.001 < np.max(np.abs(own - exact))
+    assert np.max(np.abs(_reference_grad(x.detach().double().numpy()) - 1.0)) <= math.exp(-15.0) * 1.001
+    # Any value outside the range, or a NaN, and the whole batch is clamped.
+    for outside in (lo - 0.01, hi + 0.01, -1e4, 1e4, float("nan")):
+        batch = torch.tensor([0.0, outside, -3.0])
+        out = clamp_log_var(batch)
+        assert out is not batch
+        torch.testing.assert_close(out, soft_clamp(batch, LOW, HIGH), equal_nan=True)
+    assert clamp_log_var(torch.empty(0, 3)).shape == (0, 3)
+
+
+def test_clamp_log_var_reads_nothing_off_the_cpu() -> None:
+    """On another device the clamp is applied without a host read (``meta`` tensors have no values to read)."""
+    from lightning_vae.distributions.posteriors import clamp_log_var
+
+    out = clamp_log_var(torch.zeros(4, 3, device="meta"))
+    assert out.device.type == "meta" and out.shape == (4, 3)
