@@ -66,7 +66,8 @@ class TrainingStep(LightningModule):
 
         The fast path (a :class:`~lightning_vae.models.VAEModel` whose encoder returns ``(loc, log_var)``, a
         standard normal prior, a non-autoregressive decoder, one sample) computes the same loss, gradients and
-        reported values from the same random numbers without building distribution objects.
+        reported values from the same random numbers without building distribution objects (to float32 rounding
+        where :func:`~lightning_vae.distributions.posteriors.clamp_log_var` skips the clamp).
         """
         if self._fast is None:
             model = self.model
