@@ -23,6 +23,9 @@ from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, DiagonalGaussi
 from lightning_vae.functional.math import soft_clamp
 
 _LOG_2PI = math.log(2 * math.pi)
+_EPS64 = torch.finfo(torch.float64).eps
+#: The size (N x K x D float32 elements: 64 MiB) from which a mixture's log-density is evaluated by matrix products.
+_EXPANDED_MIN_ELEMENTS = 2**24
 
 
 class DiagonalGaussianMixture(MixtureSameFamily):
@@ -71,9 +74,36 @@ class DiagonalGaussianMixture(MixtureSameFamily):
         )
 
     def component_log_prob(self, value: Tensor) -> Tensor:
-        """``log N_k(value)`` of each component: shape ``(*value.shape[:-1], K)``."""
+        """``log N_k(value)`` of each component: shape ``(*value.shape[:-1], K)``.
+
+        Without autograd, on the CPU or a CUDA device, for a large evaluation (where the ``(N, K, D)`` intermediate
+        of the form above would take 64 MiB or more, e.g. the importance-weighted NLL with thousands of samples),
+        the squared distances come from two float64 matrix products, ``Σ_d s²z² - 2 Σ_d s²μz + Σ_d s²μ²`` with
+        ``s = exp(-log_var / 2)``: about six times faster for K = 500, D = 40 on the CPU. They are used only where
+        a bound on their float64 rounding error (``4 D ε₆₄ max_k Σ_d s²(max|z| + |μ|)²``, one host read) is below
+        1e-4 nats; otherwise, and whenever gradients are recorded, the scale-safe form above.
+        """
+        large = value.numel() * self.locs.shape[0] >= _EXPANDED_MIN_ELEMENTS
+        if large and not torch.is_grad_enabled() and value.device.type in ("cpu", "cuda"):
+            fast = self._expanded_log_prob(value)
+            if fast is not None:
+                return fast
         r = (value.unsqueeze(-2) - self.locs) * self._inv_std
         return -0.5 * (r.square().sum(-1) + self._log_norm)
+
+    def _expanded_log_prob(self, value: Tensor) -> Tensor | None:
+        """The squared distances by matrix products in float64, or ``None`` where their error bound exceeds 1e-4."""
+        locs = self.locs.double()
+        precision = self._inv_std.double().square()  # s² = exp(-log_var), (K, D)
+        z = value.reshape(-1, value.shape[-1]).double()
+        z_max = z.abs().max()
+        bound = 4 * z.shape[-1] * _EPS64 * (precision * (z_max + locs.abs()).square()).sum(-1).max()
+        if not bool(bound <= 1e-4):  # also False for NaN/inf values: the exact form then shows them as they are
+            return None
+        squared = z.square() @ precision.T - 2.0 * (z @ (locs * precision).T) + (locs.square() * precision).sum(-1)
+        log_prob = -0.5 * (squared.clamp_min(0.0) + self._log_norm.double())
+        dtype = torch.promote_types(value.dtype, self.locs.dtype)
+        return log_prob.to(dtype).reshape(*value.shape[:-1], -1)
 
     def log_prob(self, value: Tensor) -> Tensor:  # noqa: D102
         return torch.logsumexp(self.component_log_prob(value) + self._log_weights, dim=-1)

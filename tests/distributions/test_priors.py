@@ -90,3 +90,64 @@ def test_mixture_prior_clamps_component_log_variances_like_the_posterior() -> No
 def test_prior_arguments_are_checked(factory, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         factory()
+
+
+# ---------------------------------------------------------------- large evaluations by matrix products
+def _reference_mixture_log_prob(mixture: DiagonalGaussianMixture, z: torch.Tensor) -> torch.Tensor:
+    """float64 ``torch.distributions`` density of the same mixture."""
+    from torch.distributions import Categorical, Independent, MixtureSameFamily
+
+    components = Independent(Normal(mixture.locs.double(), torch.exp(0.5 * mixture.log_vars.double())), 1)
+    reference = MixtureSameFamily(Categorical(logits=mixture._log_weights.double()), components)
+    return reference.log_prob(z.double())
+
+
+def _mixture(k: int, d: int, log_var_low: float = -6.0, seed: int = 0) -> DiagonalGaussianMixture:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(k, generator=g)
+    locs = 2.0 * torch.randn(k, d, generator=g)
+    log_vars = log_var_low + (0.5 - log_var_low) * torch.rand(k, d, generator=g)
+    return DiagonalGaussianMixture(logits, locs, log_vars)
+
+
+def test_large_mixture_evaluations_by_matrix_products_match_float64(monkeypatch: pytest.MonkeyPatch) -> None:
+    mixture = _mixture(500, 40)
+    z = 2.0 * torch.randn(3, 400, 40, generator=torch.Generator().manual_seed(1))  # 1,200 x 500 x 40 = 24M >= 2^24
+    calls = []
+    expanded = DiagonalGaussianMixture._expanded_log_prob
+    monkeypatch.setattr(
+        DiagonalGaussianMixture, "_expanded_log_prob", lambda self, v: calls.append(1) or expanded(self, v)
+    )
+    with torch.no_grad():
+        fast = mixture.log_prob(z)
+    assert calls and fast.shape == (3, 400) and fast.dtype == torch.float32
+    reference = _reference_mixture_log_prob(mixture, z)
+    torch.testing.assert_close(fast.double(), reference, rtol=2e-7, atol=1e-4)
+    # The per-component densities agree with the scale-safe form (what a step with gradients computes).
+    with torch.no_grad():
+        components = mixture.component_log_prob(z)
+    exact = -0.5 * (((z.unsqueeze(-2) - mixture.locs) * mixture._inv_std).square().sum(-1) + mixture._log_norm)
+    torch.testing.assert_close(components, exact, rtol=1e-5, atol=1e-3)
+    # With gradients recorded, or below the size threshold, the scale-safe form is used.
+    calls.clear()
+    mixture.log_prob(z)
+    with torch.no_grad():
+        mixture.log_prob(z[:, :10])
+    assert not calls
+
+
+def test_large_mixture_evaluations_fall_back_where_float64_products_would_round() -> None:
+    """Tiny variances far from the samples: the error bound exceeds 1e-4 nats and the scale-safe form answers."""
+    mixture = _mixture(500, 40, log_var_low=-30.0)
+    z = torch.randn(1200, 40, generator=torch.Generator().manual_seed(2))
+    z[0, 0] = 1e4
+    assert mixture._expanded_log_prob(z) is None
+    with torch.no_grad():
+        out = mixture.log_prob(z)
+    torch.testing.assert_close(out.double(), _reference_mixture_log_prob(mixture, z), rtol=1e-6, atol=1e-2)
+    # NaN or inf samples: no shortcut, the values show as the scale-safe form computes them.
+    z[1, 3] = float("nan")
+    assert mixture._expanded_log_prob(z) is None
+    with torch.no_grad():
+        out = mixture.log_prob(z)
+    assert torch.isnan(out[1]) and torch.isfinite(out[2:]).all()
