@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
-from lightning_vae.functional.math import soft_clamp
+from lightning_vae.functional.math import at_least_float32, soft_clamp
 
 #: Log-variances are soft-clamped to this range: exp(-30) ~ 1e-13, exp(20) ~ 5e8, both finite in float32.
 LOG_VAR_RANGE: tuple[float, float] = (-30.0, 20.0)
@@ -41,7 +41,7 @@ def clamp_log_var(log_var: Tensor) -> Tensor:
         >>> clamp_log_var(x) is x
         True
     """
-    if log_var.device.type == "cpu" and log_var.numel() > 0:
+    if log_var.device.type == "cpu" and log_var.dtype == torch.float32 and log_var.numel() > 0:
         low, high = torch.aminmax(log_var.detach())
         if IDENTITY_RANGE[0] <= low.item() and high.item() <= IDENTITY_RANGE[1]:
             return log_var
@@ -117,7 +117,7 @@ class DiagonalGaussian(NoiseCachedGaussian, Independent):
             )
         if loc.dim() < 1:
             raise ValueError(f"Expected posterior parameters of shape (B, D), got a scalar of shape {tuple(loc.shape)}")
-        self._setup(loc.float(), soft_clamp(log_var.float(), *LOG_VAR_RANGE), validate_args)
+        self._setup(at_least_float32(loc), soft_clamp(at_least_float32(log_var), *LOG_VAR_RANGE), validate_args)
 
     def _setup(self, loc: Tensor, log_var: Tensor, validate_args: bool | None) -> None:
         """Initialise from float32 parameters whose log-variance is already clamped."""

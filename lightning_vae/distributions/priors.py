@@ -20,7 +20,7 @@ from torch.distributions import Categorical, Distribution, MixtureSameFamily
 
 from lightning_vae.checks import check_int, check_shape
 from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, DiagonalGaussian, as_posterior
-from lightning_vae.functional.math import soft_clamp
+from lightning_vae.functional.math import at_least_float32, soft_clamp
 
 _LOG_2PI = math.log(2 * math.pi)
 _EPS64 = torch.finfo(torch.float64).eps
@@ -220,8 +220,8 @@ class MixtureOfGaussiansPrior(Prior):
         self.log_vars = nn.Parameter(torch.zeros(n_components, latent_dim))
 
     def forward(self, encoder: nn.Module | None = None) -> Distribution:
-        log_vars = soft_clamp(self.log_vars.float(), *LOG_VAR_RANGE)
-        return DiagonalGaussianMixture(self.logits.float(), self.locs.float(), log_vars)
+        log_vars = soft_clamp(at_least_float32(self.log_vars), *LOG_VAR_RANGE)
+        return DiagonalGaussianMixture(at_least_float32(self.logits), at_least_float32(self.locs), log_vars)
 
 
 class VampPrior(Prior):

@@ -10,7 +10,7 @@ from lightning_vae.functional.collapse import (
 )
 from lightning_vae.functional.disentanglement import mutual_information_gap
 from lightning_vae.functional.kl import gaussian_kl, kl_per_dim
-from lightning_vae.functional.math import bits_per_dim, log_mean_exp, soft_clamp
+from lightning_vae.functional.math import at_least_float32, bits_per_dim, log_mean_exp, soft_clamp
 from lightning_vae.functional.nll import SupportsLogJoint, iw_log_likelihood, iw_nll
 from lightning_vae.functional.schedules import (
     Schedule,
@@ -44,5 +44,6 @@ __all__ = [
     "posterior_mean_variance",
     "Schedule",
     "soft_clamp",
+    "at_least_float32",
     "SupportsLogJoint",
 ]

@@ -11,6 +11,24 @@ from torch import Tensor
 from lightning_vae.checks import check_int
 
 
+def at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32 if its type is narrower (float16, bfloat16, integers, bool); float32 and float64 unchanged.
+
+    The objective's type: half-precision network outputs are computed on in float32, and a model trained in
+    float64 (``Trainer(precision="64-true")``) keeps float64 throughout.
+
+    Example::
+
+        >>> import torch
+        >>> at_least_float32(torch.ones(1, dtype=torch.float16)).dtype, at_least_float32(torch.ones(1).double()).dtype
+        (torch.float32, torch.float64)
+    """
+    return x if x.dtype in _WIDE else x.float()
+
+
+_WIDE = (torch.float32, torch.float64)
+
+
 def soft_clamp(x: Tensor, low: float, high: float) -> Tensor:
     """Clamp ``x`` to ``[low, high]`` smoothly, keeping a non-zero gradient everywhere.
 

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from lightning_vae.checks import check_int
+from lightning_vae.functional.math import at_least_float32
 from lightning_vae.protocols import SupportsLogJoint, require
 
 
@@ -42,7 +43,7 @@ def iw_log_likelihood(
         chunk_size: Most (sample, example) pairs decoded at once; at least one sample of the whole batch.
 
     Returns:
-        The estimate of ``log p(x)`` of each example in nats, shape ``(B,)``, float32.
+        The estimate of ``log p(x)`` of each example in nats, shape ``(B,)``, float32 (float64 for a float64 model).
 
     Example::
 
@@ -64,7 +65,7 @@ def iw_log_likelihood(
                 f"Expected `log_joint` to return shape {(s, batch)} for z of shape {tuple(z.shape)}, "
                 f"got {tuple(log_pxz.shape)}"
             )
-        return log_pxz.float() - posterior.log_prob(z).float()
+        return at_least_float32(log_pxz) - at_least_float32(posterior.log_prob(z))
 
     return _accumulate(chunk, batch, n_samples, chunk_size)
 
@@ -80,7 +81,7 @@ def _accumulate(log_weights: Callable[[int], Tensor], batch: int, n_samples: int
             log_w = log_weights(s)
             if log_w.shape != (s, batch):
                 raise ValueError(f"Expected log-weights of shape {(s, batch)}, got {tuple(log_w.shape)}")
-            chunk = torch.logsumexp(log_w.float(), dim=0)
+            chunk = torch.logsumexp(at_least_float32(log_w), dim=0)
             total = chunk if total is None else torch.logaddexp(total, chunk)
             done += s
     assert total is not None

@@ -12,6 +12,7 @@ from torch import Tensor
 from lightning_vae.data.common import unpack_batch
 from lightning_vae.distributions.posteriors import as_posterior, clamp_log_var
 from lightning_vae.distributions.priors import StandardNormalPrior
+from lightning_vae.functional.math import at_least_float32
 from lightning_vae.guard import DataCheck, NonFiniteGuard
 from lightning_vae.models.base import LatentVariableModel
 from lightning_vae.models.vae import VAEModel
@@ -92,8 +93,8 @@ class TrainingStep(LightningModule):
         loc, log_var = encoded
         if due and (loc.shape != log_var.shape or loc.dim() < 1):
             as_posterior(encoded)  # raises the posterior's own error
-        loc = loc if loc.dtype == torch.float32 else loc.float()
-        log_var = clamp_log_var(log_var if log_var.dtype == torch.float32 else log_var.float())
+        loc = at_least_float32(loc)
+        log_var = clamp_log_var(at_least_float32(log_var))
         # What DiagonalGaussian.rsample((1,)) draws: the same random numbers, so the same step.
         z = loc + torch.randn_like(loc) * torch.exp(0.5 * log_var)
         params = model.decoder(z)

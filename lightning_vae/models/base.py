@@ -26,6 +26,7 @@ from torch.distributions import Distribution
 
 from lightning_vae.distributions.likelihoods import Likelihood
 from lightning_vae.distributions.posteriors import DiagonalGaussian
+from lightning_vae.functional.math import at_least_float32
 
 
 class Inference(NamedTuple):
@@ -108,7 +109,7 @@ class LatentVariableModel(nn.Module, ABC):
         out = self.generative(groups, x)
         log_p = self.likelihood.log_prob(x, out.params)
         for name, prior in out.priors.items():
-            log_p = log_p + prior.log_prob(groups[name].float()).float()
+            log_p = log_p + at_least_float32(prior.log_prob(at_least_float32(groups[name])))
         return log_p
 
     def log_weights(self, x: Tensor, n_samples: int) -> Tensor:
@@ -122,7 +123,7 @@ class LatentVariableModel(nn.Module, ABC):
         log_w = self.likelihood.log_prob(x, out.params)
         for name, q in inference.posteriors.items():
             z = inference.z[name]
-            log_w = log_w + out.priors[name].log_prob(z).float() - q.log_prob(z).float()
+            log_w = log_w + at_least_float32(out.priors[name].log_prob(z)) - at_least_float32(q.log_prob(z))
         return log_w
 
     def encode(self, x: Tensor) -> Distribution:

@@ -17,7 +17,7 @@ from lightning_vae.distributions.full_covariance import FullCovarianceGaussian, 
 from lightning_vae.distributions.likelihoods import Likelihood
 from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, DiagonalGaussian
 from lightning_vae.distributions.priors import Prior, VampPrior
-from lightning_vae.functional.math import soft_clamp
+from lightning_vae.functional.math import at_least_float32, soft_clamp
 from lightning_vae.models.base import Inference
 from lightning_vae.models.vae import LikelihoodName, PriorName, VAEModel
 
@@ -163,8 +163,8 @@ class FlowVAEModel(HyperparametersMixin, VAEModel):
             if self.lower_head is None:
                 lower = loc.new_zeros(*loc.shape[:-1], 0)
             else:
-                clamped = soft_clamp(log_var.float(), *LOG_VAR_RANGE)
-                lower = self.lower_head(h if h is not None else torch.cat([loc.float(), clamped], dim=-1))
+                clamped = soft_clamp(at_least_float32(log_var), *LOG_VAR_RANGE)
+                lower = self.lower_head(h if h is not None else torch.cat([at_least_float32(loc), clamped], dim=-1))
             return FullCovarianceGaussian(loc, log_var, lower)
         base = DiagonalGaussian(loc, log_var)
         if self.posterior_kind == "diagonal":

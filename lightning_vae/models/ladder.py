@@ -11,7 +11,7 @@ from torch.distributions import Distribution
 
 from lightning_vae.distributions.likelihoods import Likelihood
 from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, DiagonalGaussian
-from lightning_vae.functional.math import soft_clamp
+from lightning_vae.functional.math import at_least_float32, soft_clamp
 from lightning_vae.models.base import Inference
 from lightning_vae.models.hierarchical import HierarchicalModel
 from lightning_vae.models.layers import mlp
@@ -92,7 +92,7 @@ class LadderVAEModel(HierarchicalModel):
         for block, head in zip(self.bottom_up, self.evidence):
             d = block(d)
             loc, log_var = head(d).chunk(2, dim=-1)
-            out.append((loc.float(), soft_clamp(log_var.float(), *LOG_VAR_RANGE)))
+            out.append((at_least_float32(loc), soft_clamp(at_least_float32(log_var), *LOG_VAR_RANGE)))
         return out
 
     def inference(self, x: Tensor, n_samples: int = 1) -> Inference:
@@ -105,8 +105,8 @@ class LadderVAEModel(HierarchicalModel):
         samples = {f"z{top}": above}
         for i in range(top - 1, 0, -1):
             prior_loc, prior_log_var = self.top_down[i - 1](above)
-            prior_log_var = soft_clamp(prior_log_var.float(), *LOG_VAR_RANGE)
-            loc, log_var = precision_weighted(*evidence[i - 1], prior_loc.float(), prior_log_var)
+            prior_log_var = soft_clamp(at_least_float32(prior_log_var), *LOG_VAR_RANGE)
+            loc, log_var = precision_weighted(*evidence[i - 1], at_least_float32(prior_loc), prior_log_var)
             q = DiagonalGaussian(loc, log_var)  # the merged log-variance may lie up to log 2 below the range
             above = q.rsample()
             posteriors[f"z{i}"], samples[f"z{i}"] = q, above

@@ -17,7 +17,7 @@ from torch.distributions import Distribution
 
 from lightning_vae.distributions.likelihoods import Likelihood
 from lightning_vae.functional.kl import gaussian_kl, kl_per_dim
-from lightning_vae.functional.math import log_mean_exp
+from lightning_vae.functional.math import at_least_float32, log_mean_exp
 from lightning_vae.objective.terms import (
     ELBOTerms,
     FreeBitsMode,
@@ -133,7 +133,7 @@ def elbo_groups(
         raise ValueError(f"Expected the same number of samples in every group, got {[z[n].shape[0] for n in names]}")
     settings = (beta, free_bits, free_bits_mode, free_bits_groups, capacity, capacity_gamma)
     with float32_region(x.device):
-        zf = {name: z[name].float() for name in names}
+        zf = {name: at_least_float32(z[name]) for name in names}
         nll = likelihood.nll(x, decoder_output)  # (k, B): -log p(x|z)
         parts = {name: kl_terms(posteriors[name], priors[name], zf[name]) for name in names}
         if len(names) == 1:
@@ -144,7 +144,10 @@ def elbo_groups(
         log_ratio = None
         if k > 1:  # log p(z) - log q(z|x), summed over groups
             log_ratio = sum(
-                (priors[n].log_prob(zf[n]).float() - posteriors[n].log_prob(zf[n]).float() for n in names),
+                (
+                    at_least_float32(priors[n].log_prob(zf[n])) - at_least_float32(posteriors[n].log_prob(zf[n]))
+                    for n in names
+                ),
                 torch.zeros((), device=nll.device),
             )
         group_kls = [part[0] for part in parts.values()]

@@ -20,7 +20,7 @@ from lightning_vae.distributions.full_covariance import FullCovarianceGaussian, 
 from lightning_vae.distributions.posteriors import DiagonalGaussian
 from lightning_vae.distributions.priors import is_standard_normal
 from lightning_vae.functional.kl import gaussian_kl, kl_per_dim
-from lightning_vae.functional.math import log_mean_exp
+from lightning_vae.functional.math import at_least_float32, log_mean_exp
 
 FreeBitsMode = Literal["dim", "group", "total", "latent_group"]
 
@@ -81,7 +81,7 @@ def _normal_params(d: Distribution) -> tuple[Tensor, Tensor] | None:
     if isinstance(d, DiagonalGaussian):
         return d.loc, d.log_var
     if isinstance(d, Independent) and isinstance(d.base_dist, Normal) and d.reinterpreted_batch_ndims == 1:
-        return d.base_dist.loc.float(), 2.0 * torch.log(d.base_dist.scale.float())
+        return at_least_float32(d.base_dist.loc), 2.0 * torch.log(at_least_float32(d.base_dist.scale))
     return None
 
 
@@ -99,8 +99,8 @@ def kl_terms(posterior: Distribution, prior: Distribution, z: Tensor) -> tuple[T
     p_params = _normal_params(prior)
     if isinstance(posterior, FullCovarianceGaussian) and p_params is not None:
         if is_standard_normal(prior):
-            return full_covariance_kl(posterior).float(), None
-        return full_covariance_kl(posterior, p_params[0], p_params[1]).float(), None
+            return at_least_float32(full_covariance_kl(posterior)), None
+        return at_least_float32(full_covariance_kl(posterior, p_params[0], p_params[1])), None
     q_params = _normal_params(posterior)
     if q_params is not None and p_params is not None:
         if is_standard_normal(prior):
@@ -108,7 +108,7 @@ def kl_terms(posterior: Distribution, prior: Distribution, z: Tensor) -> tuple[T
         else:
             elementwise = gaussian_kl(q_params[0], q_params[1], p_params[0], p_params[1])
         return elementwise.sum(-1), elementwise
-    return posterior.log_prob(z).float() - prior.log_prob(z).float(), None
+    return at_least_float32(posterior.log_prob(z)) - at_least_float32(prior.log_prob(z)), None
 
 
 def free_bits_penalty(

@@ -11,7 +11,10 @@ none.
 
 The non-finite guard reads the loss at every step on a CPU on purpose (it costs nothing there) and
 keeps device values to read on logging steps elsewhere; the tests put it in that deferred mode, as
-``VAE.on_fit_start`` does on an accelerator.
+``VAE.on_fit_start`` does on an accelerator. Likewise the training step's ``clamp_log_var`` reads a
+CPU batch's log-variance range to skip the clamp where it is the identity, and on any other device
+clamps without reading (tested on ``meta`` tensors in ``tests/functional/test_math.py``); the tests
+give it its accelerator behaviour.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -29,6 +33,8 @@ from support.modules import tiny_vae, trainer_kwargs
 
 from lightning_vae.callbacks import FreeBits, KLAnnealing, PosteriorCollapseMonitor, TargetRate
 from lightning_vae.data import TensorDataModule
+from lightning_vae.distributions.posteriors import LOG_VAR_RANGE
+from lightning_vae.functional.math import soft_clamp
 from lightning_vae.utilities import logs_this_step
 
 
@@ -99,7 +105,8 @@ def _run(
         log(name, value, *args, **kwargs)
 
     vae.log = logged  # type: ignore[method-assign]  # log_dict and the callbacks call it too
-    with counter.patched():
+    accelerator_clamp = lambda log_var: soft_clamp(log_var, *LOG_VAR_RANGE)  # noqa: E731
+    with counter.patched(), mock.patch("lightning_vae.hooks.training.clamp_log_var", accelerator_clamp):
         counter.watch(vae)
         for cb in callbacks:
             counter.watch(cb)

@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
+from lightning_vae.functional.math import at_least_float32
+
 
 class Likelihood(HyperparametersMixin, nn.Module):
     """Base class. Subclasses implement :meth:`elementwise_log_prob`, :meth:`mean` and :meth:`sample`.
@@ -70,7 +72,7 @@ class Likelihood(HyperparametersMixin, nn.Module):
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         """``log p(x | params)`` summed over data dimensions, shape ``(*S, B)``, float32."""
-        lp = self.elementwise_log_prob(x.float(), params.float())
+        lp = self.elementwise_log_prob(at_least_float32(x), at_least_float32(params))
         return lp.flatten(start_dim=lp.dim() - (x.dim() - 1)).sum(-1)
 
     def nll(self, x: Tensor, params: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_vae.distributions.likelihoods.base import Likelihood
+from lightning_vae.functional.math import at_least_float32
 
 
 class BernoulliLikelihood(Likelihood):
@@ -41,17 +42,17 @@ class BernoulliLikelihood(Likelihood):
 
     def nll(self, x: Tensor, params: Tensor) -> Tensor:
         # The cross-entropy summed over data dimensions: no elementwise negation.
-        params = params if params.dtype == torch.float32 else params.float()
-        target = x if x.dtype == torch.float32 else x.float()
+        params = at_least_float32(params)
+        target = x if x.dtype == params.dtype else x.to(params.dtype)
         target = target if target.shape == params.shape else target.expand_as(params)
         ce = F.binary_cross_entropy_with_logits(params, target, reduction="none")
         return ce.sum(tuple(range(ce.dim() - x.dim() + 1, ce.dim())))
 
     def mean(self, params: Tensor) -> Tensor:
-        return torch.sigmoid(params.float())
+        return torch.sigmoid(at_least_float32(params))
 
     def sample(self, params: Tensor) -> Tensor:
-        return torch.bernoulli(torch.sigmoid(params.float()))
+        return torch.bernoulli(torch.sigmoid(at_least_float32(params)))
 
 
 __all__ = ["BernoulliLikelihood"]

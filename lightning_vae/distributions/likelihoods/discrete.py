@@ -11,6 +11,7 @@ from torch import Tensor
 
 from lightning_vae.checks import check_int
 from lightning_vae.distributions.likelihoods.base import Likelihood
+from lightning_vae.functional.math import at_least_float32
 
 
 def _log1mexp_neg(log_d: Tensor) -> Tensor:
@@ -72,7 +73,7 @@ class CategoricalLikelihood(Likelihood):
             )
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
-        lp = self.elementwise_log_prob(x, params.float())
+        lp = self.elementwise_log_prob(x, at_least_float32(params))
         return lp.flatten(start_dim=lp.dim() - (x.dim() - 1)).sum(-1)
 
     def elementwise_log_prob(self, x: Tensor, params: Tensor) -> Tensor:
@@ -85,14 +86,14 @@ class CategoricalLikelihood(Likelihood):
 
     def mean(self, params: Tensor) -> Tensor:
         class_dim = 1 if params.dim() >= 2 else 0
-        probs = torch.softmax(params.float(), dim=class_dim)
+        probs = torch.softmax(at_least_float32(params), dim=class_dim)
         values = torch.linspace(0, 1, self.levels, device=params.device)
         shape = [1] * params.dim()
         shape[class_dim] = self.levels
         return (probs * values.view(shape)).sum(class_dim)
 
     def sample(self, params: Tensor) -> Tensor:
-        logits = params.float().movedim(1, -1)
+        logits = at_least_float32(params).movedim(1, -1)
         return torch.distributions.Categorical(logits=logits).sample().float() / (self.levels - 1)
 
 
@@ -153,7 +154,7 @@ class DiscretizedLogisticMixtureLikelihood(Likelihood):
 
     def _split(self, params: Tensor, n_data: int) -> tuple[Tensor, Tensor, Tensor]:
         dim = params.dim() - n_data - 1
-        logits, means, log_scales = params.float().chunk(3, dim=dim)
+        logits, means, log_scales = at_least_float32(params).chunk(3, dim=dim)
         return logits, means, log_scales.clamp(min=-7.0)
 
     def elementwise_log_prob(self, x: Tensor, params: Tensor) -> Tensor:
@@ -161,7 +162,8 @@ class DiscretizedLogisticMixtureLikelihood(Likelihood):
         logits, means, log_scales = self._split(params, n_data)
         comp_dim = params.dim() - n_data - 1
         top = self.bins - 1
-        level = torch.round(x.float() * top).clamp(0, top).unsqueeze(1)  # (B, 1, *data), broadcast over components
+        # (B, 1, *data), broadcast over components
+        level = torch.round(at_least_float32(x) * top).clamp(0, top).unsqueeze(1)
         # Bin k of [-1, 1] is [(2k - 1)/255 - 1, (2k + 1)/255 - 1]: an edge shared by two bins comes out of the
         # same float operations for both, so the bin masses of one element telescope to 1.
         inv_s = torch.exp(-log_scales)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from lightning_vae.checks import check_choice, check_float, check_shape
 from lightning_vae.distributions.likelihoods.base import Likelihood
+from lightning_vae.functional.math import at_least_float32
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -43,8 +44,8 @@ class _LearnedScale(Likelihood):
 
     def _log_scale(self) -> Tensor:
         if self.mode == "fixed":
-            return self.log_scale.float()
-        return self.min_log_scale + F.softplus(self.log_scale.float() - self.min_log_scale)
+            return at_least_float32(self.log_scale)
+        return self.min_log_scale + F.softplus(at_least_float32(self.log_scale) - self.min_log_scale)
 
     @property
     def scale(self) -> Tensor:
@@ -95,10 +96,10 @@ class GaussianLikelihood(_LearnedScale):
         return -0.5 * ((x - params) * torch.exp(-log_sigma)).pow(2) - log_sigma - 0.5 * _LOG_2PI
 
     def mean(self, params: Tensor) -> Tensor:
-        return params.float()
+        return at_least_float32(params)
 
     def sample(self, params: Tensor) -> Tensor:
-        return params.float() + self.sigma * torch.randn_like(params.float())
+        return at_least_float32(params) + self.sigma * torch.randn_like(at_least_float32(params))
 
 
 class LaplaceLikelihood(_LearnedScale):
@@ -137,10 +138,10 @@ class LaplaceLikelihood(_LearnedScale):
         return -(x - params).abs() * torch.exp(-log_b) - log_b - math.log(2.0)
 
     def mean(self, params: Tensor) -> Tensor:
-        return params.float()
+        return at_least_float32(params)
 
     def sample(self, params: Tensor) -> Tensor:
-        return torch.distributions.Laplace(params.float(), self.scale.expand_as(params)).sample()
+        return torch.distributions.Laplace(at_least_float32(params), self.scale.expand_as(params)).sample()
 
 
 __all__ = ["GaussianLikelihood", "LaplaceLikelihood", "ScaleMode"]
