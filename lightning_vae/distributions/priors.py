@@ -134,8 +134,8 @@ class Prior(HyperparametersMixin, nn.Module):
 class StandardNormal(DiagonalGaussian):
     """``N(0, I)``; marked so the objective uses the cheapest closed-form KL."""
 
-    def __init__(self, latent_dim: int, device: torch.device | None = None) -> None:
-        zeros = torch.zeros(latent_dim, device=device)
+    def __init__(self, latent_dim: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+        zeros = torch.zeros(latent_dim, device=device, dtype=dtype)
         super().__init__(zeros, zeros)
 
 
@@ -156,15 +156,17 @@ class StandardNormalPrior(Prior):
         self.save_hyperparameters()
         self.latent_dim = None if latent_dim is None else check_int("latent_dim", latent_dim, low=1)
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
-        self._cached: tuple[tuple[int, torch.device], StandardNormal] | None = None
+        self._cached: tuple[tuple[int, torch.device, torch.dtype], StandardNormal] | None = None
 
     def forward(self, encoder: nn.Module | None = None) -> Distribution:
         anchor: torch.Tensor = self._anchor  # type: ignore[assignment]
         latent_dim = self._require_latent_dim()
-        # The distribution holds no learned state: build it once per size and device, not at every step.
-        key = (latent_dim, anchor.device)
+        # The distribution holds no learned state: build it once per size, device and type, not at every step
+        # (float64 for a float64 model; narrower types give float32, as the posterior does).
+        dtype = torch.float64 if anchor.dtype == torch.float64 else torch.float32
+        key = (latent_dim, anchor.device, dtype)
         if self._cached is None or self._cached[0] != key:
-            self._cached = (key, StandardNormal(latent_dim, device=anchor.device))
+            self._cached = (key, StandardNormal(latent_dim, device=anchor.device, dtype=dtype))
         return self._cached[1]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -55,7 +56,7 @@ class ModelParts(LightningModule):
 
     def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
         """The likelihood's parameters for latents ``z`` of shape ``(..., D)`` (a single-group model's decoder)."""
-        return self._part("decode")(z, x)  # type: ignore[no-any-return]
+        return self._part("decode")(self._input(z), None if x is None else self._input(x))  # type: ignore[no-any-return]
 
     def prior_distribution(self) -> Distribution:
         """``p(z)`` with event shape ``(D,)`` (a single-group model's prior)."""
@@ -67,17 +68,27 @@ class ModelParts(LightningModule):
             raise AttributeError(f"{type(self.model).__name__} has no `{name}`: use vae.model and its latent groups")
         return part
 
+    def _input(self, t: Tensor) -> Tensor:
+        """A floating input in the module's floating type, as Lightning's precision plugin gives the training batches
+        (float32 images for a ``precision="64-true"`` model, e.g. a callback's fixed batch); anything else as it is."""
+        dtype = self.dtype
+        floating = isinstance(dtype, torch.dtype) and dtype.is_floating_point
+        if floating and isinstance(t, Tensor) and t.is_floating_point() and t.dtype != dtype:
+            return t.to(dtype)
+        return t
+
     def encode(self, x: Tensor) -> Distribution:
         """q(z|x) of the model's first latent group."""
-        return self.model.encode(x)
+        return self.model.encode(self._input(x))
 
     def log_joint(self, x: Tensor, z: Tensor | Mapping[str, Tensor]) -> Tensor:
         """``log p(x, z)`` in nats, shape ``(S, B)`` (the importance-weighted NLL's protocol, with :meth:`encode`)."""
-        return self.model.log_joint(x, z)
+        z = self._input(z) if isinstance(z, Tensor) else {name: self._input(v) for name, v in z.items()}
+        return self.model.log_joint(self._input(x), z)
 
     def log_weights(self, x: Tensor, n_samples: int) -> Tensor:
         """Importance log-weights over every latent group, ``(n_samples, B)`` (what the IW-NLL averages)."""
-        return self.model.log_weights(x, n_samples)
+        return self.model.log_weights(self._input(x), n_samples)
 
     def sample(self, n: int, mean: bool = True) -> Tensor:
         """Draw ``n`` examples from the model (the likelihood's mean, or a sample of ``x``)."""
@@ -85,7 +96,7 @@ class ModelParts(LightningModule):
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """The reconstruction of ``x`` in data space."""
-        return self.model.reconstruct(x)
+        return self.model.reconstruct(self._input(x))
 
 
 __all__ = ["ModelParts"]

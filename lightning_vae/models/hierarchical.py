@@ -18,6 +18,7 @@ from torch.distributions import Distribution
 from lightning_vae.checks import check_int, check_shape
 from lightning_vae.distributions.likelihoods import Likelihood
 from lightning_vae.distributions.posteriors import DiagonalGaussian
+from lightning_vae.functional.math import at_least_float32
 from lightning_vae.models.base import Generative, Inference, LatentVariableModel
 from lightning_vae.models.layers import GaussianConditional, mlp
 from lightning_vae.models.vae import LikelihoodName, make_likelihood
@@ -88,24 +89,24 @@ class HierarchicalModel(HyperparametersMixin, LatentVariableModel):
         """``p(z_i | z_{i+1})`` for ``i`` in ``1 .. L-1`` given samples of the layer above."""
         return DiagonalGaussian(*self.top_down[i - 1](above))
 
-    def top_prior(self, device: torch.device) -> DiagonalGaussian:
-        """``p(zL) = N(0, I)``."""
-        zeros = torch.zeros(self.latent_sizes[-1], device=device)
+    def top_prior(self, device: torch.device, dtype: torch.dtype | None = None) -> DiagonalGaussian:
+        """``p(zL) = N(0, I)`` (float32 unless ``dtype`` is given)."""
+        zeros = torch.zeros(self.latent_sizes[-1], device=device, dtype=dtype)
         return DiagonalGaussian(zeros, zeros)
 
     def generative(self, z: Mapping[str, Tensor], x: Tensor | None = None) -> Generative:
         """The likelihood's parameters from ``z1`` and every layer's prior, conditioned on the samples above."""
         top = len(self.latent_sizes)
-        priors: dict[str, Distribution] = {f"z{top}": self.top_prior(z[f"z{top}"].device)}
+        priors: dict[str, Distribution] = {f"z{top}": self.top_prior(z[f"z{top}"].device, z[f"z{top}"].dtype)}
         for i in range(top - 1, 0, -1):
             priors[f"z{i}"] = self.conditional_prior(i, z[f"z{i + 1}"])
         return Generative(self.decode(z["z1"]), priors)
 
     def prior_sample(self, n: int) -> dict[str, Tensor]:
         """Ancestral samples ``zL ~ p(zL)``, then each ``z_i ~ p(z_i | z_{i+1})``; ``(1, n, D_i)`` each."""
-        device = next(self.parameters()).device
+        param = next(self.parameters())
         top = len(self.latent_sizes)
-        samples = {f"z{top}": self.top_prior(device).sample((1, n))}
+        samples = {f"z{top}": self.top_prior(param.device, at_least_float32(param).dtype).sample((1, n))}
         for i in range(top - 1, 0, -1):
             samples[f"z{i}"] = self.conditional_prior(i, samples[f"z{i + 1}"]).sample()
         return samples

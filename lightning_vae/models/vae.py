@@ -202,7 +202,7 @@ class VAEModel(LatentVariableModel):
         shape = getattr(self.decoder, "image_shape", None) or self.data_shape
         if shape is None:
             raise ValueError("Sampling an autoregressive decoder needs `data_shape` (or a decoder with `image_shape`)")
-        x = torch.zeros(n, *shape, device=z.device)
+        x = torch.zeros(n, *shape, device=z.device, dtype=z.dtype)
         for i in range(shape[-2]):
             for j in range(shape[-1]):
                 x[..., i, j] = self.likelihood.sample(self.decoder(z, x))[..., i, j]

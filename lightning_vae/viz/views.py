@@ -88,6 +88,14 @@ def _model(module: Any) -> Any:
     return getattr(module, "model", module)
 
 
+def _as_model_input(model: Any, x: Tensor) -> Tensor:
+    """Floating ``x`` in the floating type of the model's parameters (float32 images for a float64 model)."""
+    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    if param is not None and param.is_floating_point() and x.is_floating_point() and x.dtype != param.dtype:
+        return x.to(param.dtype)
+    return x
+
+
 def _check_group(module: Any, group: str) -> str:
     names = latent_groups(module)
     if group not in names:
@@ -106,7 +114,7 @@ def group_means(module: Any, x: Tensor, group: str) -> Tensor:
     """
     _check_group(module, group)
     with torch.no_grad():
-        mean = _model(module).inference(x, 1).posteriors[group].mean
+        mean = _model(module).inference(_as_model_input(_model(module), x), 1).posteriors[group].mean
     return (mean[0] if mean.dim() == 3 else mean).float()  # type: ignore[no-any-return]
 
 
@@ -182,11 +190,12 @@ def latent_traversal(
         return images.float(), dims, activity
     group = names[0] if group is None else group
     model = _model(module)
+    x = _as_model_input(model, x)
     with torch.no_grad():
         inference = model.inference(x, 1)
         means = {name: q.mean[0] if q.mean.dim() == 3 else q.mean for name, q in inference.posteriors.items()}
         dims, activity = _traversal_dims(means[group].float(), n_dims)
-        swept = _sweep(means[group][0].float(), dims, n_steps, limit)
+        swept = _sweep(means[group][0].float(), dims, n_steps, limit).to(means[group].dtype)
         z = {name: means[name][:1].expand(swept.shape[0], -1).unsqueeze(0) for name in names}  # (1, N, D_g)
         z[group] = swept.unsqueeze(0)
         for lower in names[names.index(group) + 1 :]:  # top-down: each lower group from its conditional prior mean

@@ -105,3 +105,37 @@ def test_fast_and_general_paths_agree_in_float64(likelihood: str, settings: dict
                 torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9, msg=name)
         for a, b in zip(grads_general, grads_fast):
             torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("model", ["single group", "stacked"])
+def test_the_views_and_monitors_of_a_float64_run(tmp_path: Path, model: str) -> None:
+    """Callbacks feed the model their own float32 batches and prior draws: under "64-true" they must still run."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lightning_vae.callbacks import (
+        LatentEmbeddingLogger,
+        LatentTraversalLogger,
+        PosteriorCollapseMonitor,
+        PriorSampleLogger,
+        ReconstructionLogger,
+        TensorBoardDashboard,
+    )
+
+    torch.manual_seed(0)
+    vae = tiny_vae() if model == "single group" else MODELS["stacked"]()
+    data = torch.rand(32, *SHAPE).round()
+    callbacks = [
+        ReconstructionLogger(),
+        PriorSampleLogger(),
+        LatentTraversalLogger(),
+        LatentEmbeddingLogger(),
+        TensorBoardDashboard(),
+        PosteriorCollapseMonitor(),
+    ]
+    logger = TensorBoardLogger(tmp_path, name="f64")
+    trainer = Trainer(**trainer_kwargs(tmp_path, precision="64-true", max_epochs=1, logger=logger), callbacks=callbacks)
+    trainer.fit(vae, datamodule=TensorDataModule(data, val=data[:16], batch_size=8))
+    assert {p.dtype for p in vae.parameters()} == {torch.float64}
+    assert vae.sample(3).dtype == torch.float64
+    assert vae.reconstruct(data[:2]).dtype == torch.float64  # float32 data in, the model's type out
+    assert any(Path(logger.log_dir).glob("events.out.tfevents.*"))
