@@ -120,14 +120,14 @@ class DiagonalGaussian(NoiseCachedGaussian, Independent):
         self._setup(at_least_float32(loc), soft_clamp(at_least_float32(log_var), *LOG_VAR_RANGE), validate_args)
 
     def _setup(self, loc: Tensor, log_var: Tensor, validate_args: bool | None) -> None:
-        """Initialise from float32 parameters whose log-variance is already clamped."""
+        """Initialise from float32 (or float64) parameters whose log-variance is already clamped."""
         self.log_var = log_var
         self._last_sample: tuple[Tensor, Tensor] | None = None
         super().__init__(_normal(loc, torch.exp(0.5 * log_var)), 1, validate_args)
 
     @classmethod
     def from_clamped(cls, loc: Tensor, log_var: Tensor) -> DiagonalGaussian:
-        """A :class:`DiagonalGaussian` from float32 ``loc`` and a ``log_var`` already inside :data:`LOG_VAR_RANGE`.
+        """A :class:`DiagonalGaussian` from float32 (or float64) ``loc`` and a ``log_var`` inside :data:`LOG_VAR_RANGE`.
 
         The soft clamp is not applied again (it is not idempotent: it would move values near the bounds).
         """

@@ -163,7 +163,7 @@ class StandardNormalPrior(Prior):
         latent_dim = self._require_latent_dim()
         # The distribution holds no learned state: build it once per size, device and type, not at every step
         # (float64 for a float64 model; narrower types give float32, as the posterior does).
-        dtype = torch.float64 if anchor.dtype == torch.float64 else torch.float32
+        dtype = at_least_float32(anchor).dtype
         key = (latent_dim, anchor.device, dtype)
         if self._cached is None or self._cached[0] != key:
             self._cached = (key, StandardNormal(latent_dim, device=anchor.device, dtype=dtype))

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from lightning_vae.distributions.likelihoods import Likelihood
 from lightning_vae.distributions.priors import Prior
-from lightning_vae.models.base import LatentVariableModel
+from lightning_vae.models.base import LatentVariableModel, as_model_input
 
 
 class ModelParts(LightningModule):
@@ -69,13 +68,8 @@ class ModelParts(LightningModule):
         return part
 
     def _input(self, t: Tensor) -> Tensor:
-        """A floating input in the module's floating type, as Lightning's precision plugin gives the training batches
-        (float32 images for a ``precision="64-true"`` model, e.g. a callback's fixed batch); anything else as it is."""
-        dtype = self.dtype
-        floating = isinstance(dtype, torch.dtype) and dtype.is_floating_point
-        if floating and isinstance(t, Tensor) and t.is_floating_point() and t.dtype != dtype:
-            return t.to(dtype)
-        return t
+        """A floating input in the model's floating type (see :func:`~lightning_vae.models.base.as_model_input`)."""
+        return as_model_input(self.model, t)
 
     def encode(self, x: Tensor) -> Distribution:
         """q(z|x) of the model's first latent group."""

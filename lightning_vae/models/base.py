@@ -29,6 +29,23 @@ from lightning_vae.distributions.posteriors import DiagonalGaussian
 from lightning_vae.functional.math import at_least_float32
 
 
+def as_model_input(module: nn.Module, t: Tensor) -> Tensor:
+    """Floating ``t`` in the floating type of ``module``'s parameters; anything else as it is.
+
+    What Lightning's precision plugin does to the training batches, for the tensors a view, a metric or a user hands
+    the model directly (float32 images for a ``precision="64-true"`` model).
+
+    Example::
+
+        >>> as_model_input(nn.Linear(2, 2).double(), torch.zeros(1, 2)).dtype
+        torch.float64
+    """
+    param = next(iter(module.parameters()), None)
+    if param is not None and param.is_floating_point() and t.is_floating_point() and t.dtype != param.dtype:
+        return t.to(param.dtype)
+    return t
+
+
 class Inference(NamedTuple):
     """What the inference path returns.
 

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from lightning_vae.checks import check_int
 from lightning_vae.functional import posterior_mean_variance
+from lightning_vae.models.base import as_model_input
 from lightning_vae.viz.grid import interleave_rows
 
 __all__ = ["group_means", "latent_groups", "latent_traversal", "prior_samples", "reconstruction_rows"]
@@ -88,14 +89,6 @@ def _model(module: Any) -> Any:
     return getattr(module, "model", module)
 
 
-def _as_model_input(model: Any, x: Tensor) -> Tensor:
-    """Floating ``x`` in the floating type of the model's parameters (float32 images for a float64 model)."""
-    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-    if param is not None and param.is_floating_point() and x.is_floating_point() and x.dtype != param.dtype:
-        return x.to(param.dtype)
-    return x
-
-
 def _check_group(module: Any, group: str) -> str:
     names = latent_groups(module)
     if group not in names:
@@ -114,7 +107,8 @@ def group_means(module: Any, x: Tensor, group: str) -> Tensor:
     """
     _check_group(module, group)
     with torch.no_grad():
-        mean = _model(module).inference(_as_model_input(_model(module), x), 1).posteriors[group].mean
+        model = _model(module)
+        mean = model.inference(as_model_input(model, x), 1).posteriors[group].mean
     return (mean[0] if mean.dim() == 3 else mean).float()  # type: ignore[no-any-return]
 
 
@@ -190,7 +184,7 @@ def latent_traversal(
         return images.float(), dims, activity
     group = names[0] if group is None else group
     model = _model(module)
-    x = _as_model_input(model, x)
+    x = as_model_input(model, x)
     with torch.no_grad():
         inference = model.inference(x, 1)
         means = {name: q.mean[0] if q.mean.dim() == 3 else q.mean for name, q in inference.posteriors.items()}

@@ -13,10 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 from support.modules import tiny_vae, trainer_kwargs
 from test_module import DATA, SETTINGS, _step, _vae
 
 from lightning_vae import VAE
+from lightning_vae.callbacks import (
+    LatentEmbeddingLogger,
+    LatentTraversalLogger,
+    PosteriorCollapseMonitor,
+    PriorSampleLogger,
+    ReconstructionLogger,
+    TensorBoardDashboard,
+)
 from lightning_vae.data import TensorDataModule
 from lightning_vae.metrics import ImportanceWeightedNLL
 from lightning_vae.models import FlowVAEModel, LadderVAEModel, StackedVAEModel
@@ -110,17 +119,6 @@ def test_fast_and_general_paths_agree_in_float64(likelihood: str, settings: dict
 @pytest.mark.parametrize("model", ["single group", "stacked"])
 def test_the_views_and_monitors_of_a_float64_run(tmp_path: Path, model: str) -> None:
     """Callbacks feed the model their own float32 batches and prior draws: under "64-true" they must still run."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from lightning_vae.callbacks import (
-        LatentEmbeddingLogger,
-        LatentTraversalLogger,
-        PosteriorCollapseMonitor,
-        PriorSampleLogger,
-        ReconstructionLogger,
-        TensorBoardDashboard,
-    )
-
     torch.manual_seed(0)
     vae = tiny_vae() if model == "single group" else MODELS["stacked"]()
     data = torch.rand(32, *SHAPE).round()
