@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -10,14 +11,14 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from lightning_vae.data.common import unpack_batch
-from lightning_vae.distributions.posteriors import as_posterior, clamp_log_var
+from lightning_vae.distributions.posteriors import IDENTITY_RANGE, LOG_VAR_RANGE, as_posterior, clamp_log_var
 from lightning_vae.distributions.priors import StandardNormalPrior
-from lightning_vae.functional.math import at_least_float32
+from lightning_vae.functional.math import at_least_float32, soft_clamp
 from lightning_vae.guard import DataCheck, NonFiniteGuard
 from lightning_vae.models.base import LatentVariableModel
 from lightning_vae.models.vae import VAEModel
 from lightning_vae.objective import ELBOTerms, FreeBitsMode, elbo_groups
-from lightning_vae.objective.elbo import SETTING_NAMES, diagonal_gaussian_terms
+from lightning_vae.objective.elbo import SETTING_NAMES, assemble, diagonal_gaussian_terms
 from lightning_vae.utilities import logs_this_step
 
 
@@ -50,17 +51,76 @@ class TrainingStep(LightningModule):
         Returns ``None`` (Lightning then skips the backward pass and the optimizer step) for a non-finite step
         under ``on_nonfinite="skip"``.
         """
-        x = unpack_batch(batch)
+        x = batch if type(batch) is Tensor else unpack_batch(batch)
+        trainer = self._trainer
+        logs = trainer is None or logs_this_step(trainer) or self._epoch_edge(batch_idx)
+        check = self.data_check
+        if (
+            not logs
+            and self._fast
+            and self.n_samples == 1
+            and self.free_bits == 0
+            and self.capacity is None
+            and not self.group_betas
+            and self.guard.policy == "raise"
+            and not self.guard.deferred
+            and x.is_cpu
+            and not torch.is_autocast_enabled("cpu")
+            and check.seen >= check.first
+            and check.seen % check.every != 0
+        ):
+            check.seen += 1  # not due: counted as DataCheck.__call__ counts
+            return self._common_step(x, batch_idx)
+        return self._finish(x, batch_idx, logs, self._training_terms(x, lambda: self._where(batch_idx), logs))
+
+    def _common_step(self, x: Tensor, batch_idx: int) -> dict[str, Tensor] | None:
+        """The step that most steps of a CPU run are, in one function (each call and lookup costs here).
+
+        A :class:`~lightning_vae.models.VAEModel` with the standard normal prior, one sample, no free bits,
+        capacity or group weights, a step that is not logged, no data check due, the guard reading the loss on
+        the spot, no autocast: the loss of :func:`diagonal_gaussian_terms` from the same random numbers, with no
+        other term computed unless the loss is not finite. Anything else the encoder returns goes to the general
+        step.
+        """
+        parts: dict[str, Any] = self._modules["model"]._modules  # type: ignore[union-attr, assignment]  # the model's current networks, without nn.Module.__getattr__
+        encoded = parts["encoder"](x)
+        if type(encoded) is not tuple or len(encoded) != 2:
+            model = cast(VAEModel, self.model)
+            return self._finish(x, batch_idx, False, self._fast_terms(x, model, encoded, False, False))
+        loc, log_var = encoded
+        if loc.dtype is not torch.float32 or log_var.dtype is not torch.float32:
+            model = cast(VAEModel, self.model)
+            return self._finish(x, batch_idx, False, self._fast_terms(x, model, encoded, False, False))
+        # clamp_log_var on a float32 CPU tensor
+        low, high = torch.aminmax(log_var.detach())
+        if not (IDENTITY_RANGE[0] <= low.item() and high.item() <= IDENTITY_RANGE[1]):
+            log_var = soft_clamp(log_var, *LOG_VAR_RANGE)
+        z = loc + torch.randn_like(loc) * torch.exp(0.5 * log_var)
+        nll = parts["likelihood"].nll(x, parts["decoder"](z))
+        elementwise = torch.addcmul(0.5 * (torch.expm1(log_var) - log_var), loc, loc, value=0.5)  # gaussian_kl
+        kl = elementwise.sum(-1)
+        beta = self._beta
+        loss = (nll + kl).mean() if beta == 1.0 else (nll + beta * kl).mean()
+        if math.isfinite(loss.item()):  # the guard's read under "raise" (a Python float on the CPU)
+            return {"loss": loss, "kl": kl.detach().mean()}
+        terms = assemble(nll, kl, elementwise, None, 1, self._setting_values(), False)
+        return self._finish(x, batch_idx, False, terms)
+
+    def _finish(self, x: Tensor, batch_idx: int, logs: bool, terms: ELBOTerms) -> dict[str, Tensor] | None:
+        """The guard's check of the step's terms, the step's logging and its outputs."""
         trainer = self._trainer
         step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
-        where = lambda: f"training: global step {step}, epoch {epoch}, batch {batch_idx}"  # noqa: E731
-        logs = trainer is None or logs_this_step(trainer) or self._epoch_edge(batch_idx)
-        terms = self._training_terms(x, where, logs)
         if self.guard.observe(self, x, terms, step=step, batch_idx=batch_idx, epoch=epoch):
             return None
         if logs:
             self._log_step(terms, x.shape[0])
         return {"loss": terms.loss, "kl": terms.kl.detach()}
+
+    def _where(self, batch_idx: int) -> str:
+        """The training step in words, for error messages."""
+        trainer = self._trainer
+        step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
+        return f"training: global step {step}, epoch {epoch}, batch {batch_idx}"
 
     def _training_terms(self, x: Tensor, where: Callable[[], str], report: bool) -> ELBOTerms:
         """The training step's terms: the diagonal-Gaussian fast path where it applies, else :meth:`compute_terms`.
@@ -81,7 +141,10 @@ class TrainingStep(LightningModule):
         if not self._shapes_fixed:
             model.fix_shapes(x)
             self._shapes_fixed = True
-        encoded = model.encoder(x)
+        return self._fast_terms(x, model, model.encoder(x), due, report)
+
+    def _fast_terms(self, x: Tensor, model: VAEModel, encoded: Any, due: bool, report: bool) -> ELBOTerms:
+        """The fast path's terms from the encoder's output (the general path for a distribution)."""
         if type(encoded) is not tuple or len(encoded) != 2:  # a distribution: the general path from now on
             self._fast = False
             q = as_posterior(encoded)

@@ -1,6 +1,6 @@
 """The objective on one batch: the general form over named latent groups, and the diagonal-Gaussian fast path.
 
-Both build the same loss from the same pieces (:func:`_assemble`): the reconstruction term ``-log p(x|z)`` and
+Both build the same loss from the same pieces (:func:`assemble`): the reconstruction term ``-log p(x|z)`` and
 the KL of each example (with its per-dimension parts where the KL factorises). :func:`elbo_groups` takes
 distributions and samples of any model; :func:`elbo_diagonal_gaussian` takes the encoder's ``(loc, log_var)``
 of one group under a standard normal prior and builds no distribution object (the common training step).
@@ -154,7 +154,7 @@ def elbo_groups(
         if group_betas:
             terms = _weighted_groups(nll, kl, elementwise, names, group_kls, k, settings, report, group_betas)
         else:
-            terms = _assemble(nll, kl, elementwise, log_ratio, k, settings, report, group_kls)
+            terms = assemble(nll, kl, elementwise, log_ratio, k, settings, report, group_kls)
         if report and len(names) > 1:
             with torch.no_grad():
                 groups = {n: p[0].mean() for n, p in parts.items()}
@@ -230,13 +230,13 @@ def diagonal_gaussian_terms(
     with float32_region(x.device):
         nll = likelihood.nll(x, decoder_output)  # (B,)
         elementwise = gaussian_kl(loc, log_var)  # (B, D)
-        terms = _assemble(nll, elementwise.sum(-1), elementwise, None, 1, settings, report)
+        terms = assemble(nll, elementwise.sum(-1), elementwise, None, 1, settings, report)
     if report:
         terms = terms._replace(kl_groups={group: terms.kl}, kl_per_dim_groups={group: terms.kl_per_dim})
     return terms
 
 
-def _assemble(
+def assemble(
     nll: Tensor,
     kl: Tensor,
     elementwise: Tensor | None,
@@ -321,7 +321,7 @@ def _weighted_groups(
         raise ValueError(f"Expected `group_betas` to be >= 0, got {dict(group_betas)}")
     penalties = [g.mean() if free_bits == 0 else g.mean().clamp(min=free_bits) for g in group_kls]
     weighted = sum((group_betas.get(n, beta) * p for n, p in zip(names, penalties)), torch.zeros((), device=nll.device))
-    terms = _assemble(nll, kl, elementwise, None, k, (1.0, 0.0, "total", 1, None, 1000.0), report)
+    terms = assemble(nll, kl, elementwise, None, k, (1.0, 0.0, "total", 1, None, 1000.0), report)
     penalty = torch.stack(penalties).sum()
     return terms._replace(loss=terms.recon + weighted, kl_penalty=penalty)
 
