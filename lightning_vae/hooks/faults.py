@@ -20,7 +20,7 @@ class FaultHooks(LightningModule):
 
     def _epoch_edge(self, batch_idx: int) -> bool:
         """First or last training batch of the epoch: logged too, so short runs and epoch ends have values."""
-        n = self.trainer.num_training_batches
+        n = self._trainer.num_training_batches  # type: ignore[union-attr]  # called during fit only
         return batch_idx == 0 or (isinstance(n, int) and batch_idx == n - 1)
 
     def setup(self, stage: str) -> None:
