@@ -238,6 +238,16 @@ class DataCheck:
         self.first, self.every = first, every
         self.seen = 0
 
+    def skip(self) -> bool:
+        """Count this batch and return ``True`` if it is not due for a check; ``False`` (nothing counted) if it is.
+
+        The training step's common case asks this first and, for a due batch, takes the path that checks.
+        """
+        if self.seen < self.first or self.seen % self.every == 0:
+            return False
+        self.seen += 1
+        return True
+
     def __call__(self, likelihood: Any, x: Tensor, policy: NonFinitePolicy, where: Any = None) -> bool:
         """Check ``x`` if this batch is due and say whether it was; ``where()`` describes the step (on failure only).
 
@@ -246,10 +256,9 @@ class DataCheck:
             NonFiniteError: For NaN/inf data under ``policy="raise"`` (under ``"skip"`` the step's non-finite loss
                 is handled by the guard).
         """
-        due = self.seen < self.first or self.seen % self.every == 0
-        self.seen += 1
-        if not due:
+        if self.skip():
             return False
+        self.seen += 1
         try:
             likelihood.check_target(x)
         except ValueError as err:

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Trainer
-from support.modules import PlainDecoder, PlainEncoder, tiny_vae, trainer_kwargs
-from torch import Tensor, nn
-from torch.distributions import Independent, Normal
+from support.modules import DistributionEncoder, PlainDecoder, PlainEncoder, tiny_vae, trainer_kwargs
+from torch import Tensor
 
 from lightning_vae import VAE
 from lightning_vae.data import MNISTDataModule, ShapesDataModule, TensorDataModule
@@ -290,15 +289,6 @@ def test_the_fast_path_is_taken_only_where_it_applies() -> None:
         "mixture prior": (tiny_vae(prior="mixture"), False),
         "importance samples": (tiny_vae(n_samples=3), None),
     }
-
-    class DistributionEncoder(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = MLPEncoder((1, 8, 8), latent_dim=4, hidden_sizes=(16,))
-
-        def forward(self, x: Tensor) -> Independent:
-            loc, log_var = self.net(x)
-            return Independent(Normal(loc, (0.5 * log_var).exp()), 1)
 
     cases["encoder returning a distribution"] = (
         VAE(DistributionEncoder(), MLPDecoder(4, (1, 8, 8), hidden_sizes=(16,)), latent_dim=4),

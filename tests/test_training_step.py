@@ -16,25 +16,15 @@ from unittest import mock
 import pytest
 import torch
 from lightning.pytorch import Trainer
-from support.modules import tiny_vae, trainer_kwargs
+from support.modules import DistributionEncoder, tiny_vae, trainer_kwargs
+from test_module import DATA, PARAMS_PER_ELEMENT
 from torch import Tensor, nn
-from torch.distributions import Independent, Normal
 
 from lightning_vae import VAE
 from lightning_vae.data import TensorDataModule
 from lightning_vae.guard import NonFiniteError
 from lightning_vae.hooks.training import TrainingStep
 from lightning_vae.nets import MLPDecoder, MLPEncoder
-
-DATA = {
-    "bernoulli": lambda: torch.rand(6, 1, 8, 8).round(),
-    "gaussian": lambda: torch.randn(6, 1, 8, 8),
-    "gaussian_learned": lambda: torch.randn(6, 1, 8, 8),
-    "laplace": lambda: torch.randn(6, 1, 8, 8),
-    "categorical": lambda: torch.randint(0, 256, (6, 1, 8, 8)).float() / 255,
-    "logistic_mixture": lambda: torch.randint(0, 256, (6, 1, 8, 8)).float() / 255,
-}
-PARAMS_PER_ELEMENT = {"categorical": 256, "logistic_mixture": 15}
 
 
 class QuietTrainer:
@@ -159,16 +149,6 @@ def test_the_common_step_counts_batches_for_the_data_check() -> None:
         vae.training_step(torch.full((4, 1, 8, 8), 3.0), 50)
 
 
-class DistributionEncoder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = MLPEncoder((1, 8, 8), latent_dim=4, hidden_sizes=(16,))
-
-    def forward(self, x: Tensor) -> Independent:
-        loc, log_var = self.net(x)
-        return Independent(Normal(loc, (0.5 * log_var).exp()), 1)
-
-
 class NarrowHeads(nn.Module):
     """An encoder whose outputs are float16 or bfloat16: not the common case's float32."""
 
@@ -256,3 +236,20 @@ def test_a_run_is_the_same_with_and_without_the_common_step(tmp_path: Path) -> N
     assert with_common.keys() == without.keys()
     for name in with_common:
         torch.testing.assert_close(with_common[name], without[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_data_check_schedule_is_one_rule_for_both_steps() -> None:
+    """``DataCheck.skip`` and ``DataCheck.__call__`` count batches alike: the first 10 and then every 50th are due."""
+    from lightning_vae.distributions import BernoulliLikelihood
+    from lightning_vae.guard import DataCheck
+
+    x = torch.rand(2, 3).round()
+    by_call, by_skip = DataCheck(), DataCheck()
+    due_call = [by_call(BernoulliLikelihood(), x, "raise") for _ in range(120)]
+    due_skip = []
+    for _ in range(120):
+        skipped = by_skip.skip()
+        due_skip.append(not skipped and by_skip(BernoulliLikelihood(), x, "raise"))
+    expected = [i < 10 or i % 50 == 0 for i in range(120)]
+    assert due_call == due_skip == expected
+    assert by_call.seen == by_skip.seen == 120

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningDataModule
-from torch import nn
+from torch import Tensor, nn
+from torch.distributions import Independent, Normal
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_vae import VAE
@@ -59,6 +60,18 @@ def trainer_kwargs(tmp_path: Path, **overrides) -> dict:
     )
     kwargs.update(overrides)
     return kwargs
+
+
+class DistributionEncoder(nn.Module):
+    """An encoder that returns a ``torch.distributions`` object, not ``(loc, log_var)``: the general path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = MLPEncoder((1, 8, 8), latent_dim=4, hidden_sizes=(16,))
+
+    def forward(self, x: Tensor) -> Independent:
+        loc, log_var = self.net(x)
+        return Independent(Normal(loc, (0.5 * log_var).exp()), 1)
 
 
 class PlainEncoder(nn.Module):
