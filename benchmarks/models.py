@@ -7,7 +7,7 @@ Models (``--models``, comma-separated; default every available one):
 - ``stacked_2l``: ``StackedVAEModel()`` defaults, Burda et al.'s two-stochastic-layer MNIST model (784-200-200 -> 100,
   100-100 -> 50, tanh, inferred bottom-up);
 - ``ladder_3l``: ``LadderVAEModel`` with latent layers 64, 32, 16 and bottom-up blocks 512-512, 256-256, 128-128
-  (leaky ReLU), the shipped ``configs/mnist_ladder.yaml`` model;
+  (leaky ReLU), the shipped ``configs/cli/mnist_ladder.yaml`` model;
 - ``ladder_3l_warmup``: the ``ladder_3l`` model trained with a linear KL warm-up,
   ``lightning_vae.callbacks.KLAnnealing("linear", start=0.0, end=1.0, length=...)``: β rises from 0 to 1 over the
   optimizer steps of the first half of the epochs (10 of 20: 6,000 steps of batch 100), then stays at 1. Sønderby et

@@ -53,8 +53,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import Tensor, nn
 
 from lightning_vae import VAE
-from lightning_vae.building import load_checkpoint, migrate_state_dict
 from lightning_vae.callbacks import KLAnnealing
+from lightning_vae.checkpoints import load_checkpoint, migrate_state_dict
 from lightning_vae.data import MNISTDataModule
 from lightning_vae.metrics import ImportanceWeightedNLL
 from lightning_vae.models import StackedVAEModel

@@ -7,9 +7,7 @@ the named module, checks that the name is a *class* deriving from the base the s
 only then may the caller construct it. A function (``os.system``), a builtin (``builtins.open``) or any
 class outside the allowed bases is refused with a ``ValueError`` that names the path, before any call.
 
-:func:`load_checkpoint` reads a checkpoint with ``torch.load(weights_only=True)`` (no unpickling of
-arbitrary objects) and turns a missing, empty, truncated or foreign file into a ``ValueError`` that names
-the file and what is wrong with it. :func:`check_checkpoint_classes` walks a checkpoint's hyperparameters
+:func:`check_checkpoint_classes` walks a checkpoint's hyperparameters
 and checks every class it names, so a hostile checkpoint is refused before Lightning or jsonargparse
 instantiate anything from it.
 """
@@ -17,10 +15,7 @@ instantiate anything from it.
 from __future__ import annotations
 
 import importlib
-import os
-import zipfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +38,10 @@ def _allowed_bases(slot: str) -> tuple[type, ...]:
         return (Prior,)
     if slot == "data":
         return (LightningDataModule,)
+    if slot == "objective":
+        from lightning_vae.objective.base import Objective
+
+        return (Objective,)
     if slot == "optimizer":
         return (torch.optim.Optimizer,)
     if slot == "lr_scheduler":
@@ -153,28 +152,9 @@ def save_hparams(module: Any, frame: Any, modules: Mapping[str, Any], factories:
         module.save_hyperparameters({**dict(module.hparams), **extra})
 
 
-#: Top-level children of the training module whose parameters now live under its ``model``.
-_MODEL_CHILDREN = ("encoder.", "decoder.", "likelihood.", "prior.")
-
-
-def migrate_state_dict(checkpoint: dict[str, Any]) -> None:
-    """Rename the weights of a checkpoint written when the networks were children of the training module.
-
-    ``encoder.*``, ``decoder.*``, ``likelihood.*`` and ``prior.*`` become ``model.encoder.*`` and so on (in
-    place); a checkpoint already in the new layout is left as it is.
-    """
-    state = checkpoint.get("state_dict")
-    if not isinstance(state, dict) or any(key.startswith("model.") for key in state):
-        return
-    if any(key.startswith(_MODEL_CHILDREN) for key in state):
-        checkpoint["state_dict"] = {
-            (f"model.{key}" if key.startswith(_MODEL_CHILDREN) else key): value for key, value in state.items()
-        }
-
-
 def _slot_of(path: str) -> str:
     top = path.split(".", 1)[0]
-    if path == top and top in ("likelihood", "prior", "data", "optimizer", "lr_scheduler"):
+    if path == top and top in ("likelihood", "prior", "data", "objective", "optimizer", "lr_scheduler"):
         return top
     return "network"  # nested entries (e.g. an encoder's activation) must be modules
 
@@ -215,55 +195,10 @@ def check_checkpoint_classes(hparams: Mapping[str, Any], source: str = "the chec
     walk(dict(hparams), "")
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a Lightning checkpoint safely: ``weights_only=True`` and errors that name the file.
-
-    Raises:
-        ValueError: If the file is missing, empty, truncated or corrupt, or is not a checkpoint (no
-            ``state_dict``); the message names the file.
-
-    Example::
-
-        >>> import tempfile
-        >>> with tempfile.NamedTemporaryFile(suffix=".ckpt") as f:
-        ...     load_checkpoint(f.name)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ValueError: ... is empty (0 bytes), not a checkpoint
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"Expected a checkpoint file, got {str(path)!r}: no such file")
-    size = file.stat().st_size
-    if size == 0:
-        raise ValueError(f"{str(path)!r} is empty (0 bytes), not a checkpoint")
-    with open(file, "rb") as f:
-        head = f.read(4)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save's zip format, or a legacy pickle
-        raise ValueError(f"{str(path)!r} ({size} bytes) is not a PyTorch checkpoint (it starts with {head!r})")
-    try:
-        checkpoint = torch.load(file, map_location=map_location, weights_only=True)
-    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError) as err:
-        raise ValueError(
-            f"{str(path)!r} ({size} bytes) is truncated or corrupt, or not a PyTorch checkpoint: {err}"
-        ) from err
-    except Exception as err:  # pickle.UnpicklingError and friends: not something weights_only=True accepts
-        raise ValueError(
-            f"{str(path)!r} holds objects that a weights-only load refuses (it is not a plain checkpoint, or it "
-            f"was written with arbitrary pickled objects): {err}"
-        ) from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        keys = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"{str(path)!r} is not a Lightning checkpoint: no `state_dict` (found {keys})")
-    return checkpoint
-
-
 __all__ = [
     "build",
     "check_checkpoint_classes",
     "describe",
-    "load_checkpoint",
-    "migrate_state_dict",
     "resolve_class",
     "save_hparams",
 ]

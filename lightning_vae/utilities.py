@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
 
-from lightning_vae.data.common import unpack_batch
+from lightning_vae.adapters import foreach_norms, should_update_logs
+from lightning_vae.data.common import read_batch
 
 
 def logs_this_step(trainer: Any) -> bool:
@@ -22,34 +23,46 @@ def logs_this_step(trainer: Any) -> bool:
         >>> logs_this_step(None)
         True
     """
-    # The trainer's own test for logging steps (the one LearningRateMonitor uses); private, hence the fallback.
-    connector = getattr(trainer, "_logger_connector", None)
-    return bool(getattr(connector, "should_update_logs", True))
+    return should_update_logs(trainer)
 
 
-def batch_data(pl_module: Any, batch: Any) -> Tensor:
+@overload
+def batch_data(pl_module: Any, batch: Any, optional: Literal[False] = False) -> Tensor: ...
+@overload
+def batch_data(pl_module: Any, batch: Any, optional: Literal[True]) -> Tensor | None: ...
+def batch_data(pl_module: Any, batch: Any, optional: bool = False) -> Tensor | None:
     """The data tensor of a batch, for callbacks that work on any module.
 
-    ``pl_module.unpack_batch(batch)`` when the module has it (as ``VAE``), else
-    :func:`lightning_vae.data.common.unpack_batch` (a tensor, an ``(x, y, ...)`` sequence or a dict).
+    ``pl_module.read_batch(batch).x`` when the module has ``read_batch`` (as ``VAE``, where a user replaces it to
+    read another batch layout), else :func:`lightning_vae.data.common.read_batch` (a tensor, an ``(x, y, ...)``
+    sequence or a dict). With ``optional``, ``None`` for a batch that holds no data tensor (a callback then skips it).
 
     Raises:
-        TypeError: When the batch is none of these; the message says to add ``unpack_batch``.
+        TypeError: When the batch is none of these; the message says to add ``read_batch``.
         ValueError: When a dict batch holds no tensor under the known keys.
 
     Example::
 
         >>> import torch
-        >>> batch_data(object(), (torch.zeros(2, 3), torch.ones(2))).shape
-        torch.Size([2, 3])
+        >>> batch_data(object(), (torch.zeros(2, 3), torch.ones(2))).shape, batch_data(object(), "text", optional=True)
+        (torch.Size([2, 3]), None)
     """
-    unpack = getattr(pl_module, "unpack_batch", None)
-    if callable(unpack):
-        return unpack(batch)
+    if optional:
+        try:
+            x = batch_data(pl_module, batch)
+        except (TypeError, ValueError):
+            return None
+        return x if isinstance(x, Tensor) else None
+    read = getattr(pl_module, "read_batch", None)
+    if callable(read):
+        return read(batch).x  # type: ignore[no-any-return]
     try:
-        return unpack_batch(batch)
+        return read_batch(batch).x
     except TypeError as error:
-        raise TypeError(f"{error}; or give the module an `unpack_batch(batch)` method that returns the data") from None
+        raise TypeError(
+            f"{error}; or give the module a `read_batch(batch)` method that returns "
+            "lightning_vae.data.Batch(x, context)"
+        ) from None
 
 
 def grads_finite(grads: list[Tensor]) -> bool:
@@ -63,4 +76,4 @@ def grads_finite(grads: list[Tensor]) -> bool:
     """
     if not grads:
         return True
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+    return bool(torch.isfinite(torch.stack(foreach_norms(grads))).all())

@@ -47,6 +47,9 @@ class KLAnnealing(ScheduledAttribute):
         prog_bar: Show ``train/beta`` in the progress bar.
         group: Anneal only this latent group's KL weight (``pl_module.group_betas[group]``, logged as
             ``train/beta/<group>``) and leave β to the others; ``None`` anneals β for every group.
+        weight: The weight to anneal (default ``"beta"``): an attribute of the module, or one the module's
+            objective declares in its ``weights`` (e.g. ``"gamma"`` of a total-correlation objective); logged as
+            ``train/<weight>``.
 
     Raises:
         ValueError: For an unknown schedule, shape or interval, or numbers out of range or not finite (the
@@ -81,11 +84,16 @@ class KLAnnealing(ScheduledAttribute):
         midpoint: float | None = None,
         prog_bar: bool = True,
         group: str | None = None,
+        weight: str = "beta",
     ) -> None:
         check_float("start", start, low=0.0)
         check_float("end", end, low=0.0)
+        self.attribute = check_type("weight", weight, str, "the name of a weight")
+        self.log_key = f"train/{weight}"
         self.group = None if group is None else check_type("group", group, str, "a latent group's name")
         if group is not None:
+            if weight != "beta":
+                raise ValueError(f"Expected `group` only with weight='beta', got weight={weight!r}")
             self.log_key = f"train/beta/{group}"
         super().__init__(
             Schedule(schedule, start, end, length, delay, n_cycles, ratio, cycle_shape, steepness, midpoint),
@@ -110,7 +118,8 @@ class KLAnnealing(ScheduledAttribute):
         if self.group is None:
             return super().apply(trainer, pl_module)
         value = self.value_at(trainer)
-        pl_module.group_betas[self.group] = value  # type: ignore[index, operator]
+        # A new dict: the module (or its objective) checks the weights where they are set.
+        pl_module.group_betas = {**pl_module.group_betas, self.group: value}  # type: ignore[dict-item]
         return value
 
 

@@ -1,4 +1,4 @@
-"""What the callbacks read from a batch of any module: its data tensor, its labels when it has them, and the
+"""What the callbacks read from a batch of any module besides its data: its labels when it has them, and the
 posterior means of a latent group."""
 
 from __future__ import annotations
@@ -10,29 +10,13 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from lightning_vae.utilities import batch_data
-from lightning_vae.viz import group_means, latent_groups
+from lightning_vae.callbacks.views import group_means, latent_groups
+from lightning_vae.data.common import CONTEXT_KEYS
 
-__all__ = ["LABEL_KEYS", "batch_labels", "check_group", "posterior_means", "unpack_data"]
+__all__ = ["LABEL_KEYS", "batch_labels", "check_group", "posterior_means"]
 
-#: Dict keys searched for labels in a dict batch, in this order.
-LABEL_KEYS = ("y", "label", "labels", "target", "targets", "factors")
-
-
-def unpack_data(pl_module: Any, batch: Any) -> Tensor | None:
-    """The data tensor of a batch (:func:`~lightning_vae.utilities.batch_data`), or ``None`` when it has none.
-
-    Example::
-
-        >>> import torch
-        >>> unpack_data(object(), (torch.zeros(2, 3), torch.ones(2))).shape, unpack_data(object(), "text")
-        (torch.Size([2, 3]), None)
-    """
-    try:
-        x = batch_data(pl_module, batch)
-    except (TypeError, ValueError):
-        return None
-    return x if isinstance(x, Tensor) else None
+#: Dict keys searched for labels in a dict batch, in this order: the context keys of a batch, then factors.
+LABEL_KEYS = (*CONTEXT_KEYS, "factors")
 
 
 def batch_labels(batch: Any) -> Tensor | None:

@@ -17,8 +17,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_vae.callbacks.batches import LABEL_KEYS, batch_labels, check_group, posterior_means, unpack_data
+from lightning_vae.callbacks.batches import LABEL_KEYS, batch_labels, check_group, posterior_means
 from lightning_vae.checks import check_int, check_type
+from lightning_vae.utilities import batch_data
 from lightning_vae.viz import (
     ViewWriter,
     check_value_range,
@@ -122,7 +123,7 @@ class LatentEmbeddingLogger(Callback):
         need = self.n_examples - self._count()
         if need <= 0:
             return
-        x = unpack_data(pl_module, batch)
+        x = batch_data(pl_module, batch, optional=True)
         if x is None:
             return
         means = posterior_means(pl_module, outputs, x, self.group)

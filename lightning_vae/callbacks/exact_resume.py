@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lightning_vae.checkpoint_io import AtomicCheckpointIO
+from lightning_vae.checkpoints import AtomicCheckpointIO
 from lightning_vae.checks import check_int
 from lightning_vae.data.common import batch_key
 
@@ -27,7 +27,7 @@ class ExactResume(Callback):
     to the non-determinism of its kernels). The data modules' training loaders resume mid-epoch
     themselves (:class:`~lightning_vae.data.common.ResumableLoader`). When the trainer writes checkpoints
     with Lightning's default writer, the callback replaces it by
-    :class:`~lightning_vae.checkpoint_io.AtomicCheckpointIO`, so a process killed while writing one leaves
+    :class:`~lightning_vae.checkpoints.AtomicCheckpointIO`, so a process killed while writing one leaves
     the previous checkpoint intact.
 
     The seed is saved in the checkpoint, so a resumed run keeps it.

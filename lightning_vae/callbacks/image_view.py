@@ -19,12 +19,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_vae.callbacks.batches import unpack_data
 from lightning_vae.checks import check_int, check_type
 from lightning_vae.protocols import SupportsViews, require
+from lightning_vae.utilities import batch_data
 from lightning_vae.viz import ViewWriter, check_value_range, image_grid, is_image
 
-__all__ = ["ImageView", "unpack_data"]
+__all__ = ["ImageView"]
 
 
 class ImageView(Callback):
@@ -80,7 +80,7 @@ class ImageView(Callback):
         have = 0 if self._fixed is None else self._fixed.shape[0]
         if have >= self.n_examples:
             return
-        x = unpack_data(pl_module, batch)
+        x = batch_data(pl_module, batch, optional=True)
         if x is None:
             self._warn_once("batch", f"{type(self).__name__}: cannot find the data tensor in the batch; nothing logged")
             return
@@ -135,4 +135,3 @@ class ImageView(Callback):
         raise NotImplementedError
 
 
-_ImageView = ImageView  # the earlier private name

@@ -1,6 +1,6 @@
 """Export what ``predict`` computes (``VAE.predict_step``: posterior means) to a ``.npy`` file, in dataset order.
 
-    lightning-vae predict --config configs/shapes.yaml --ckpt_path last.ckpt \\
+    lightning-vae predict --config configs/cli/shapes.yaml --ckpt_path last.ckpt \\
         --trainer.callbacks+=PosteriorMeanWriter --trainer.callbacks.output_path=latents.npy
 """
 
@@ -20,8 +20,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_vae.callbacks.batches import batch_labels, check_group, posterior_means, unpack_data
+from lightning_vae.callbacks.batches import batch_labels, check_group, posterior_means
 from lightning_vae.checks import check_type
+from lightning_vae.utilities import batch_data
 
 __all__ = ["PosteriorMeanWriter"]
 
@@ -92,7 +93,7 @@ class PosteriorMeanWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         if self.group is not None:
-            x = unpack_data(pl_module, batch)
+            x = batch_data(pl_module, batch, optional=True)
             if x is None:
                 raise TypeError(f"PosteriorMeanWriter(group={self.group!r}) cannot find the data tensor in the batch")
             prediction = posterior_means(pl_module, None, x, self.group)

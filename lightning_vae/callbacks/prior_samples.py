@@ -10,8 +10,8 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_vae.callbacks.image_view import ImageView
+from lightning_vae.callbacks.views import prior_samples
 from lightning_vae.checks import check_int
-from lightning_vae.viz import prior_samples
 
 __all__ = ["PriorSampleLogger"]
 

@@ -9,8 +9,8 @@ from lightning.pytorch import Trainer
 from typing_extensions import override
 
 from lightning_vae.callbacks.image_view import ImageView
+from lightning_vae.callbacks.views import reconstruction_rows
 from lightning_vae.checks import check_int
-from lightning_vae.viz import reconstruction_rows
 
 __all__ = ["ReconstructionLogger"]
 

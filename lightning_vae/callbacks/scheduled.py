@@ -108,13 +108,16 @@ class ScheduledAttribute(Callback):
         return self.schedule(trainer.global_step if self.interval == "step" else epoch_of_step(trainer))
 
     def check_module(self, pl_module: LightningModule) -> None:
-        """Check that ``pl_module`` keeps the part of the annealing protocol this callback writes."""
+        """Check that ``pl_module`` keeps the part of the annealing protocol this callback writes (or that its
+        objective declares the weight)."""
+        if self.attribute in getattr(getattr(pl_module, "objective", None), "weights", ()):
+            return
         require(pl_module, Annealable, type(self).__name__, members=(self.attribute,))
 
     def apply(self, trainer: Trainer, pl_module: LightningModule) -> float:
-        """Set the module attribute for the current step and return the value."""
+        """Set the module attribute (or the objective's declared weight) for the current step and return the value."""
         value = self.value_at(trainer)
-        setattr(pl_module, self.attribute, value)
+        setattr(weight_owner(pl_module, self.attribute), self.attribute, value)
         return value
 
     @override
@@ -153,4 +156,23 @@ class ScheduledAttribute(Callback):
             )
 
 
-__all__ = ["Interval", "ScheduledAttribute", "StepValueLogger", "epoch_of_step"]
+def weight_owner(pl_module: Any, name: str) -> Any:
+    """What holds the weight ``name``: the module when it has the attribute, else its objective when that declares it.
+
+    Example::
+
+        >>> from lightning_vae import VAE
+        >>> from lightning_vae.nets import MLPDecoder, MLPEncoder
+        >>> vae = VAE(MLPEncoder((4,), latent_dim=2), MLPDecoder(2, (4,)))
+        >>> weight_owner(vae, "beta") is vae
+        True
+    """
+    if hasattr(pl_module, name):
+        return pl_module
+    objective = getattr(pl_module, "objective", None)
+    if name in getattr(objective, "weights", ()):
+        return objective
+    return pl_module
+
+
+__all__ = ["Interval", "ScheduledAttribute", "StepValueLogger", "epoch_of_step", "weight_owner"]

@@ -10,8 +10,8 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_vae.callbacks.image_view import ImageView
+from lightning_vae.callbacks.views import latent_groups, latent_traversal
 from lightning_vae.checks import check_float, check_int, check_type
-from lightning_vae.viz import latent_groups, latent_traversal
 
 __all__ = ["LatentTraversalLogger"]
 

@@ -7,7 +7,7 @@ Examples::
     lightning-vae test --ckpt_path logs/shapes/.../last.ckpt   # the data module recorded in the checkpoint
     lightning-vae configs --copy my_configs               # the shipped configs, to edit
 
-After training (see :mod:`lightning_vae.generate`)::
+After training (see :mod:`lightning_vae.cli.generate`)::
 
     lightning-vae sample --ckpt_path last.ckpt --output samples.png
     lightning-vae reconstruct --ckpt_path last.ckpt --output reconstructions.png
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from lightning_vae.cli.args import EVALUATION, SUBCOMMANDS, CLIError, prepare_args
 from lightning_vae.cli.commands import main
+from lightning_vae.cli.runs import summarize
 from lightning_vae.cli.vaecli import VAECLI, build_cli
-from lightning_vae.runs import summarize
 
 __all__ = ["EVALUATION", "SUBCOMMANDS", "CLIError", "VAECLI", "build_cli", "main", "prepare_args", "summarize"]

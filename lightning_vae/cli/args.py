@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import yaml
 
 from lightning_vae import configs as shipped
-from lightning_vae.runs import checkpoint_data_config
+from lightning_vae.cli.runs import checkpoint_data_config
 
 #: LightningCLI's subcommands; the ones that evaluate a checkpoint can take their data from it.
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -77,7 +77,7 @@ def prepare_args(args: Sequence[str]) -> list[str]:
     """Rewrite a command line before LightningCLI parses it.
 
     - ``--config NAME`` names a shipped config when ``NAME`` is not a file (``shapes``, ``annealing/cyclical``,
-      or ``configs/shapes.yaml`` run from outside a checkout);
+      or ``configs/cli/shapes.yaml`` run from outside a checkout);
     - ``validate``/``test``/``predict`` with ``--ckpt_path`` and neither ``--config`` nor ``--data`` get the data
       module the checkpoint was trained on (``--data.init_args.KEY=VALUE`` still overrides its arguments);
     - a data-module class given after a config (or a later config) for another class starts from its own

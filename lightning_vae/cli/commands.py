@@ -22,7 +22,7 @@ def _configs_command(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     if args.copy is None:
         root = shipped.packaged_dir()
-        experiments = sorted(p.stem for p in (root / "experiment").glob("*.yaml"))
+        experiments = sorted(p.stem for p in (root / shipped.HYDRA_FOLDER / "experiment").glob("*.yaml"))
         print(f"Configs shipped with lightning-vae, in {root}:")
         print("  LightningCLI (lightning-vae fit --config NAME): " + ", ".join(shipped.lightning_cli_configs()))
         print("  Hydra experiments (lightning-vae-hydra experiment=NAME): " + ", ".join(experiments))
@@ -33,13 +33,14 @@ def _configs_command(argv: Sequence[str]) -> None:
     except ValueError as err:
         parser.error(str(err))
     print(f"lightning-vae configs: copied the configs to {target}")
-    print(f"  LightningCLI: lightning-vae fit --config {target / 'shapes.yaml'}")
-    print(f"  Hydra:        lightning-vae-hydra --config-dir {target}   (or set LIGHTNING_VAE_CONFIG_DIR={target})")
+    cli, hydra = target / shipped.CLI_FOLDER, target / shipped.HYDRA_FOLDER
+    print(f"  LightningCLI: lightning-vae fit --config {cli / 'shapes.yaml'}")
+    print(f"  Hydra:        lightning-vae-hydra --config-dir {hydra}   (or set LIGHTNING_VAE_CONFIG_DIR={hydra})")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``lightning-vae``: LightningCLI plus the ``sample``, ``reconstruct`` and ``configs`` commands."""
-    from lightning_vae import generate
+    from lightning_vae.cli import generate
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in generate.COMMANDS:

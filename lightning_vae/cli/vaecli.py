@@ -12,8 +12,8 @@ from lightning.pytorch.utilities import rank_zero_only
 import lightning_vae.callbacks  # noqa: F401 - makes `--trainer.callbacks+=KLAnnealing` (short class names) resolve
 from lightning_vae import configs as shipped
 from lightning_vae.cli.args import EVALUATION, CLIError, prepare_args
-from lightning_vae.module import VAE
-from lightning_vae.runs import entry_point_callbacks, pin_logger_versions, summarize
+from lightning_vae.cli.runs import entry_point_callbacks, pin_logger_versions, summarize
+from lightning_vae.training.module import VAE
 
 
 def _shipped_list() -> str:
@@ -25,7 +25,7 @@ class VAECLI(LightningCLI):
 
     There is no default data module: the data come from ``--config`` (its ``data`` section), ``--data``, or, for
     ``validate``/``test``/``predict`` with ``--ckpt_path``, from the checkpoint (see :func:`prepare_args`).
-    Every trainer gets :func:`~lightning_vae.runs.entry_point_callbacks` (validation at the last step of a run
+    Every trainer gets :func:`~lightning_vae.cli.runs.entry_point_callbacks` (validation at the last step of a run
     that ``max_steps`` ends inside an epoch; the run's progress for the summary).
     """
 

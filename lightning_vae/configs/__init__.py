@@ -1,8 +1,12 @@
-"""The YAML configs shipped with the package: LightningCLI configs at the top, the Hydra tree in the groups.
+"""The YAML configs shipped with the package, in two folders named after what reads them.
 
-Hydra finds them as ``pkg://lightning_vae.configs``; LightningCLI by short name (``lightning-vae fit --config
-shapes``); ``lightning-vae configs --copy DIR`` copies them for editing. In a source checkout, the top-level
-``configs/`` folder is a link to this one.
+- ``cli/``: LightningCLI configs, one file per setting (``lightning-vae fit --config shapes`` finds
+  ``cli/shapes.yaml`` by its short name; ``annealing/`` holds the annealing variants);
+- ``hydra/``: the Hydra tree (``train.yaml`` and its groups ``data/``, ``model/``, ``experiment/``, ...), found as
+  ``pkg://lightning_vae.configs.hydra`` by ``lightning-vae-hydra``.
+
+``lightning-vae configs --copy DIR`` copies both for editing. In a source checkout, the top-level ``configs/``
+folder is a link to this one.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ from pathlib import Path
 
 import yaml
 
-#: Hydra's search-path URL of this folder.
-HYDRA_SEARCH_PATH = "pkg://lightning_vae.configs"
+#: Hydra's search-path URL of the Hydra tree.
+HYDRA_SEARCH_PATH = "pkg://lightning_vae.configs.hydra"
+
+#: The folders of the two kinds of config, under :func:`packaged_dir`.
+CLI_FOLDER, HYDRA_FOLDER = "cli", "hydra"
 
 
 def packaged_dir() -> Path:
@@ -22,7 +29,7 @@ def packaged_dir() -> Path:
 
     Example::
 
-        >>> (packaged_dir() / "train.yaml").is_file(), (packaged_dir() / "shapes.yaml").is_file()
+        >>> (packaged_dir() / "hydra" / "train.yaml").is_file(), (packaged_dir() / "cli" / "shapes.yaml").is_file()
         (True, True)
     """
     return Path(__file__).resolve().parent
@@ -50,7 +57,7 @@ def lightning_cli_configs() -> list[str]:
         >>> "shapes" in names and "mnist_mlp" in names and "annealing/cyclical" in names
         True
     """
-    root = packaged_dir()
+    root = packaged_dir() / CLI_FOLDER
     found = []
     for path in sorted(root.rglob("*.yaml")):
         if _is_lightning_cli_config(path):
@@ -61,24 +68,25 @@ def lightning_cli_configs() -> list[str]:
 def resolve(name: str | os.PathLike) -> Path:
     """The config file ``name`` names: an existing file, else a shipped config by short name.
 
-    ``shapes``, ``shapes.yaml`` and ``configs/shapes.yaml`` (the path in a source checkout, also when run from
-    another folder) all name the shipped ``shapes.yaml``.
+    ``shapes``, ``shapes.yaml``, ``cli/shapes.yaml`` and ``configs/cli/shapes.yaml`` (the path in a source
+    checkout, also when run from another folder) all name the shipped ``cli/shapes.yaml``.
 
     Raises:
         ValueError: If ``name`` is neither a file nor a shipped config; the message lists the shipped ones.
 
     Example::
 
-        >>> resolve("shapes").name, resolve("configs/annealing/cyclical.yaml").parent.name
+        >>> resolve("shapes").name, resolve("configs/cli/annealing/cyclical.yaml").parent.name
         ('shapes.yaml', 'annealing')
     """
     given = Path(name).expanduser()
     if given.is_file():
         return given
-    root = packaged_dir()
+    root = packaged_dir() / CLI_FOLDER
     relative = given.as_posix()
-    if relative.startswith("configs/"):
-        relative = relative[len("configs/") :]
+    for prefix in ("configs/", f"{CLI_FOLDER}/"):
+        if relative.startswith(prefix):
+            relative = relative[len(prefix) :]
     for candidate in (root / relative, root / f"{relative}.yaml"):
         if candidate.is_file() and candidate.resolve().is_relative_to(root):
             return candidate

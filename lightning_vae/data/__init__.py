@@ -1,12 +1,14 @@
-"""DataModules: embedded shapes (the default), MNIST from IDX files, and a user's own tensors; ``unpack_batch``."""
+"""DataModules: embedded shapes (the default), MNIST from IDX files, and a user's own tensors; ``read_batch``."""
 
-from lightning_vae.data.common import BATCH_KEYS, unpack_batch
+from lightning_vae.data.common import BATCH_KEYS, CONTEXT_KEYS, Batch, read_batch
 from lightning_vae.data.mnist import MissingDataError, MNISTDataModule, load_mnist, read_idx
 from lightning_vae.data.shapes import FACTOR_NAMES, FACTOR_SIZES, ShapesDataModule, ShapesDataset, render_shapes
 from lightning_vae.data.tensors import TensorDataModule, load_array
 
 __all__ = [
     "BATCH_KEYS",
+    "Batch",
+    "CONTEXT_KEYS",
     "FACTOR_NAMES",
     "FACTOR_SIZES",
     "MNISTDataModule",
@@ -17,6 +19,6 @@ __all__ = [
     "load_array",
     "load_mnist",
     "read_idx",
+    "read_batch",
     "render_shapes",
-    "unpack_batch",
 ]

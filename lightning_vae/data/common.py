@@ -1,7 +1,7 @@
 """What the data modules share: the data of a batch, resumable training loaders, exact evaluation under DDP.
 
-:func:`unpack_batch` is the one place that finds the data tensor in a batch (a tensor, an ``(x, y, ...)``
-sequence or a dict); the module, the callbacks and the metrics all go through it.
+:func:`read_batch` is the one place that finds the data and its context in a batch (a tensor, an ``(x, y, ...)``
+sequence or a dict); the module, the callbacks and the metrics all go through it (``VAE.read_batch``).
 
 Training loaders resume mid-epoch. The order of an epoch is a function of ``(seed, epoch)`` alone
 (:class:`ResumableSampler`), the loader counts the batches it has handed out and Lightning stores that
@@ -16,7 +16,7 @@ interrupted, with or without worker processes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -27,14 +27,33 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from lightning_vae.checks import check_int
 
-#: Dict keys under which :func:`unpack_batch` looks for the data in a dict batch, in this order.
+#: Dict keys under which :func:`read_batch` looks for the data in a dict batch, in this order.
 BATCH_KEYS = ("x", "image", "images", "input", "inputs", "data")
 
+#: Dict keys under which :func:`read_batch` looks for the context (labels, conditioning) of a dict batch.
+CONTEXT_KEYS = ("context", "condition", "y", "label", "labels", "target", "targets")
 
-def unpack_batch(batch: Any) -> Tensor:
-    """The data tensor of a batch given as a tensor, an ``(x, y, ...)`` sequence or a dict.
 
-    A dict batch holds the data under the first of :data:`BATCH_KEYS` present with a tensor value.
+class Batch(NamedTuple):
+    """What a model sees of a batch: the data and its context.
+
+    Attributes:
+        x: The data, ``(B, *data_shape)``.
+        context: What the model is conditioned on (class labels, a tensor of features), or ``None``. Only a model
+            that declares ``conditional = True`` receives it; every other model sees ``x`` alone.
+    """
+
+    x: Tensor
+    context: Tensor | None = None
+
+
+def read_batch(batch: Any) -> Batch:
+    """The data and context of a batch given as a tensor, an ``(x, y, ...)`` sequence, a dict or a :class:`Batch`.
+
+    The data: the tensor itself, the first element of a sequence, or the first of :data:`BATCH_KEYS` a dict holds a
+    tensor under. The context: the second element of a sequence when it is a tensor, or the first of
+    :data:`CONTEXT_KEYS` a dict holds a tensor under; else ``None``. To read batches of another layout, override
+    ``VAE.read_batch`` (the one place the module, its callbacks and its metrics read batches through).
 
     Raises:
         TypeError: If ``batch`` is none of these (or a sequence that does not start with a tensor).
@@ -42,25 +61,28 @@ def unpack_batch(batch: Any) -> Tensor:
 
     Example::
 
-        >>> x = torch.zeros(2, 3)
-        >>> unpack_batch(x) is x, unpack_batch((x, torch.ones(2))) is x, unpack_batch({"image": x}) is x
+        >>> x, y = torch.zeros(2, 3), torch.tensor([1, 0])
+        >>> read_batch(x).x is x, read_batch((x, y)).context is y, read_batch({"image": x, "label": y}).context is y
         (True, True, True)
-        >>> unpack_batch({"label": x})  # doctest: +ELLIPSIS
+        >>> read_batch({"label": x})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         ValueError: Expected a dict batch to hold the data under one of ('x', 'image', ...), got keys ['label']
     """
-    if isinstance(batch, Tensor):
+    if isinstance(batch, Batch):
         return batch
+    if isinstance(batch, Tensor):
+        return Batch(batch)
     if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
+        context = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
+        return Batch(batch[0], context)
     if isinstance(batch, Mapping):
-        for key in BATCH_KEYS:
-            if key in batch and isinstance(batch[key], Tensor):
-                return batch[key]
-        raise ValueError(
-            f"Expected a dict batch to hold the data under one of {BATCH_KEYS}, got keys {sorted(map(str, batch))}"
-        )
+        x = next((batch[key] for key in BATCH_KEYS if isinstance(batch.get(key), Tensor)), None)
+        if x is None:
+            raise ValueError(
+                f"Expected a dict batch to hold the data under one of {BATCH_KEYS}, got keys {sorted(map(str, batch))}"
+            )
+        return Batch(x, next((batch[key] for key in CONTEXT_KEYS if isinstance(batch.get(key), Tensor)), None))
     raise TypeError(
         f"Expected a batch that is a tensor, a tuple/list starting with a tensor, or a dict, got {type(batch).__name__}"
     )

@@ -13,7 +13,6 @@ from lightning_vae.distributions.likelihoods import (
 )
 from lightning_vae.distributions.posteriors import DiagonalGaussian, as_posterior
 from lightning_vae.distributions.priors import (
-    PRIORS,
     DiagonalGaussianMixture,
     LearnableGaussianPrior,
     MixtureOfGaussiansPrior,
@@ -25,7 +24,6 @@ from lightning_vae.distributions.priors import (
 
 __all__ = [
     "LIKELIHOODS",
-    "PRIORS",
     "BernoulliLikelihood",
     "CategoricalLikelihood",
     "DiagonalGaussian",

@@ -267,14 +267,6 @@ class VampPrior(Prior):
         return MixtureSameFamily(Categorical(logits=logits, validate_args=False), q, validate_args=False)
 
 
-PRIORS = {
-    "standard_normal": StandardNormalPrior,
-    "learnable": LearnableGaussianPrior,
-    "mixture": MixtureOfGaussiansPrior,
-    "vamp": VampPrior,
-}
-
-
 def is_standard_normal(p: Distribution) -> bool:
     """Whether ``p`` is the standard normal built by :class:`StandardNormalPrior`."""
     return isinstance(p, StandardNormal)

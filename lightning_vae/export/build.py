@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from lightning_vae.adapters import default_validate_args
 from lightning_vae.checks import check_shape, choices
 from lightning_vae.distributions.posteriors import as_posterior
 from lightning_vae.export.graphs import DecoderGraph, EncoderGraph, ExportError, SamplerGraph
@@ -89,7 +90,7 @@ def _richer_posterior(model: Any) -> str | None:
 @contextlib.contextmanager
 def _quiet_tracing() -> Iterator[None]:
     """No argument validation in distributions (its checks branch on data) and no exporter deprecation notes."""
-    previous = Distribution._validate_args
+    previous = default_validate_args()
     Distribution.set_default_validate_args(False)
     try:
         with warnings.catch_warnings():

@@ -14,7 +14,6 @@ from lightning_vae.functional.math import at_least_float32, bits_per_dim, log_me
 from lightning_vae.functional.nll import SupportsLogJoint, iw_log_likelihood, iw_nll
 from lightning_vae.functional.schedules import (
     Schedule,
-    capacity_schedule,
     constant_schedule,
     cosine_schedule,
     cyclical_schedule,
@@ -25,7 +24,6 @@ from lightning_vae.functional.schedules import (
 __all__ = [
     "active_units",
     "bits_per_dim",
-    "capacity_schedule",
     "constant_schedule",
     "cosine_schedule",
     "count_collapsed",

@@ -88,13 +88,16 @@ def _accumulate(log_weights: Callable[[int], Tensor], batch: int, n_samples: int
     return total - math.log(n_samples)
 
 
-def iw_nll(model: Any, x: Tensor, n_samples: int = 5000, chunk_size: int = 10000) -> Tensor:
+def iw_nll(
+    model: Any, x: Tensor, n_samples: int = 5000, chunk_size: int = 10000, context: Tensor | None = None
+) -> Tensor:
     """Importance-weighted negative log-likelihood ``-log p(x)`` of each example of ``x`` under ``model``, ``(B,)``.
 
     A model with ``log_weights(x, s)`` (:class:`~lightning_vae.protocols.SupportsLogWeights`: ``VAE`` and every
     :class:`~lightning_vae.models.LatentVariableModel`) is evaluated on its full joint, every latent group drawn
     from its posterior; any other model keeps :class:`~lightning_vae.protocols.SupportsLogJoint` (one group), see
     :func:`iw_log_likelihood`. Both draw ``n_samples`` per example in chunks of at most ``chunk_size`` pairs.
+    A ``context`` (the batch's labels or features, for a conditional model) gives ``-log p(x | context)``.
 
     Raises:
         TypeError: If ``model`` has no ``encode`` or ``log_joint`` (the message names what it lacks).
@@ -113,7 +116,8 @@ def iw_nll(model: Any, x: Tensor, n_samples: int = 5000, chunk_size: int = 10000
     check_int("n_samples", n_samples, low=1)
     check_int("chunk_size", chunk_size, low=1)
     if callable(getattr(model, "log_weights", None)):  # the full joint of every latent group
-        return -_accumulate(lambda s: model.log_weights(x, s), x.shape[0], n_samples, chunk_size)
+        extra = {} if context is None else {"context": context}
+        return -_accumulate(lambda s: model.log_weights(x, s, **extra), x.shape[0], n_samples, chunk_size)
     require(model, SupportsLogJoint, "iw_nll")
     with torch.no_grad():
         posterior = model.encode(x)

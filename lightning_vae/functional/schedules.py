@@ -137,20 +137,6 @@ def cyclical_schedule(
     return _lerp(start, end, _cycle_shape(tau / ratio, shape))
 
 
-def capacity_schedule(step: float, length: float, c_max: float, c_start: float = 0.0) -> float:
-    """Capacity C of the Burgess et al. (2018) objective ``γ·|KL − C|``: linear from ``c_start`` to ``c_max``.
-
-    ``C_t = c_start + (c_max - c_start) · min(t / T, 1)`` with ``T = length`` (the paper raises C
-    from 0 to 25 nats over 100,000 iterations with γ = 1000).
-
-    Example::
-
-        >>> capacity_schedule(50_000, length=100_000, c_max=25.0)
-        12.5
-    """
-    return linear_schedule(step, length, c_start, c_max)
-
-
 @dataclass(frozen=True)
 class Schedule:
     """A schedule chosen by name, with every parameter validated once; call it with a step.
@@ -240,7 +226,6 @@ __all__ = [
     "CycleShape",
     "Schedule",
     "ScheduleName",
-    "capacity_schedule",
     "constant_schedule",
     "cosine_schedule",
     "cyclical_schedule",

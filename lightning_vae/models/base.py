@@ -10,7 +10,11 @@ A model is a plain ``nn.Module`` (no Lightning in it). Its latent state is an or
   of a hierarchical model, conditioned on the samples above it);
 - everything else (``log_joint``, ``sample``, ``reconstruct``, ``forward``) is built on those two, once, here.
 
-The objective (:func:`lightning_vae.objective.elbo_groups`), the metrics, the collapse monitor and the views
+A *conditional* model (``conditional = True``) also takes a ``context`` (class labels, conditioning features) in
+both paths: ``inference(x, k, context=c)`` and ``generative(z, x, context=c)``; every method here passes the
+context on. An unconditional model never receives one, so its two paths keep their two arguments.
+
+The objective (:class:`lightning_vae.objective.Objective`), the metrics, the collapse monitor and the views
 iterate over the groups; see ``docs/architecture.md``.
 """
 
@@ -85,11 +89,23 @@ class LatentVariableModel(nn.Module, ABC):
     Subclasses implement :meth:`inference`, :meth:`generative` and :meth:`prior_sample`, and set
     :attr:`likelihood` (a :class:`~lightning_vae.distributions.Likelihood`), :attr:`data_shape` (the shape of
     one example, or ``None`` until :meth:`fix_shapes` sees data) and :attr:`group_names`.
+
+    Attributes:
+        conditional: Whether the model takes a ``context`` beside ``x`` (its paths then accept ``context=``).
+        fast_path: Whether the model is one diagonal-Gaussian group under ``N(0, I)`` with an ``encoder`` returning
+            ``(loc, log_var)`` and a non-autoregressive ``decoder``: the ELBO then computes its terms from those
+            parameters without building distribution objects (:class:`lightning_vae.objective.ELBO`).
     """
 
     likelihood: Likelihood
     data_shape: tuple[int, ...] | None
     group_names: tuple[str, ...]
+    conditional: bool = False
+
+    @property
+    def fast_path(self) -> bool:
+        """See the class attributes; ``False`` unless a model says otherwise."""
+        return False
 
     @abstractmethod
     def inference(self, x: Tensor, n_samples: int = 1) -> Inference:
@@ -112,53 +128,70 @@ class LatentVariableModel(nn.Module, ABC):
         if self.data_shape is None and x is not None:
             self.data_shape = tuple(int(d) for d in x.shape[1:])
 
-    def forward(self, x: Tensor, n_samples: int = 1) -> ModelOutput:
-        """Infer ``n_samples`` samples of every group for ``x`` and generate from them."""
-        inference = self.inference(x, n_samples)
-        return ModelOutput(inference, self.generative(inference.z, x))
+    def _context(self, context: Tensor | None) -> dict[str, Tensor]:
+        """The keyword a conditional model's paths take (none for an unconditional model)."""
+        if context is None:
+            if self.conditional:
+                raise ValueError(f"{type(self).__name__} is conditional: pass a `context` (e.g. the batch's labels)")
+            return {}
+        if not self.conditional:
+            raise ValueError(f"{type(self).__name__} is not conditional: it takes no `context`")
+        return {"context": context}
 
-    def log_joint(self, x: Tensor, z: Tensor | Mapping[str, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, n_samples: int = 1, context: Tensor | None = None) -> ModelOutput:
+        """Infer ``n_samples`` samples of every group for ``x`` (given ``context``) and generate from them."""
+        ctx = self._context(context)
+        inference = self.inference(x, n_samples, **ctx)
+        return ModelOutput(inference, self.generative(inference.z, x, **ctx))
+
+    def log_joint(self, x: Tensor, z: Tensor | Mapping[str, Tensor], context: Tensor | None = None) -> Tensor:
         """``log p(x, z) = log p(x | z) + sum_g log p(z_g | z_>g)`` in nats, shape ``(S, B)``.
 
-        ``z`` maps each group to samples ``(S, B, D_g)``; a single tensor is the only group's samples.
+        ``z`` maps each group to samples ``(S, B, D_g)``; a single tensor is the only group's samples. A conditional
+        model gives ``log p(x, z | context)``.
         """
         groups = self._as_groups(z)
-        out = self.generative(groups, x)
+        out = self.generative(groups, x, **self._context(context))
         log_p = self.likelihood.log_prob(x, out.params)
         for name, prior in out.priors.items():
             log_p = log_p + at_least_float32(prior.log_prob(at_least_float32(groups[name])))
         return log_p
 
-    def log_weights(self, x: Tensor, n_samples: int) -> Tensor:
+    def log_weights(self, x: Tensor, n_samples: int, context: Tensor | None = None) -> Tensor:
         """Importance log-weights ``log p(x, z) - log q(z | x)`` over every group, ``(n_samples, B)``.
 
         Each group is drawn from its posterior (given the samples it depends on) and scored by its own log-density;
         ``logsumexp`` over the samples minus ``log n_samples`` is the IWAE estimate of ``log p(x)``.
         """
-        inference = self.inference(x, n_samples)
-        out = self.generative(inference.z, x)
+        ctx = self._context(context)
+        inference = self.inference(x, n_samples, **ctx)
+        out = self.generative(inference.z, x, **ctx)
         log_w = self.likelihood.log_prob(x, out.params)
         for name, q in inference.posteriors.items():
             z = inference.z[name]
             log_w = log_w + at_least_float32(out.priors[name].log_prob(z)) - at_least_float32(q.log_prob(z))
         return log_w
 
-    def encode(self, x: Tensor) -> Distribution:
+    def encode(self, x: Tensor, context: Tensor | None = None) -> Distribution:
         """``q(z|x)`` of the first group (the only group of a single-group model)."""
-        return self.inference(x, 1).posteriors[self.group_names[0]]
+        return self.inference(x, 1, **self._context(context)).posteriors[self.group_names[0]]
 
     @torch.no_grad()
-    def sample(self, n: int, mean: bool = True) -> Tensor:
-        """Draw ``n`` examples: latents from the prior, then the likelihood's mean (or a sample of ``x``)."""
-        params = self.generative(self.prior_sample(n)).params[0]
+    def sample(self, n: int, mean: bool = True, context: Tensor | None = None) -> Tensor:
+        """Draw ``n`` examples: latents from the prior, then the likelihood's mean (or a sample of ``x``).
+
+        A conditional model draws from ``p(x | z, context)``, ``context`` of batch size ``n``.
+        """
+        params = self.generative(self.prior_sample(n), **self._context(context)).params[0]
         return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Decode the posterior means of ``x`` and return the likelihood's mean, in data space."""
-        inference = self.inference(x, 1)
+        ctx = self._context(context)
+        inference = self.inference(x, 1, **ctx)
         means = {name: q.mean.expand_as(inference.z[name]) for name, q in inference.posteriors.items()}
-        return self.likelihood.mean(self.generative(means, x).params[0])
+        return self.likelihood.mean(self.generative(means, x, **ctx).params[0])
 
     def _as_groups(self, z: Tensor | Mapping[str, Tensor]) -> Mapping[str, Tensor]:
         if isinstance(z, Tensor):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -126,6 +126,14 @@ class VAEModel(LatentVariableModel):
         """Whether the decoder models ``p(x_i | x_<i, z)`` and takes ``(z, x)``."""
         return bool(getattr(self.decoder, "autoregressive", False))
 
+    @property
+    def fast_path(self) -> bool:
+        """The ELBO's diagonal-Gaussian arithmetic applies: this class's own two paths (a subclass that replaces
+        them, as the flow-posterior model does, does not qualify), the standard normal prior, a non-autoregressive
+        decoder."""
+        paths = type(self).inference is VAEModel.inference and type(self).generative is VAEModel.generative
+        return paths and type(self.prior) is StandardNormalPrior and not self.autoregressive
+
     def fix_shapes(self, x: Tensor | None = None) -> None:
         """Fix ``data_shape`` from a batch and the latent size from one encoder pass (no gradient, eval mode).
 
@@ -189,13 +197,14 @@ class VAEModel(LatentVariableModel):
         return {"z": self.prior_distribution().sample((1, n)).to(self._device())}
 
     @torch.no_grad()
-    def sample(self, n: int, mean: bool = True) -> Tensor:
+    def sample(self, n: int, mean: bool = True, context: Tensor | None = None) -> Tensor:
         """Draw ``n`` examples from the model: ``z ~ p(z)``, then the likelihood mean (or a sample of ``x``).
 
         An autoregressive decoder is sampled pixel by pixel in raster order (one decoder pass per pixel);
         ``mean=True`` then returns the mean of each pixel given the pixels drawn before it.
         """
         check_int("n", n, low=1)
+        self._context(context)  # unconditional: refuses a context
         if not self.autoregressive:
             return super().sample(n, mean)
         z = self.prior_sample(n)["z"][0]
@@ -210,18 +219,13 @@ class VAEModel(LatentVariableModel):
         return self.likelihood.mean(params) if mean else x
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The likelihood mean at the posterior mean of ``x`` (an autoregressive decoder sees ``x`` itself)."""
+        self._context(context)  # unconditional: refuses a context
         return self.likelihood.mean(self.decode(self.encode(x).mean, x))
 
     def extra_repr(self) -> str:
         return f"latent_dim={self.latent_dim}, data_shape={self.data_shape}"
 
 
-def describe_sizes(model: Any) -> dict[str, Any]:
-    """The sizes a checkpoint records so a reloaded model needs no data to sample (``latent_dim``, ``data_shape``)."""
-    shape = getattr(model, "data_shape", None)
-    return {"latent_dim": getattr(model, "latent_dim", None), "data_shape": None if shape is None else list(shape)}
-
-
-__all__ = ["LikelihoodName", "PriorName", "VAEModel", "describe_sizes", "make_likelihood", "make_prior"]
+__all__ = ["LikelihoodName", "PriorName", "VAEModel", "make_likelihood", "make_prior"]

@@ -1,28 +1,46 @@
-"""The VAE objective: ELBO with β, free bits and capacity, and the IWAE bound, as pure functions.
+"""Objectives: the loss a :class:`~lightning_vae.VAE` minimises, as plug-ins with one contract.
 
-Reduction rule (``docs/architecture.md``): every term is summed over data and latent dimensions and averaged over
-the batch, so every value is in nats per example. Free bits follow Kingma et al. (2016): the KL of each latent
-dimension (or group, or the total) is averaged over the batch *before* ``max(λ, ·)``.
+:class:`Objective` is the contract (``lightning_vae/objective/base.py``); :class:`ELBO` (β, free bits, capacity) and
+:class:`IWAE` are the built-in objectives, and :func:`elbo_groups` / :func:`elbo_diagonal_gaussian` the same
+arithmetic as pure functions. Reduction rule (``docs/architecture.md``): every term is summed over data and latent
+dimensions and averaged over the batch, so every value is in nats per example. Free bits follow Kingma et al.
+(2016): the KL of each latent dimension (or group, or the total) is averaged over the batch *before* ``max(λ, ·)``.
 """
 
-from lightning_vae.objective.elbo import elbo, elbo_diagonal_gaussian, elbo_groups
+from lightning_vae.objective.base import OBJECTIVES, Objective, RunFacts, make_objective, model_pass
+from lightning_vae.objective.elbo import (
+    ELBO,
+    IWAE,
+    ELBOSettings,
+    elbo,
+    elbo_diagonal_gaussian,
+    elbo_groups,
+    elbo_terms,
+)
 from lightning_vae.objective.terms import (
     ELBOTerms,
     FreeBitsMode,
-    check_single_sample,
     free_bits_penalty,
     iwae_bound,
     kl_terms,
 )
 
 __all__ = [
+    "ELBO",
+    "IWAE",
+    "OBJECTIVES",
+    "ELBOSettings",
     "ELBOTerms",
     "FreeBitsMode",
-    "check_single_sample",
+    "Objective",
+    "RunFacts",
     "elbo",
     "elbo_diagonal_gaussian",
     "elbo_groups",
+    "elbo_terms",
     "free_bits_penalty",
     "iwae_bound",
     "kl_terms",
+    "make_objective",
+    "model_pass",
 ]

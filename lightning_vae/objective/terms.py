@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
-from lightning_vae import checks
 from lightning_vae.distributions.full_covariance import FullCovarianceGaussian, full_covariance_kl
 from lightning_vae.distributions.posteriors import DiagonalGaussian
 from lightning_vae.distributions.priors import is_standard_normal
@@ -44,6 +43,8 @@ class ELBOTerms(NamedTuple):
             group whose KL does not factorise over dimensions.
         kl_elementwise: The KL of each example and latent dimension of every group side by side (carries
             gradients), or ``None`` when a group's KL does not factorise.
+        extra: Further named scalars an objective reports (logged as ``train/<name>``, ``val/<name>``), e.g.
+            the parts of the KL a total-correlation objective weighs; ``None`` when it has none.
 
     With ``report=False`` (:func:`elbo_groups`; the training steps whose values are not logged) the reported
     values ``elbo``, ``kl_per_dim``, ``iwae``, ``kl_groups``, ``kl_per_dim_groups`` and, for one sample,
@@ -64,6 +65,7 @@ class ELBOTerms(NamedTuple):
     kl_groups: dict[str, Tensor] | None = None
     kl_per_dim_groups: dict[str, Tensor | None] | None = None
     kl_elementwise: Tensor | None = None
+    extra: dict[str, Tensor] | None = None
 
 
 def float32_region(device: torch.device) -> AbstractContextManager[None]:
@@ -155,16 +157,6 @@ def free_bits_penalty(
     return per_dim.clamp(min=free_bits).sum()
 
 
-def check_single_sample(n_samples: int, free_bits: float, capacity: float | None) -> None:
-    """Apply :func:`lightning_vae.checks.check_single_sample` when free bits or the capacity objective are on.
-
-    Raises:
-        ValueError: For ``n_samples > 1`` together with ``free_bits > 0`` or a ``capacity``.
-    """
-    if free_bits > 0 or capacity is not None:
-        checks.check_single_sample(n_samples, "free bits or the capacity objective")
-
-
 def iwae_bound(log_weights: Tensor) -> Tensor:
     """``mean_B [logsumexp_i log w_i − log k]`` for log-weights of shape ``(k, B)``.
 
@@ -180,7 +172,6 @@ def iwae_bound(log_weights: Tensor) -> Tensor:
 __all__ = [
     "ELBOTerms",
     "FreeBitsMode",
-    "check_single_sample",
     "float32_region",
     "free_bits_penalty",
     "iwae_bound",

@@ -1,4 +1,6 @@
-"""Rendering for the views of a VAE, apart from the callbacks that schedule them.
+"""Rendering for the views of a VAE: images, grids, colour maps, writing to loggers (no model is called here).
+
+What the views compute from a model lives in :mod:`lightning_vae.callbacks.views`.
 
 - :mod:`~lightning_vae.viz.png`: PNG encoding without Pillow (:func:`encode_png`, :func:`write_png`);
 - :mod:`~lightning_vae.viz.grid`: image grids (:func:`make_grid`, :func:`image_grid`, :func:`interleave_rows`,
@@ -6,8 +8,6 @@
 - :mod:`~lightning_vae.viz.projector`: the files of TensorBoard's embedding projector
   (:func:`write_projector_embedding`);
 - :mod:`~lightning_vae.viz.colors`: the viridis colour map, the KL heat map, bar charts;
-- :mod:`~lightning_vae.viz.views`: what the views draw, as plain functions of a model
-  (:func:`prior_samples`, :func:`reconstruction_rows`, :func:`latent_traversal`, :func:`group_means`);
 - :mod:`~lightning_vae.viz.font`: a 3x5 pixel font for labels drawn into images;
 - :mod:`~lightning_vae.viz.summaries`: TensorBoard summaries built here (:func:`image_summary`, HPARAMS sessions);
 - :mod:`~lightning_vae.viz.loggers`: what kind of logger takes a view and where its files go;
@@ -21,7 +21,6 @@ from lightning_vae.viz.loggers import logger_folder, logger_kind, tag_path
 from lightning_vae.viz.png import encode_png, to_uint8, write_png
 from lightning_vae.viz.projector import write_projector_embedding
 from lightning_vae.viz.summaries import image_summary, session_end_summary, session_start_summary
-from lightning_vae.viz.views import group_means, latent_groups, latent_traversal, prior_samples, reconstruction_rows
 from lightning_vae.viz.writers import (
     ViewWriter,
     add_summary,
@@ -42,20 +41,15 @@ __all__ = [
     "encode_png",
     "find_tensorboard",
     "find_tensorboard_logger",
-    "group_means",
     "image_grid",
     "image_summary",
     "interleave_rows",
     "is_image",
     "kl_heatmap",
     "kl_heatmap_caption",
-    "latent_groups",
-    "latent_traversal",
     "logger_folder",
     "logger_kind",
     "make_grid",
-    "prior_samples",
-    "reconstruction_rows",
     "session_end_summary",
     "session_start_summary",
     "tag_path",

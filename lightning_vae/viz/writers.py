@@ -23,8 +23,8 @@ in its folder instead; the first file written to a folder is announced once, so 
 silently.
 
 The private attributes of TensorBoard's ``SummaryWriter`` and Lightning's ``TensorBoardLogger`` that this
-package needs are touched here only, in :func:`add_summary` (``_get_file_writer``: write summaries this
-package encodes, with no Pillow) and :func:`disable_default_hp_metric` (``_default_hp_metric``).
+package needs are reached through :mod:`lightning_vae.adapters`, in :func:`add_summary` (write summaries this
+package encodes, with no Pillow) and :func:`disable_default_hp_metric`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from lightning_vae.adapters import disable_hp_metric, tensorboard_file_writer
 from lightning_vae.viz.colors import bar_chart
 from lightning_vae.viz.loggers import LoggerKind, accepts, for_loggers, logger_folder, logger_kind, tag_path
 from lightning_vae.viz.png import encode_png, to_uint8
@@ -62,15 +63,12 @@ def find_tensorboard(trainer: Trainer) -> Any | None:
 
 def add_summary(experiment: Any, summary: Any, step: int) -> None:
     """Write a TensorBoard ``Summary`` protobuf through a ``SummaryWriter`` (its event file writer)."""
-    experiment._get_file_writer().add_summary(summary, step)
+    tensorboard_file_writer(experiment).add_summary(summary, step)
 
 
 def disable_default_hp_metric(logger: Any) -> bool:
     """Switch off Lightning's placeholder ``hp_metric`` on a ``TensorBoardLogger``; return whether it was on."""
-    if isinstance(logger, TensorBoardLogger) and getattr(logger, "_default_hp_metric", False):
-        logger._default_hp_metric = False
-        return True
-    return False
+    return isinstance(logger, TensorBoardLogger) and disable_hp_metric(logger)
 
 
 # ---------------------------------------------------------------------------------------- the writer

@@ -228,7 +228,7 @@ def test_short_class_names_on_the_command_line(tmp_path: Path, monkeypatch: pyte
     cli = build_cli(
         args=[
             "fit",
-            "--config=configs/shapes.yaml",
+            "--config=configs/cli/shapes.yaml",
             "--trainer.callbacks+=KLAnnealing",
             "--trainer.callbacks.schedule=cyclical",
             "--trainer.callbacks.length=8",
@@ -265,7 +265,7 @@ def test_annealing_configs_build_their_callbacks(config: Path, tmp_path: Path, m
         subclass_mode_data=True,
         run=False,
         args=[
-            "--config=configs/shapes.yaml",
+            "--config=configs/cli/shapes.yaml",
             f"--config={config}",
             f"--trainer.default_root_dir={tmp_path}",
             "--data.init_args.n_train=64",

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import torch
 
-from lightning_vae.callbacks.batches import LABEL_KEYS, batch_labels, unpack_data
+from lightning_vae.callbacks.batches import LABEL_KEYS, batch_labels
+from lightning_vae.data import Batch
+from lightning_vae.utilities import batch_data
 
 
 class Unpacks:
-    """A module with its own ``unpack_batch``: the data are under "pixels"."""
+    """A module with its own ``read_batch``: the data are under "pixels"."""
 
-    def unpack_batch(self, batch):
-        return batch["pixels"]
+    def read_batch(self, batch):
+        return Batch(batch["pixels"])
 
 
 def test_the_data_come_from_the_module_or_the_common_layouts() -> None:
     x, y = torch.rand(4, 1, 2, 2), torch.arange(4)
-    assert unpack_data(object(), x) is x
-    assert unpack_data(object(), (x, y)) is x and unpack_data(object(), [x]) is x
-    assert unpack_data(object(), {"x": x, "y": y}) is x
-    assert unpack_data(Unpacks(), {"pixels": x}) is x
+    assert batch_data(object(), x, optional=True) is x
+    assert batch_data(object(), (x, y), optional=True) is x and batch_data(object(), [x], optional=True) is x
+    assert batch_data(object(), {"x": x, "y": y}, optional=True) is x
+    assert batch_data(Unpacks(), {"pixels": x}, optional=True) is x
     for no_data in ("text", 3, (None, y), {"y": y}):  # nothing to draw: None, not an error
-        assert unpack_data(object(), no_data) is None
+        assert batch_data(object(), no_data, optional=True) is None
 
 
 def test_labels_are_the_second_element_or_the_first_label_key() -> None:

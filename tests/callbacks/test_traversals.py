@@ -14,9 +14,9 @@ from support.modules import trainer_kwargs
 
 from lightning_vae import VAE
 from lightning_vae.callbacks import LatentTraversalLogger, PriorSampleLogger, ReconstructionLogger
+from lightning_vae.callbacks.views import latent_traversal
 from lightning_vae.data import TensorDataModule
 from lightning_vae.models import StackedVAEModel
-from lightning_vae.viz import latent_traversal
 
 
 def test_traversal_rows_follow_the_most_active_dimensions(tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def test_fit_fast_dev_run_for_every_config(config: Path, tmp_path: Path, monkeyp
 def test_overrides_fit_checkpoint_and_the_other_subcommands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     common = [
-        "--config=configs/shapes.yaml",
+        "--config=configs/cli/shapes.yaml",
         "--data.init_args.n_train=256",
         "--data.init_args.n_val=64",
         "--trainer.enable_progress_bar=false",
@@ -142,13 +142,13 @@ def test_bad_cli_values_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     with pytest.raises(SystemExit):
         build_cli(
-            args=["fit", "--config=configs/shapes.yaml", "--model.likelihood=poisson", "--trainer.fast_dev_run=true"]
+            args=["fit", "--config=configs/cli/shapes.yaml", "--model.likelihood=poisson", "--trainer.fast_dev_run=true"]
         )
     with pytest.raises(ValueError, match=r"`beta` to be a finite float > 0, got -1.0"):
         build_cli(
             args=[
                 "fit",
-                "--config=configs/shapes.yaml",
+                "--config=configs/cli/shapes.yaml",
                 "--model.beta=-1",
                 "--trainer.fast_dev_run=true",
                 "--data.init_args.n_train=64",
@@ -196,7 +196,7 @@ def test_a_user_data_module_keeps_its_own_defaults(
 
 def test_print_config_has_no_stray_optimizer_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
-    printed = _print_config(["fit", "--config=configs/shapes.yaml"], capsys)
+    printed = _print_config(["fit", "--config=configs/cli/shapes.yaml"], capsys)
     assert "optimizer" not in printed and "lr_scheduler" not in printed  # the optimizer is the model's argument
     assert printed["model"]["optimizer"]["class_path"] == "torch.optim.Adam"
 
@@ -222,7 +222,7 @@ def test_fit_without_a_config_says_what_to_pass(
 def test_config_by_short_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no configs/ here: the shipped ones are found by name
     shipped = ROOT / "lightning_vae" / "configs"
-    for given in ("shapes", "shapes.yaml", "configs/shapes.yaml"):
+    for given in ("shapes", "shapes.yaml", "configs/cli/shapes.yaml"):
         assert Path(prepare_args(["fit", "--config", given])[2]).resolve() == shipped / "shapes.yaml"
     assert Path(prepare_args(["fit", "--config=annealing/cyclical"])[1].split("=", 1)[1]).parent.name == "annealing"
     own = tmp_path / "shapes"  # a file of the user's wins over a shipped name
@@ -268,7 +268,7 @@ def test_checkpoints_follow_default_root_dir_unless_a_folder_is_given(
 
 # ---------------------------------------------------------------------------------------- evaluating a checkpoint
 SMALL_28 = [
-    "--config=configs/shapes.yaml",
+    "--config=configs/cli/shapes.yaml",
     "--data.init_args.image_size=28",
     "--model.encoder.init_args.image_size=28",
     "--model.decoder.init_args.image_size=28",
@@ -320,7 +320,7 @@ def test_evaluation_with_other_data_or_no_record_fails_with_a_message(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     with pytest.raises(CLIError, match=r"takes examples of shape \(1, 28, 28\) but ShapesDataModule gives \(1, 32"):
-        build_cli(args=["test", f"--ckpt_path={checkpoint_28}", "--config=configs/shapes.yaml"])
+        build_cli(args=["test", f"--ckpt_path={checkpoint_28}", "--config=configs/cli/shapes.yaml"])
     # a checkpoint written by a plain Trainer records no data module
     plain = tmp_path / "plain.ckpt"
     trainer = Trainer(**trainer_kwargs(tmp_path, max_epochs=1, limit_val_batches=0))
@@ -346,7 +346,7 @@ def test_a_run_shorter_than_an_epoch_validates_and_says_so(
     cli = build_cli(
         args=[
             "fit",
-            "--config=configs/shapes.yaml",
+            "--config=configs/cli/shapes.yaml",
             "--data.init_args.n_train=256",  # 4 batches of 64 per epoch
             "--data.init_args.n_val=64",
             "--data.init_args.batch_size=64",

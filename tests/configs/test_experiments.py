@@ -25,7 +25,7 @@ from support.paths import ROOT, require_mnist
 
 from lightning_vae import VAE
 from lightning_vae.cli import VAECLI
-from lightning_vae.hydra import instantiate_group, train
+from lightning_vae.cli.hydra import instantiate_group, train
 
 EXPERIMENTS = options("experiment")
 CLI_CONFIGS = lightning_cli_configs()
@@ -38,7 +38,7 @@ def _skip_without_mnist(cfg) -> None:
 
 def test_every_experiment_has_a_lightning_cli_twin_and_back() -> None:
     assert {"shapes", "shapes_beta_vae", "mnist_mlp", "mnist_conv", "mnist_collapse"} <= set(EXPERIMENTS)
-    assert sorted(CLI_CONFIGS) == EXPERIMENTS, "each configs/experiment/<name>.yaml needs configs/<name>.yaml"
+    assert sorted(CLI_CONFIGS) == EXPERIMENTS, "each configs/hydra/experiment/<name>.yaml needs configs/<name>.yaml"
 
 
 @pytest.mark.parametrize("name", sorted(set(EXPERIMENTS) & set(CLI_CONFIGS)))
@@ -127,11 +127,11 @@ def test_a_hydra_checkpoint_reloads_with_load_from_checkpoint_alone(tmp_path: Pa
 
 @pytest.mark.parametrize("overrides", [[], ["experiment=shapes"]], ids=["default", "shapes"])
 def test_the_main_job_watches_for_collapse(overrides: list[str], tmp_path: Path, monkeypatch) -> None:
-    """The main job (Hydra's default, experiment=shapes and configs/shapes.yaml) runs PosteriorCollapseMonitor."""
+    """The main job (Hydra's default, experiment=shapes and configs/cli/shapes.yaml) runs PosteriorCollapseMonitor."""
     cfg = compose_cfg(overrides, tmp_path)
     assert "PosteriorCollapseMonitor" in {type(c).__name__ for c in instantiate_group(cfg.callbacks, Callback, "c")}
     monkeypatch.chdir(ROOT)
-    cli = VAECLI(VAE, LightningDataModule, subclass_mode_data=True, run=False, args=["--config", "configs/shapes.yaml"])
+    cli = VAECLI(VAE, LightningDataModule, subclass_mode_data=True, run=False, args=["--config", "configs/cli/shapes.yaml"])
     assert "PosteriorCollapseMonitor" in {type(c).__name__ for c in cli.trainer.callbacks}
 
 
@@ -143,7 +143,7 @@ def test_the_collapse_experiment_watches_the_posterior(tmp_path: Path) -> None:
 
 
 def test_the_task_returns_the_optimized_metric_to_a_sweeper(tmp_path: Path) -> None:
-    from lightning_vae.hydra import _task
+    from lightning_vae.cli.hydra import _task
 
     overrides = ["experiment=shapes", "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false", *SMALL_SHAPES]
     value = _task(compose_cfg([*overrides, "optimized_metric=val/elbo"], tmp_path))

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import Logger
 from support.hydra import SMALL_SHAPES, compose_cfg, options, small_mnist
 
 from lightning_vae import VAE
-from lightning_vae.hydra import instantiate_group
+from lightning_vae.cli.hydra import instantiate_group
 
 GPU_ONLY_TRAINERS = {"gpu", "ddp", "fp16"}
 

@@ -103,7 +103,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 DRIVER = """
 import contextlib, io, json, sys
 import lightning_vae, lightning_vae.configs as configs
-from lightning_vae import hydra as entry
+from lightning_vae.cli import hydra as entry
 from lightning_vae.cli import main
 
 def call(function, argv=None):

@@ -96,7 +96,7 @@ def test_two_nodes_through_torchrun_train_and_checkpoint(tmp_path: Path) -> None
             sys.executable, "-m", "torch.distributed.run",
             "--nnodes=2", "--nproc-per-node=1", f"--node-rank={node_rank}",
             "--master-addr=127.0.0.1", f"--master-port={port}",
-            "-m", "lightning_vae.cli", "fit", "--config=configs/shapes.yaml",
+            "-m", "lightning_vae.cli", "fit", "--config=configs/cli/shapes.yaml",
             "--trainer.num_nodes=2", "--trainer.devices=1", "--trainer.strategy=ddp",
             "--trainer.max_steps=3", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
             "--data.init_args.n_train=256", "--data.init_args.n_val=64",

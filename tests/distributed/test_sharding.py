@@ -13,11 +13,18 @@ import pytest
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 from support.modules import tiny_vae
 
+from lightning_vae.training.faults import refuse_sharding
 
-def _setup(strategy: object, world_size: int) -> None:
+
+def _setup(strategy: object, world_size: int) -> bool:
+    """Run the module's setup under a stand-in trainer; ``True`` when it accepted the strategy."""
     vae = tiny_vae()
     vae._trainer = SimpleNamespace(strategy=strategy, world_size=world_size)  # type: ignore[assignment]
-    vae.setup("fit")
+    try:
+        vae.setup("fit")
+    except ValueError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize(
@@ -26,13 +33,16 @@ def _setup(strategy: object, world_size: int) -> None:
     ids=["fsdp", "model_parallel", "deepspeed_stage_3"],
 )
 def test_sharding_over_several_processes_is_refused_with_the_advice_to_use_ddp(strategy: object) -> None:
+    trainer = SimpleNamespace(strategy=strategy, world_size=2)
     with pytest.raises(ValueError, match=r"does not support sharded training .* with 2 processes.*strategy='ddp'"):
-        _setup(strategy, world_size=2)
+        refuse_sharding(trainer)
+    assert not _setup(strategy, world_size=2)
 
 
 def test_one_process_and_data_parallelism_are_accepted() -> None:
-    _setup(FSDPStrategy(), world_size=1)  # FSDP on one process shards nothing
-    _setup(DDPStrategy(), world_size=4)
-    _setup(SimpleNamespace(zero_stage_3=False), world_size=2)
+    assert _setup(FSDPStrategy(), world_size=1)  # FSDP on one process shards nothing
+    assert _setup(DDPStrategy(), world_size=4)
+    assert _setup(SimpleNamespace(zero_stage_3=False), world_size=2)
     vae = tiny_vae()
     vae.setup("fit")  # no trainer: nothing to check
+    assert vae._trainer is None

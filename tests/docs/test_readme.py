@@ -18,12 +18,12 @@ How it works (the conventions for anyone writing README sections; also in the RE
   another data class); ``lightning-vae-hydra`` the same as Hydra overrides (``++trainer.limit_...``) put before
   the README's arguments, plus ``hydra/job_logging=none hydra/hydra_logging=none``.
 - **In one process.** ``lightning-vae ...`` and ``lightning-vae-hydra ...`` run in the test's own process
-  (``lightning_vae.cli.main``, ``lightning_vae.hydra.main``; the same code as the console scripts, whose
+  (``lightning_vae.cli.main``, ``lightning_vae.cli.hydra.main``; the same code as the console scripts, whose
   installation the packaging and CLI tests check), which saves starting Python and importing torch per command;
   a non-zero ``SystemExit`` fails the block. Any other command runs as a subprocess.
 - **Placeholders.** ``/path/to/mnist`` and ``path/to/mnist`` become the real MNIST folder (also exported as
   ``LIGHTNING_VAE_MNIST_DIR``); ``path/to/last.ckpt`` and ``path/to/checkpoint.ckpt`` a checkpoint of
-  ``configs/shapes.yaml`` trained (tiny) before the blocks run.
+  ``configs/cli/shapes.yaml`` trained (tiny) before the blocks run.
 - **Install lines** (``python3 -m venv``, ``. .venv/bin/activate``, ``pip install``) and the test command
   ``pytest -m "not slow"`` are not run: the test checks that ``.ci/run`` runs the same commands (it is what
   runs them in CI). Every other shell command runs and must exit 0.
@@ -164,7 +164,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(workdir: Path) -> Path:
-    """A tiny run of configs/shapes.yaml: what `path/to/last.ckpt` stands for."""
+    """A tiny run of configs/cli/shapes.yaml: what `path/to/last.ckpt` stands for."""
     from lightning_vae.cli import build_cli
 
     here = os.getcwd()

@@ -17,10 +17,10 @@ from torch import nn
 from torch.distributions import Independent, Laplace, Normal
 
 from lightning_vae import VAE
+from lightning_vae.cli.generate import main
 from lightning_vae.data import ShapesDataModule
 from lightning_vae.distributions import Prior
 from lightning_vae.export import ExportError, check_export, export_model, load_exported
-from lightning_vae.generate import main
 from lightning_vae.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, PixelCNNDecoder
 
 ort = pytest.importorskip("onnxruntime")

@@ -111,8 +111,8 @@ def test_build_checks_the_class_before_calling_it(tmp_path: Path) -> None:
 
 def test_data_module_recorded_in_a_checkpoint_is_checked(clean_checkpoint: dict, tmp_path: Path) -> None:
     """`lightning-vae test/reconstruct --ckpt_path X` rebuild the data module a checkpoint names: only a data module."""
-    from lightning_vae.generate import load_datamodule
-    from lightning_vae.runs import checkpoint_data_config
+    from lightning_vae.cli.generate import load_datamodule
+    from lightning_vae.cli.runs import checkpoint_data_config
 
     target = tmp_path / "pwned"
     hostile = copy.deepcopy(clean_checkpoint)
@@ -125,7 +125,7 @@ def test_data_module_recorded_in_a_checkpoint_is_checked(clean_checkpoint: dict,
 
 
 def test_hydra_config_beside_a_checkpoint_is_checked(clean_checkpoint: dict, tmp_path: Path) -> None:
-    from lightning_vae.generate import load_datamodule
+    from lightning_vae.cli.generate import load_datamodule
 
     target = tmp_path / "pwned"
     run = tmp_path / "run"

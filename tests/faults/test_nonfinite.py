@@ -14,8 +14,8 @@ from torch import nn
 
 from lightning_vae import VAE
 from lightning_vae.data import TensorDataModule
-from lightning_vae.guard import NonFiniteError
 from lightning_vae.nets import MLPDecoder, MLPEncoder
+from lightning_vae.training.faults import NonFiniteError
 
 SHAPE = (1, 8, 8)
 

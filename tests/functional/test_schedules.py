@@ -9,7 +9,6 @@ import pytest
 
 from lightning_vae.functional.schedules import (
     Schedule,
-    capacity_schedule,
     constant_schedule,
     cosine_schedule,
     cyclical_schedule,
@@ -117,12 +116,13 @@ def test_cyclical_single_cycle_is_monotonic_schedule() -> None:
 
 
 def test_capacity_burgess() -> None:
-    # Burgess et al. 2018: C from 0 to 25 nats over 100,000 iterations
-    assert capacity_schedule(0, 100_000, 25.0) == 0.0
-    assert capacity_schedule(20_000, 100_000, 25.0) == pytest.approx(5.0)
-    assert capacity_schedule(100_000, 100_000, 25.0) == 25.0
-    assert capacity_schedule(300_000, 100_000, 25.0) == 25.0
-    assert capacity_schedule(50, 100, 10.0, c_start=2.0) == pytest.approx(6.0)
+    # Burgess et al. 2018: C from 0 to 25 nats over 100,000 iterations (CapacityAnnealing's linear schedule)
+    c = Schedule("linear", start=0.0, end=25.0, length=100_000)
+    assert c(0) == 0.0
+    assert c(20_000) == pytest.approx(5.0)
+    assert c(100_000) == 25.0
+    assert c(300_000) == 25.0
+    assert Schedule("linear", start=2.0, end=10.0, length=100)(50) == pytest.approx(6.0)
 
 
 # ---------------------------------------------------------------- Schedule

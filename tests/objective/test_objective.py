@@ -160,7 +160,7 @@ def test_objective_validates_its_arguments() -> None:
     args = (x, q, q.rsample((3,)), torch.zeros(3, 16, 10), BernoulliLikelihood(), StandardNormal(6))
     with pytest.raises(ValueError, match="single-sample ELBO.*got 3"):
         elbo(*args, free_bits=0.5)
-    with pytest.raises(ValueError, match="`beta` to be >= 0"):
+    with pytest.raises(ValueError, match="`beta` to be a finite float >= 0"):
         elbo(*args, beta=-1.0)
     with pytest.raises(ValueError, match=r"shape \(k, B, D\)"):
         elbo(x, q, q.rsample(), torch.zeros(16, 10), BernoulliLikelihood(), StandardNormal(6))

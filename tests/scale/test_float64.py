@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from support.modules import tiny_vae, trainer_kwargs
-from test_module import DATA, SETTINGS, _step, _vae
+from support.objective import DATA, SETTINGS, make_vae, step
 
 from lightning_vae import VAE
 from lightning_vae.callbacks import (
@@ -101,11 +101,11 @@ def test_a_float64_run_trains_and_evaluates_in_float64(tmp_path: Path, name: str
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()) or "plain")
 def test_fast_and_general_paths_agree_in_float64(likelihood: str, settings: dict) -> None:
     """The fast path against the general one in float64: the same loss, reported values and gradients to 1e-9."""
-    vae = _vae(likelihood, **settings).double()
+    vae = make_vae(likelihood, **settings).double()
     x = DATA[likelihood]().double()
     for report in (True, False):
-        general, grads_general = _step(vae, x, fast=False, report=report)
-        fast, grads_fast = _step(vae, x, fast=True, report=report)
+        general, grads_general = step(vae, x, fast=False, report=report)
+        fast, grads_fast = step(vae, x, fast=True, report=report)
         assert fast.loss.dtype == torch.float64
         for name in ("loss", "recon", "kl", "kl_penalty", "elbo", "kl_per_dim", "log_weights"):
             a, b = getattr(general, name), getattr(fast, name)

@@ -106,7 +106,7 @@ def _run(
 
     vae.log = logged  # type: ignore[method-assign]  # log_dict and the callbacks call it too
     accelerator_clamp = lambda log_var: soft_clamp(log_var, *LOG_VAR_RANGE)  # noqa: E731
-    with counter.patched(), mock.patch("lightning_vae.hooks.training.clamp_log_var", accelerator_clamp):
+    with counter.patched(), mock.patch("lightning_vae.training.step.clamp_log_var", accelerator_clamp):
         counter.watch(vae)
         for cb in callbacks:
             counter.watch(cb)

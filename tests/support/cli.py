@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 #: ``lightning-vae fit`` of the shipped shapes config for two steps on 128 training and 64 validation images
-#: (``configs/shapes.yaml`` resolves to the shipped config from any folder).
+#: (``configs/cli/shapes.yaml`` resolves to the shipped config from any folder).
 SHAPES_TWO_STEPS = [
     "fit",
-    "--config=configs/shapes.yaml",
+    "--config=configs/cli/shapes.yaml",
     "--data.init_args.n_train=128",
     "--data.init_args.n_val=64",
     "--trainer.max_steps=2",

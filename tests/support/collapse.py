@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_vae.data import Batch
 from lightning_vae.functional import gaussian_kl
 
 SIDE, LATENT = 6, 3
@@ -70,8 +71,8 @@ class ProtocolModule(LightningModule):
         self.register_buffer("eps", torch.randn(max(n_data, 1), LATENT, generator=torch.Generator().manual_seed(7)))
 
     # the protocol
-    def unpack_batch(self, batch: Any) -> Tensor:
-        return batch[0] if isinstance(batch, (tuple, list)) else batch
+    def read_batch(self, batch: Any) -> Batch:
+        return Batch(batch[0] if isinstance(batch, (tuple, list)) else batch)
 
     def encode(self, x: Tensor) -> Independent:
         loc, log_var = self.encoder(x).chunk(2, dim=-1)
@@ -83,7 +84,7 @@ class ProtocolModule(LightningModule):
         return log_px + Independent(Normal(torch.zeros_like(z), 1.0), 1).log_prob(z)
 
     def training_loss(self, batch: Any) -> Tensor:
-        x = self.unpack_batch(batch)
+        x = self.read_batch(batch).x
         q = self.encode(x)
         z = q.rsample()
         logits = self.decoder(z).view_as(x)

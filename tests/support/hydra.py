@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from lightning_vae.building import describe
 from support.paths import MNIST_DIR, ROOT
 
-CONFIG_DIR = ROOT / "configs"
+CONFIG_DIR = ROOT / "configs" / "hydra"
 #: Overrides that keep a run small: a few hundred shapes, a subset of MNIST from the real files.
 SMALL_SHAPES = ["data.n_train=256", "data.n_val=128", "data.batch_size=64"]
 
