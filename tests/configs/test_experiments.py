@@ -38,7 +38,7 @@ def _skip_without_mnist(cfg) -> None:
 
 def test_every_experiment_has_a_lightning_cli_twin_and_back() -> None:
     assert {"shapes", "shapes_beta_vae", "mnist_mlp", "mnist_conv", "mnist_collapse"} <= set(EXPERIMENTS)
-    assert sorted(CLI_CONFIGS) == EXPERIMENTS, "each configs/hydra/experiment/<name>.yaml needs configs/<name>.yaml"
+    assert sorted(CLI_CONFIGS) == EXPERIMENTS, "each configs/hydra/experiment/<name>.yaml needs configs/cli/<name>.yaml"
 
 
 @pytest.mark.parametrize("name", sorted(set(EXPERIMENTS) & set(CLI_CONFIGS)))
