@@ -8,7 +8,6 @@ each latent dimension (or group, or the total) is averaged over the batch *befor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import Literal, NamedTuple, get_args
 
 import torch
@@ -20,7 +19,7 @@ from lightning_vae.distributions.full_covariance import FullCovarianceGaussian, 
 from lightning_vae.distributions.posteriors import diagonal_gaussian_params
 from lightning_vae.distributions.priors import is_standard_normal
 from lightning_vae.functional.kl import gaussian_kl, kl_per_dim
-from lightning_vae.functional.math import at_least_float32, log_mean_exp
+from lightning_vae.functional.math import at_least_float32, float32_region, log_mean_exp
 
 FreeBitsMode = Literal["dim", "group", "total", "latent_group"]
 
@@ -64,16 +63,6 @@ class ELBOTerms(NamedTuple):
     kl_groups: dict[str, Tensor] | None = None
     kl_per_dim_groups: dict[str, Tensor | None] | None = None
     kl_elementwise: Tensor | None = None
-
-
-def float32_region(device: torch.device) -> AbstractContextManager[None]:
-    """Disable autocast so the objective's exp/log/softplus run in float32 (a no-op when autocast is off)."""
-    try:
-        if not torch.is_autocast_enabled(device.type):
-            return nullcontext()
-        return torch.autocast(device_type=device.type, enabled=False)
-    except RuntimeError:  # a device type autocast does not know
-        return nullcontext()
 
 
 def kl_terms(posterior: Distribution, prior: Distribution, z: Tensor) -> tuple[Tensor, Tensor | None]:
