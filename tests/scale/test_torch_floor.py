@@ -17,6 +17,7 @@ from typing import NamedTuple
 import lightning.pytorch.strategies
 import pytest
 import torch
+from lightning.pytorch.cli import LightningCLI
 from support.paths import ROOT
 from torchmetrics import MeanMetric
 
@@ -87,6 +88,18 @@ GUARDED = [
         (2, 3),
         "ModelParallelStrategy",
         lambda: hasattr(lightning.pytorch.strategies, "ModelParallelStrategy"),
+    ),
+    # cli/vaecli.py builds `validate/test/predict --ckpt_path` runs from the checkpoint's arguments on top of
+    # LightningCLI's own reading of them (lightning 2.5.5: "Fixed `LightningCLI` not using `ckpt_path`
+    # hyperparameters to instantiate classes", #21116; before it nothing calls the method and the run has no model:
+    # tests/cli/test_cli.py::test_evaluation_without_a_config_uses_the_checkpoints_data fails with lightning 2.3.0,
+    # 2.4.0, 2.5.0 and 2.5.4 and passes with 2.5.5, 2.5.6 and 2.6.0, torchmetrics 1.6.2)
+    Guarded(
+        "lightning",
+        "LightningCLI._parse_ckpt_path",
+        (2, 5, 5),
+        "super()._parse_ckpt_path()",
+        lambda: hasattr(LightningCLI, "_parse_ckpt_path"),
     ),
 ]
 
