@@ -71,9 +71,17 @@ def iw_log_likelihood(
 
 
 def _accumulate(log_weights: Callable[[int], Tensor], batch: int, n_samples: int, chunk_size: int) -> Tensor:
-    """``logsumexp - log k`` over ``n_samples`` log-weights drawn ``s`` at a time (``log_weights(s)``: ``(s, B)``)."""
+    """``logsumexp - log k`` over ``n_samples`` log-weights drawn ``s`` at a time (``log_weights(s)``: ``(s, B)``).
+
+    The running total is kept in float64: in float32 a pass adds ``log1p(exp(chunk - total))`` ≈ (its share of
+    the weight) to a total whose spacing is ``|total|·1.2e-7``, so with many passes at large ``|log w|`` (one
+    sample per pass, log-weights near -1e4: increments of 1/k against a spacing of 1e-3) most of them round
+    away and the estimate drifts low by up to a nat. The result is returned in the log-weights' type (at least
+    float32).
+    """
     per_pass = max(1, chunk_size // max(batch, 1))
     total: Tensor | None = None
+    dtype = torch.float32
     done = 0
     with torch.no_grad():
         while done < n_samples:
@@ -81,11 +89,12 @@ def _accumulate(log_weights: Callable[[int], Tensor], batch: int, n_samples: int
             log_w = log_weights(s)
             if log_w.shape != (s, batch):
                 raise ValueError(f"Expected log-weights of shape {(s, batch)}, got {tuple(log_w.shape)}")
-            chunk = torch.logsumexp(at_least_float32(log_w), dim=0)
+            dtype = at_least_float32(log_w).dtype
+            chunk = torch.logsumexp(log_w.double(), dim=0)
             total = chunk if total is None else torch.logaddexp(total, chunk)
             done += s
     assert total is not None
-    return total - math.log(n_samples)
+    return (total - math.log(n_samples)).to(dtype)
 
 
 def iw_nll(
