@@ -142,7 +142,7 @@ def test_bad_cli_values_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     with pytest.raises(SystemExit):
         build_cli(
-            args=["fit", "--config=configs/cli/shapes.yaml", "--model.likelihood=poisson", "--trainer.fast_dev_run=true"]
+            args=["fit", "--config=shapes", "--model.likelihood=poisson", "--trainer.fast_dev_run=true"]
         )
     with pytest.raises(ValueError, match=r"`beta` to be a finite float >= 0, got -1.0"):
         build_cli(

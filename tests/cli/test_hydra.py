@@ -22,7 +22,7 @@ def _command() -> list[str]:
 
 
 def _copy_configs(target: Path, beta: float) -> Path:
-    """A copy of configs/hydra/ as a user of an installed wheel would keep it, with the shapes experiment's β changed."""
+    """A copy of configs/hydra/ as a user of an installed wheel keeps it, with the shapes experiment's β changed."""
     shutil.copytree(CONFIG_DIR, target)
     experiment = target / "experiment" / "shapes.yaml"
     experiment.write_text(experiment.read_text().replace("  beta: 1.0\n", f"  beta: {beta}\n"))

@@ -131,7 +131,8 @@ def test_the_main_job_watches_for_collapse(overrides: list[str], tmp_path: Path,
     cfg = compose_cfg(overrides, tmp_path)
     assert "PosteriorCollapseMonitor" in {type(c).__name__ for c in instantiate_group(cfg.callbacks, Callback, "c")}
     monkeypatch.chdir(ROOT)
-    cli = VAECLI(VAE, LightningDataModule, subclass_mode_data=True, run=False, args=["--config", "configs/cli/shapes.yaml"])
+    args = ["--config", "configs/cli/shapes.yaml"]
+    cli = VAECLI(VAE, LightningDataModule, subclass_mode_data=True, run=False, args=args)
     assert "PosteriorCollapseMonitor" in {type(c).__name__ for c in cli.trainer.callbacks}
 
 
