@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from lightning_vae.callbacks.epoch_edges import resume_at_epoch_edge
 from lightning_vae.checkpoint_io import AtomicCheckpointIO
 from lightning_vae.checks import check_int
 from lightning_vae.data.common import batch_key
@@ -69,3 +70,8 @@ class ExactResume(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.seed = state_dict.get("seed", self.seed)
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Called before Lightning restores its loops from the same dictionary.
+        resume_at_epoch_edge(checkpoint, iteration_based=trainer.max_steps != -1)
+
