@@ -49,11 +49,15 @@ def resume_at_epoch_edge(checkpoint: dict[str, Any], iteration_based: bool) -> s
     loaders = (fit.get("state_dict") or {}).get("combined_loader")
     if not (isinstance(epochs, dict) and isinstance(batches, dict) and isinstance(val, dict)):
         return None
-    if not (isinstance(loaders, list) and loaders and all(isinstance(s, dict) and _LOADER_KEYS <= s.keys() for s in loaders)):
+    if not (
+        isinstance(loaders, list) and loaders and all(isinstance(s, dict) and _LOADER_KEYS <= s.keys() for s in loaders)
+    ):
         return None
     total, current = batches["total"], batches["current"]
-    if batches.get("is_last_batch") and _one_short(total, "completed", "processed") and _one_short(
-        current, "completed", "processed"
+    if (
+        batches.get("is_last_batch")
+        and _one_short(total, "completed", "processed")
+        and _one_short(current, "completed", "processed")
     ):
         # Written in on_train_batch_end of the epoch's last batch: make it the start of the epoch-end validation
         # (the batch completed, a validation begun with no batch through), and let the loaders end the epoch.

@@ -9,6 +9,7 @@ from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lightning_vae.checkpoint_io import use_safe_checkpoint_io
 from lightning_vae.guard import NonFiniteGuard
 from lightning_vae.utilities import logs_this_step
 
@@ -24,7 +25,8 @@ class FaultHooks(LightningModule):
         return batch_idx == 0 or (isinstance(n, int) and batch_idx == n - 1)
 
     def setup(self, stage: str) -> None:
-        """Refuse strategies that shard the parameters over several processes (FSDP, DeepSpeed stage 3).
+        """Read checkpoints safely (:func:`~lightning_vae.checkpoint_io.use_safe_checkpoint_io`); refuse strategies
+        that shard the parameters over several processes (FSDP, DeepSpeed stage 3).
 
         Callbacks and evaluation call the model outside the module's forward, some on rank zero only; with
         sharded parameters those calls see shards. Data parallelism (DDP) is the supported way to scale.
@@ -32,6 +34,8 @@ class FaultHooks(LightningModule):
         Raises:
             ValueError: For a sharding strategy with more than one process.
         """
+        if self._trainer is not None:
+            use_safe_checkpoint_io(self.trainer)  # a resumed checkpoint is read weights-only, its CRCs checked
         if self._trainer is None or self.trainer.world_size <= 1:
             return
         strategy = self.trainer.strategy
