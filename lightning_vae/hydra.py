@@ -176,7 +176,7 @@ def _choices_of(cfg: Any) -> Any:
             choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else None
         except ValueError:
             choices = None
-    found = {str(k): str(v) for k, v in (choices or {}).items() if v is not None and not str(k).startswith("hydra/")}
+    found = {str(k): str(v) for k, v in (choices or {}).items() if v is not None}
 
     def where(path: Sequence[str | int]) -> str:
         keys = "/".join(str(k) for k in path if not isinstance(k, int))

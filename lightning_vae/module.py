@@ -21,6 +21,7 @@ from lightning_vae.data.common import unpack_batch
 from lightning_vae.distributions.likelihoods import Likelihood
 from lightning_vae.distributions.priors import Prior
 from lightning_vae.evaluation import EvalMetrics
+from lightning_vae.functional.nll import IW_CHUNK_SIZE
 from lightning_vae.guard import DataCheck, NonFiniteGuard, NonFinitePolicy
 from lightning_vae.hooks import CheckpointHooks, EvaluationSteps, FaultHooks, ModelParts, TrainingStep
 from lightning_vae.models.base import LatentVariableModel, ModelOutput
@@ -59,7 +60,8 @@ class VAE(TrainingStep, EvaluationSteps, ModelParts, CheckpointHooks, FaultHooks
     ``val/...`` and ``test/...`` epoch means through torchmetrics, identical under DDP.
 
     The annealing protocol: callbacks may set :attr:`beta`, :attr:`free_bits` and :attr:`capacity` between
-    steps. Data are checked against the likelihood on the first 10 batches and every 50th after.
+    steps. Data are checked against the likelihood (finite, within its range) on every batch on the CPU, and on
+    accelerators on the first 10 batches and every 25th after.
 
     Args:
         encoder: Network ``x -> (loc, log_var)`` (or a distribution with event shape ``(D,)``).
@@ -88,6 +90,9 @@ class VAE(TrainingStep, EvaluationSteps, ModelParts, CheckpointHooks, FaultHooks
             such steps (no parameter or optimizer-state change), at most ``max_nonfinite_skips`` in a row. See
             :mod:`lightning_vae.guard`.
         max_nonfinite_skips: With ``on_nonfinite="skip"``, the most non-finite steps in a row.
+        divergence_ratio: Stop with a :class:`~lightning_vae.guard.DivergenceError` when a finite training loss
+            exceeds this many times the run's scale (the largest absolute loss of its first 20 steps, at least 1
+            nat); ``None`` turns the check off.
         iw_chunk_size: Most (sample, example) pairs decoded at once for the importance-weighted NLL.
         model: A :class:`~lightning_vae.models.LatentVariableModel` to train instead of building one from
             ``encoder`` and ``decoder`` (then leave those and the other model arguments out).
@@ -124,7 +129,8 @@ class VAE(TrainingStep, EvaluationSteps, ModelParts, CheckpointHooks, FaultHooks
         compile: bool | dict[str, Any] = False,
         on_nonfinite: NonFinitePolicy = "raise",
         max_nonfinite_skips: int = 10,
-        iw_chunk_size: int = 2048,
+        divergence_ratio: float | None = 1e4,
+        iw_chunk_size: int = IW_CHUNK_SIZE,
         model: LatentVariableModel | None = None,
     ) -> None:
         super().__init__()
@@ -141,7 +147,10 @@ class VAE(TrainingStep, EvaluationSteps, ModelParts, CheckpointHooks, FaultHooks
         check_single_sample(n_samples, self.free_bits, self.capacity)
         self.capacity_gamma = check_float("capacity_gamma", capacity_gamma, low=0.0, strict_low=True)
         check_choice("on_nonfinite", on_nonfinite, NonFinitePolicy)
-        self.guard = NonFiniteGuard(on_nonfinite, check_int("max_nonfinite_skips", max_nonfinite_skips, low=1))
+        ratio = None if divergence_ratio is None else check_float("divergence_ratio", divergence_ratio, low=1.0)
+        self.guard = NonFiniteGuard(
+            on_nonfinite, check_int("max_nonfinite_skips", max_nonfinite_skips, low=1), divergence_ratio=ratio
+        )
         self.iw_chunk_size = check_int("iw_chunk_size", iw_chunk_size, low=1)
         if not isinstance(compile, (bool, Mapping)):
             raise TypeError(f"Expected `compile` to be a bool or a dict of torch.compile arguments, got {compile!r}")

@@ -35,10 +35,13 @@ class QuietTrainer:
         self._logger_connector = type("Connector", (), {"should_update_logs": False})()
 
 
-def _quiet(vae: VAE) -> VAE:
-    """``vae`` after its first step (the fast path decided), in the middle of an epoch, no data check due."""
+def _quiet(vae: VAE, x: Tensor | None = None) -> VAE:
+    """``vae`` after its first steps (the fast path decided, the data's range known from the first batch's full
+    check, the divergence rule's scale set), in the middle of an epoch."""
     vae._trainer = QuietTrainer()  # type: ignore[assignment]
+    vae.data_check(vae.model.likelihood, torch.rand(4, 1, 8, 8).round() if x is None else x, "raise")
     vae.data_check.seen = 11
+    vae.guard.load_state_dict({"scale": 1000.0, "calibrated": 20})
     return vae
 
 
@@ -67,7 +70,7 @@ def _vae(likelihood: str = "bernoulli", log_var_bias: float = 0.0, **settings: A
             encoder.head.bias[4:] += log_var_bias
     vae._fast = True
     vae._shapes_fixed = True
-    return _quiet(vae)
+    return _quiet(vae, DATA[likelihood]())
 
 
 def _gradients(vae: VAE) -> list[Tensor]:
@@ -110,8 +113,16 @@ NOT_COMMON = {
     "importance samples": lambda vae: setattr(vae, "n_samples", 3),
     "skip policy": lambda vae: setattr(vae.guard, "policy", "skip"),
     "deferred guard": lambda vae: setattr(vae.guard, "deferred", True),
-    "data check due": lambda vae: setattr(vae.data_check, "seen", 50),
-    "first data checks": lambda vae: setattr(vae.data_check, "seen", 3),
+    # the accelerator schedule (a CPU run checks every batch, in the common step too)
+    "data check due": lambda vae: (
+        setattr(vae.data_check, "every_cpu_batch", False),
+        setattr(vae.data_check, "seen", 50),
+    ),
+    "first data checks": lambda vae: (
+        setattr(vae.data_check, "every_cpu_batch", False),
+        setattr(vae.data_check, "seen", 3),
+    ),
+    "data out of range": lambda vae: setattr(vae.data_check, "_range", (0.5, 1.0)),  # rand().round() holds zeros
     "logging step": lambda vae: (  # its logging is not what is tested here
         setattr(vae._trainer._logger_connector, "should_update_logs", True),
         setattr(vae, "_log_step", lambda terms, batch_size: None),
@@ -130,6 +141,16 @@ def test_the_common_step_is_taken_only_where_it_applies(case: str) -> None:
     assert calls == [] and out is not None and torch.isfinite(out["loss"])
 
 
+def test_the_common_step_hands_the_first_losses_to_the_divergence_rule() -> None:
+    """Until the guard has its scale (the first 20 steps), a finite loss of the common step goes to the guard."""
+    vae = _vae()
+    vae.guard.load_state_dict({"scale": 0.0, "calibrated": 0})
+    x = torch.rand(4, 1, 8, 8).round()
+    losses = [float(vae.training_step(x, i)["loss"]) for i in range(100, 120)]  # no epoch edge: not logged
+    assert vae.guard.calibrated == 20 and vae.guard.scale == max(abs(v) for v in losses)
+    assert vae.guard.limit == 1e4 * max(vae.guard.scale, 1.0)
+
+
 def test_the_common_step_is_not_taken_under_autocast() -> None:
     vae = _vae()
     with counting_common_steps() as calls, torch.autocast("cpu", dtype=torch.bfloat16):
@@ -137,16 +158,17 @@ def test_the_common_step_is_not_taken_under_autocast() -> None:
     assert calls == [] and out is not None and out["loss"].dtype == torch.float32
 
 
-def test_the_common_step_counts_batches_for_the_data_check() -> None:
-    """Steps it takes count towards the data check's schedule: the 50th batch is checked and bad data caught."""
+def test_the_common_step_checks_the_range_of_every_cpu_batch() -> None:
+    """On the CPU the common step tests every batch against the likelihood's range (one fused min/max): a batch
+    out of range anywhere, not only on a scheduled one, leaves it for the full check, which names it."""
     vae = _vae()
     x = torch.rand(4, 1, 8, 8).round()
     with counting_common_steps() as calls:
-        for i in range(11, 50):
+        for i in range(11, 24):
             vae.training_step(x, i)
-    assert len(calls) == 50 - 11  # batches 11 to 49: none due
-    with pytest.raises(ValueError, match=r"expects targets in \[0, 1\].*global step 123, epoch 4, batch 50"):
-        vae.training_step(torch.full((4, 1, 8, 8), 3.0), 50)
+        with pytest.raises(ValueError, match=r"expects targets in \[0, 1\].*global step 123, epoch 4, batch 24"):
+            vae.training_step(torch.full((4, 1, 8, 8), 3.0), 24)
+    assert calls == list(range(11, 24))  # every good batch took it; the bad one did not
 
 
 class NarrowHeads(nn.Module):
@@ -184,14 +206,23 @@ def test_other_encoder_outputs_leave_the_common_step_for_the_fast_or_general_pat
 def test_a_non_finite_loss_in_the_common_step_raises_with_the_diagnosis() -> None:
     vae = _vae()
     x = torch.rand(4, 1, 8, 8).round()
-    x[2, 0, 3, 3] = float("nan")  # not a data-checked batch: the loss shows it
+    with torch.no_grad():
+        vae.model.decoder.head.bias[5] = float("nan")  # the data pass their check: the loss shows the fault
     with counting_common_steps() as calls, pytest.raises(NonFiniteError) as err:
         vae.training_step(x, 17)
     assert calls == [17]
     message = str(err.value)
     assert "global step 123 (epoch 4, batch 17)" in message
-    assert "the data batch holds 1 NaN/inf values" in message
+    assert "parameters ['model.decoder.head.bias']" in message and "already non-finite" in message
     assert "reconstruction term" in message and "resume from the last checkpoint" in message
+
+
+def test_nan_data_in_any_cpu_batch_is_named_by_the_data_check() -> None:
+    vae = _vae()
+    x = torch.rand(4, 1, 8, 8).round()
+    x[2, 0, 3, 3] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"1 NaN or infinite values.*global step 123, epoch 4, batch 17"):
+        vae.training_step(x, 17)
 
 
 def test_a_non_finite_kl_in_the_common_step_names_the_latent_dimension() -> None:
@@ -239,17 +270,23 @@ def test_a_run_is_the_same_with_and_without_the_common_step(tmp_path: Path) -> N
 
 
 def test_the_data_check_schedule_is_one_rule_for_both_steps() -> None:
-    """``DataCheck.skip`` and ``DataCheck.__call__`` count batches alike: the first 10 and then every 50th are due."""
+    """``DataCheck.skip`` and ``DataCheck.__call__`` count batches alike: on the accelerator schedule the first 10
+    and then every 25th are due (never 40 batches in a row unchecked); on the CPU every batch is."""
     from lightning_vae.distributions import BernoulliLikelihood
     from lightning_vae.guard import DataCheck
 
     x = torch.rand(2, 3).round()
     by_call, by_skip = DataCheck(), DataCheck()
+    by_call.every_cpu_batch = by_skip.every_cpu_batch = False  # what a batch on an accelerator gets
     due_call = [by_call(BernoulliLikelihood(), x, "raise") for _ in range(120)]
     due_skip = []
     for _ in range(120):
-        skipped = by_skip.skip()
+        skipped = by_skip.skip(x)
         due_skip.append(not skipped and by_skip(BernoulliLikelihood(), x, "raise"))
-    expected = [i < 10 or i % 50 == 0 for i in range(120)]
+    expected = [i < 10 or i % 25 == 0 for i in range(120)]
     assert due_call == due_skip == expected
     assert by_call.seen == by_skip.seen == 120
+    due = [i for i, d in enumerate(expected) if d]
+    assert max(b - a for a, b in zip(due, due[1:])) <= 25
+    cpu = DataCheck()
+    assert all(cpu(BernoulliLikelihood(), x, "raise") for _ in range(120))  # every CPU batch

@@ -24,9 +24,11 @@ class CheckpointHooks(LightningModule):
     group_betas: dict[str, float]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse to write non-finite weights; record the sizes and annealed values a reloaded model needs."""
+        """Refuse to write non-finite weights or optimizer state; record the sizes, annealed values and the
+        divergence rule's scale a reloaded model needs."""
         self.guard.flush(self)
         self.guard.check_parameters(self)
+        self.guard.check_optimizer_states(checkpoint)
         shape = self.model.data_shape
         checkpoint["lightning_vae"] = {
             "latent_dim": getattr(self.model, "latent_dim", None),
@@ -35,6 +37,7 @@ class CheckpointHooks(LightningModule):
             "free_bits": self.free_bits,
             "capacity": self.capacity,
             "group_betas": dict(getattr(self, "group_betas", {})),
+            "guard": self.guard.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -50,6 +53,8 @@ class CheckpointHooks(LightningModule):
             self.free_bits = float(state["free_bits"])
             self.capacity = None if state["capacity"] is None else float(state["capacity"])
             self.group_betas = {str(k): float(v) for k, v in (state.get("group_betas") or {}).items()}
+        if isinstance(state.get("guard"), dict):
+            self.guard.load_state_dict(state["guard"])
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]

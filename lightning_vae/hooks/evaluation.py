@@ -7,6 +7,7 @@ from typing import Any
 
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 from torch.distributions import Distribution
 
@@ -36,7 +37,13 @@ class EvaluationSteps(LightningModule):
             self.log(name, metric, prog_bar=name.endswith("/elbo"))
         if self.n_eval_samples > 1:
             # The same chunked estimator as ImportanceWeightedNLL: memory bounded by iw_chunk_size for any k.
-            values = iw_nll(self, x, n_samples=self.n_eval_samples, chunk_size=self.iw_chunk_size)
+            values = iw_nll(
+                self,
+                x,
+                n_samples=self.n_eval_samples,
+                chunk_size=self.iw_chunk_size,
+                between_chunks=self._stop_if_asked,
+            )
             self.log(f"{stage}/nll_iw", self.eval_metrics.update_nll(stage, values))
         inference = out.groups.inference
         per_dim = terms.kl_per_dim_groups or {}
@@ -47,9 +54,16 @@ class EvaluationSteps(LightningModule):
         first = groups[self.model.group_names[0]]
         return {"loss": terms.loss, **first, "groups": groups}
 
+    def _stop_if_asked(self) -> None:
+        """Between the chunks of a long importance-weighted estimate: honour a SIGTERM as Lightning's loops do."""
+        if self._trainer is not None and self.trainer.received_sigterm:
+            raise SIGTERMException
+
     def _end_eval_epoch(self, stage: Stage) -> None:
         report = self.eval_metrics.nonfinite_report(stage)
-        if report is not None and not (self._trainer is not None and self.trainer.sanity_checking):
+        if report is not None:
+            if self._trainer is not None and self.trainer.sanity_checking:
+                report = f"Sanity check (before training): {report}"
             if self.guard.policy == "raise":
                 raise NonFiniteError(report)
             rank_zero_warn(report)

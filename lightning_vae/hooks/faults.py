@@ -52,9 +52,9 @@ class FaultHooks(LightningModule):
         if self.guard.policy == "skip" and self.trainer.world_size > 1:
             rank_zero_warn(
                 "on_nonfinite='skip' under several processes: a step is skipped on every rank when any "
-                "rank's loss is non-finite (one all-reduce per step)."
+                "rank's loss or the averaged gradients are non-finite (one all-reduce per step)."
             )
-            self.guard.agree = _all_ranks_finite
+            self.guard.agree = _agree_over_ranks
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.guard.pending and (logs_this_step(self._trainer) or self._epoch_edge(batch_idx)):
@@ -65,16 +65,17 @@ class FaultHooks(LightningModule):
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         # Under 16-bit mixed precision the gradient scaler owns non-finite gradients (it skips those steps itself).
-        if getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is None:
-            self.guard.check_gradients(self)
+        scaled = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is not None
+        self.guard.check_step(self, scaled=scaled)
 
 
-def _all_ranks_finite(finite: Tensor) -> Tensor:
+def _agree_over_ranks(flags: Tensor) -> Tensor:
+    """``[any non-finite, largest |loss|]`` over all processes: the same skip decision on every rank."""
     import torch.distributed as dist
 
-    flag = finite.float().reshape(1)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return flag[0] > 0
+    flags = flags.clone()
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return flags
 
 
 __all__ = ["FaultHooks"]

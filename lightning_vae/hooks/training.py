@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -45,11 +44,11 @@ class TrainingStep(LightningModule):
         """The loss :meth:`training_step` minimises on ``batch``, without logging (for extra inner updates)."""
         return self.compute_terms(unpack_batch(batch))[0].loss
 
-    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor] | None:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         """Minimise the loss; return ``{"loss", "kl"}`` (the raw KL of the step, detached, for callbacks).
 
-        Returns ``None`` (Lightning then skips the backward pass and the optimizer step) for a non-finite step
-        under ``on_nonfinite="skip"``.
+        Under ``on_nonfinite="skip"`` a non-finite loss is returned too (never ``None``, which Lightning refuses
+        under distributed training): its gradients are dropped before the optimizer step, on every process alike.
         """
         x = unpack_batch(batch)
         trainer = self._trainer
@@ -65,12 +64,12 @@ class TrainingStep(LightningModule):
             and not self.guard.deferred
             and x.is_cpu
             and not torch.is_autocast_enabled("cpu")
-            and self.data_check.skip()  # last: counts the batch only when the common step takes it
+            and self.data_check.skip(x)  # last: counts the batch only when the common step takes it
         ):
             return self._common_step(x, batch_idx)
         return self._finish(x, batch_idx, logs, self._training_terms(x, lambda: self._where(batch_idx), logs))
 
-    def _common_step(self, x: Tensor, batch_idx: int) -> dict[str, Tensor] | None:
+    def _common_step(self, x: Tensor, batch_idx: int) -> dict[str, Tensor]:
         """The step that most steps of a CPU run are, in one function (each call and lookup costs here).
 
         A :class:`~lightning_vae.models.VAEModel` with the standard normal prior, one sample, no free bits,
@@ -103,17 +102,16 @@ class TrainingStep(LightningModule):
         kl = elementwise.sum(-1)
         beta = self._beta
         loss = (nll + kl).mean() if beta == 1.0 else (nll + beta * kl).mean()
-        if math.isfinite(loss.item()):  # the guard's read under "raise" (a Python float on the CPU)
+        if abs(loss.item()) < self.guard.limit:  # the guard's read under "raise": finite, not diverging
             return {"loss": loss, "kl": kl.detach().mean()}
         terms = assemble(nll, kl, elementwise, None, 1, self._setting_values(), False)
         return self._finish(x, batch_idx, False, terms)
 
-    def _finish(self, x: Tensor, batch_idx: int, logs: bool, terms: ELBOTerms) -> dict[str, Tensor] | None:
+    def _finish(self, x: Tensor, batch_idx: int, logs: bool, terms: ELBOTerms) -> dict[str, Tensor]:
         """The guard's check of the step's terms, the step's logging and its outputs."""
         trainer = self._trainer
         step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
-        if self.guard.observe(self, x, terms, step=step, batch_idx=batch_idx, epoch=epoch):
-            return None
+        self.guard.observe(self, x, terms, step=step, batch_idx=batch_idx, epoch=epoch)
         if logs:
             self._log_step(terms, x.shape[0])
         return {"loss": terms.loss, "kl": terms.kl.detach()}

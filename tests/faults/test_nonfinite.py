@@ -190,7 +190,7 @@ def test_nan_validation_batch_is_an_error_not_dropped(tmp_path: Path) -> None:
     val = torch.rand(16, *SHAPE)
     val[9, 0, 0, 0] = float("nan")  # batch 2 of 4
     dm = TensorDataModule(x, val=val, batch_size=4)
-    with pytest.raises(NonFiniteError, match=r"1 NaN.*validation batch 2|val: 1 of 4 batches .*\[2\]"):
+    with pytest.raises(NonFiniteError, match=r"1 NaN.*\(val batch 2\)|val: 1 of 4 batches .*\[2\]"):
         _fit(tiny_vae(likelihood="gaussian"), tmp_path, dm=dm, limit_val_batches=None, num_sanity_val_steps=0)
     vae = tiny_vae(likelihood="gaussian", on_nonfinite="skip")
     trainer = Trainer(**trainer_kwargs(tmp_path, limit_val_batches=None))
