@@ -88,10 +88,10 @@ def read_idx(path: str | os.PathLike, ndim: int | None = None, what: str = "") -
     found = data[3]
     if ndim is not None and found != ndim:
         kind = {1: "a labels file", 3: "an images file"}.get(found, "another IDX file")
-        expected = f"0x00000{data[2]:02x}{ndim:02x}"
+        magic = f"0x0000{data[2]:02x}{ndim:02x}"
         raise ValueError(
             f"{path} holds a {found}-dimensional IDX array (magic number 0x{data[:4].hex()}: {kind}), expected "
-            f"{ndim} dimensions{f' ({what})' if what else ''} (magic number {expected}); is it another file saved "
+            f"{ndim} dimensions{f' ({what})' if what else ''} (magic number {magic}); is it another file saved "
             "under this name?"
         )
     if len(data) < 4 + 4 * found:
@@ -99,7 +99,7 @@ def read_idx(path: str | os.PathLike, ndim: int | None = None, what: str = "") -
     dims = struct.unpack(f">{found}I", data[4 : 4 + 4 * found])
     dtype = _IDX_DTYPES[data[2]]
     expected = int(np.prod(dims)) * dtype.itemsize
-    body = data[4 + 4 * ndim :]
+    body = data[4 + 4 * found :]
     if len(body) != expected:
         raise ValueError(
             f"{path} is truncated or corrupt: expected {expected} data bytes for shape {dims}, got {len(body)}"
