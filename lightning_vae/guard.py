@@ -16,10 +16,12 @@ that explodes while finite stops the run.
   reads one value per step from the device (the loss's and the gradients' finiteness together, with the
   loss), as mixed precision's gradient scaler does.
 
-**Divergence** (both policies): the largest absolute loss of the first :data:`CALIBRATION_STEPS` steps is the
-run's scale (at least 1 nat); a finite loss whose absolute value exceeds ``divergence_ratio`` times that scale
-(default 10⁴) stops the run with a :class:`DivergenceError` naming the step and both values. The check reads the
-values the policy reads anyway (no extra host read); the scale is saved in checkpoints.
+**Divergence** (both policies): the absolute loss of the run's first training step (before any update; at least
+1 nat) is its scale; a finite loss whose absolute value exceeds ``divergence_ratio`` times that scale (default
+10⁴) stops the run with a :class:`DivergenceError` naming the step and both values. A loss that grows that much
+while finite means the updates diverged (a learning rate far too high): the weights are then garbage, and a run
+that went on would end with "success". The check reads the values the policy reads anyway (no extra host read);
+the scale is saved in checkpoints, so a resumed run applies the same limit.
 
 With either policy no checkpoint with non-finite parameters or optimizer state (Adam's moments that overflowed
 while the parameters stayed finite) is ever written (:meth:`check_parameters` and :meth:`check_optimizer_states`
@@ -39,8 +41,8 @@ from torch import Tensor, nn
 from lightning_vae.functional.kl import kl_per_dim
 
 NonFinitePolicy = Literal["raise", "skip"]
-#: Steps whose losses set a run's scale for the divergence check.
-CALIBRATION_STEPS = 20
+#: Steps whose losses set a run's scale for the divergence check (the first: before any update).
+CALIBRATION_STEPS = 1
 
 
 class NonFiniteError(ValueError):
@@ -170,8 +172,7 @@ class NonFiniteGuard:
             raise DivergenceError(
                 f"Divergence: the training loss reached {value:.4g} at global step {record.step} (epoch "
                 f"{record.epoch}, batch {record.batch_idx}), more than {self.divergence_ratio:g} times the run's "
-                f"scale {max(self.scale, 1.0):.4g} (the largest absolute loss of its first {CALIBRATION_STEPS} "
-                "steps) while still finite. The run stopped before writing diverged weights: resume from the last "
+                f"scale {max(self.scale, 1.0):.4g} (the absolute loss of its first step) while still finite. The run stopped before writing diverged weights: resume from the last "
                 "checkpoint with a lower learning rate or gradient clipping (Trainer(gradient_clip_val=...)); "
                 "VAE(divergence_ratio=None) turns this check off."
             )

@@ -91,8 +91,8 @@ class VAE(TrainingStep, EvaluationSteps, ModelParts, CheckpointHooks, FaultHooks
             :mod:`lightning_vae.guard`.
         max_nonfinite_skips: With ``on_nonfinite="skip"``, the most non-finite steps in a row.
         divergence_ratio: Stop with a :class:`~lightning_vae.guard.DivergenceError` when a finite training loss
-            exceeds this many times the run's scale (the largest absolute loss of its first 20 steps, at least 1
-            nat); ``None`` turns the check off.
+            exceeds this many times the run's scale (the absolute loss of its first step, at least 1 nat);
+            ``None`` turns the check off.
         iw_chunk_size: Most (sample, example) pairs decoded at once for the importance-weighted NLL.
         model: A :class:`~lightning_vae.models.LatentVariableModel` to train instead of building one from
             ``encoder`` and ``decoder`` (then leave those and the other model arguments out).

@@ -41,7 +41,7 @@ def _quiet(vae: VAE, x: Tensor | None = None) -> VAE:
     vae._trainer = QuietTrainer()  # type: ignore[assignment]
     vae.data_check(vae.model.likelihood, torch.rand(4, 1, 8, 8).round() if x is None else x, "raise")
     vae.data_check.seen = 11
-    vae.guard.load_state_dict({"scale": 1000.0, "calibrated": 20})
+    vae.guard.load_state_dict({"scale": 1000.0, "calibrated": 1})
     return vae
 
 
@@ -141,14 +141,16 @@ def test_the_common_step_is_taken_only_where_it_applies(case: str) -> None:
     assert calls == [] and out is not None and torch.isfinite(out["loss"])
 
 
-def test_the_common_step_hands_the_first_losses_to_the_divergence_rule() -> None:
-    """Until the guard has its scale (the first 20 steps), a finite loss of the common step goes to the guard."""
+def test_the_common_step_hands_the_first_loss_to_the_divergence_rule() -> None:
+    """Until the guard has its scale (the run's first step), a finite loss of the common step goes to the guard."""
     vae = _vae()
     vae.guard.load_state_dict({"scale": 0.0, "calibrated": 0})
     x = torch.rand(4, 1, 8, 8).round()
-    losses = [float(vae.training_step(x, i)["loss"]) for i in range(100, 120)]  # no epoch edge: not logged
-    assert vae.guard.calibrated == 20 and vae.guard.scale == max(abs(v) for v in losses)
-    assert vae.guard.limit == 1e4 * max(vae.guard.scale, 1.0)
+    with counting_common_steps() as calls:
+        first = float(vae.training_step(x, 100)["loss"])  # no epoch edge: not logged
+        vae.training_step(x, 101)
+    assert calls == [100, 101] and vae.guard.calibrated == 1 and vae.guard.scale == abs(first)
+    assert vae.guard.limit == 1e4 * max(abs(first), 1.0)
 
 
 def test_the_common_step_is_not_taken_under_autocast() -> None:
