@@ -97,6 +97,11 @@ def _reduce_mean(trainer: Trainer, value: Tensor) -> Tensor:
     return trainer.strategy.reduce(value, reduce_op="mean") if trainer.world_size > 1 else value
 
 
+def _all_finite(trainer: Trainer, loss: Tensor) -> bool:
+    """Whether the loss is finite on every process (one all-reduce under DDP; a NaN on one rank makes it NaN)."""
+    return bool(torch.isfinite(_reduce_mean(trainer, loss.detach().float())))
+
+
 class EncoderUpdates:
     """Update the encoder alone, from the current batch then fresh ones, until the inner loss stops improving.
 
@@ -104,7 +109,8 @@ class EncoderUpdates:
     ``check_every``; the loop ends when it got worse or after ``max_steps``. Under DDP the gradients and
     the stopping decision's loss are averaged over processes, so every process keeps the same encoder. A
     step whose gradient is NaN or inf is skipped (the encoder and the optimiser's state stay as they were);
-    under 16-bit mixed precision the loss is scaled by a ``GradScaler`` of its own; a NaN loss ends the loop.
+    under 16-bit mixed precision the loss is scaled by a ``GradScaler`` of its own; a NaN loss on any process
+    ends the loop on every process.
 
     Args:
         optimizer: Builds the optimiser from the encoder's parameters.
@@ -170,11 +176,12 @@ class EncoderUpdates:
                 stepped = self._step(optimizer, scaler, params)
                 optimizer.zero_grad(set_to_none=True)
                 steps += 1
-                if not stepped:
+                if not stepped:  # decided on the averaged gradients: the same on every process
                     self.skipped += 1
-                    if not bool(torch.isfinite(loss)):
-                        # The loss itself is NaN/inf: the joint step that follows meets this batch (and the
-                        # module's non-finite policy); more inner steps on it would only be skipped too.
+                    if not _all_finite(trainer, loss):
+                        # A loss is NaN/inf (on this or another process): the joint step that follows meets this
+                        # batch (and the module's non-finite policy); more inner steps would only be skipped too.
+                        # Decided on every process's loss, so that all leave the loop together.
                         break
                 else:
                     window.append(loss.detach().float())

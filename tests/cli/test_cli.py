@@ -330,7 +330,7 @@ def test_evaluation_with_other_data_or_no_record_fails_with_a_message(
         build_cli(args=["test", f"--ckpt_path={plain}"])
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match=r"^lightning-vae: .*garbage\.ckpt.*not a PyTorch checkpoint"):
+    with pytest.raises(SystemExit, match=r"^lightning-vae test: .*garbage\.ckpt.*not a PyTorch checkpoint"):
         main(["test", f"--ckpt_path={garbage}"])
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(checkpoint_28.read_bytes()[:1000])
