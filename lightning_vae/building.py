@@ -297,7 +297,6 @@ __all__ = [
     "build",
     "check_checkpoint_classes",
     "check_compile_options",
-    "check_crc",
     "describe",
     "resolve_class",
     "save_hparams",

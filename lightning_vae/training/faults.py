@@ -172,7 +172,8 @@ class NonFiniteGuard:
             raise DivergenceError(
                 f"Divergence: the training loss reached {value:.4g} at global step {record.step} (epoch "
                 f"{record.epoch}, batch {record.batch_idx}), more than {self.divergence_ratio:g} times the run's "
-                f"scale {max(self.scale, 1.0):.4g} (the absolute loss of its first step) while still finite. The run stopped before writing diverged weights: resume from the last "
+                f"scale {max(self.scale, 1.0):.4g} (the absolute loss of its first step) while still finite. The run "
+                "stopped before writing diverged weights: resume from the last "
                 "checkpoint with a lower learning rate or gradient clipping (Trainer(gradient_clip_val=...)); "
                 "VAE(divergence_ratio=None) turns this check off."
             )
@@ -454,7 +455,7 @@ class DataCheck:
 
 
 def agree_over_ranks(flags: Tensor) -> Tensor:
-    """``[any non-finite, largest |loss|]`` over all processes: the same skip decision on every rank (one all-reduce)."""
+    """``[any non-finite, largest |loss|]`` over all processes: one skip decision on every rank (one all-reduce)."""
     import torch.distributed as dist
 
     flags = flags.clone()

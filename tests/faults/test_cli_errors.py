@@ -14,8 +14,8 @@ from hydra.errors import InstantiationException
 from support.paths import ROOT
 
 from lightning_vae.cli import main
-from lightning_vae.training.faults import NonFiniteError
 from lightning_vae.cli.hydra import main as hydra_main
+from lightning_vae.training.faults import NonFiniteError
 
 TESTS = ROOT / "tests"
 

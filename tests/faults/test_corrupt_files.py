@@ -15,9 +15,9 @@ from support.modules import tiny_vae, trainer_kwargs
 
 from lightning_vae import VAE
 from lightning_vae.checkpoints import load_checkpoint
+from lightning_vae.cli.generate import main as generate_main
 from lightning_vae.data import TensorDataModule
 from lightning_vae.data.mnist import load_mnist, read_idx
-from lightning_vae.cli.generate import main as generate_main
 from lightning_vae.nets import MLPDecoder, MLPEncoder
 
 

@@ -22,11 +22,11 @@ from support.modules import tiny_vae, trainer_kwargs
 from lightning_vae import VAE
 from lightning_vae import configs as shipped
 from lightning_vae.cli import main
-from lightning_vae.data import TensorDataModule
 from lightning_vae.cli.generate import load_datamodule
 from lightning_vae.cli.generate import main as generate_main
 from lightning_vae.cli.hydra import main as hydra_main
 from lightning_vae.cli.hydra import train
+from lightning_vae.data import TensorDataModule
 
 
 def _open_payload(target: Path) -> dict:

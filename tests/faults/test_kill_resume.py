@@ -109,8 +109,8 @@ def test_the_last_steps_are_saved_when_every_n_train_steps_does_not_divide_them(
     from lightning.pytorch.callbacks import ModelCheckpoint
     from support.modules import tiny_vae, trainer_kwargs
 
-    from lightning_vae.data import TensorDataModule
     from lightning_vae.cli.runs import entry_point_callbacks
+    from lightning_vae.data import TensorDataModule
 
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_last=True)
     trainer = Trainer(
