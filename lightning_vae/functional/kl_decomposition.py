@@ -235,10 +235,10 @@ def log_importance_weight_matrix(
     without bias for a batch drawn uniformly without replacement.
 
     Convention: ``_log_importance_weight_matrix`` of ``vae_quant.py`` writes these entries with a stride of ``M + 1``
-    (= ``B``), which walks down a column rather than the diagonal: there every row gives ``1/N`` to the first
-    example and ``(N - M) / (N M)`` to the second, and the own example of rows ``i >= 2`` gets ``1/M`` (its pull
-    request #1 points this out). Here the stride is ``B + 1`` as the appendix's estimator asks, and the last row's
-    stratum entry wraps to column 0.
+    (= ``B``), which walks down a column rather than the diagonal: there the rows give ``1/N`` to the first example
+    and ``(N - M) / (N M)`` to the second (row ``M - 1`` gives both the latter), and the own example of rows
+    ``i >= 2`` gets ``1/M`` (its open pull request #1 points this out). Here the stride is ``B + 1`` as the
+    appendix's estimator asks, and the last row's stratum entry wraps to column 0.
 
     Raises:
         ValueError: For a batch below 2 or a data set smaller than the batch.
@@ -247,7 +247,8 @@ def log_importance_weight_matrix(
 
         >>> import torch
         >>> w = log_importance_weight_matrix(4, 100, dtype=torch.float64).exp()
-        >>> w.diagonal().tolist() == [0.01] * 4, torch.allclose(w.sum(1), torch.ones(4).double())
+        >>> ones = torch.ones(4, dtype=torch.float64)
+        >>> torch.allclose(w.diagonal(), ones / 100), torch.allclose(w.sum(1), ones)
         (True, True)
     """
     check_int("batch_size", batch_size, low=2)
@@ -266,10 +267,10 @@ def minibatch_log_density(
     """Estimates of ``log q(z_i)`` and ``log q(z_ij)`` from one minibatch, for samples ``z_i ~ q(z | x_i)``.
 
     - ``"mws"`` (minibatch-weighted sampling, as ``vae_quant.py``):
-      ``log q(z_i) ~ logsumexp_j log q(z_i | x_j) - log(B N)``. Its weights sum to ``1/N``, not 1: the estimate is
-      below ``log q(z_i)`` by between ``log B`` (posteriors that do not overlap) and ``log N`` (posteriors that all
-      coincide). It is the estimator ``vae_quant.py`` trains with by default; its values are not the parts of the
-      KL.
+      ``log q(z_i) ~ logsumexp_j log q(z_i | x_j) - log(B N)``. Its weights sum to ``1/N``, not 1: on average the
+      estimate is below ``log q(z_i)`` by ``log B`` (posteriors that do not overlap) to about ``log N`` (posteriors
+      that all coincide). It is the estimator ``vae_quant.py`` trains with by default; its values are not the
+      parts of the KL.
     - ``"mss"`` (minibatch-stratified sampling): ``logsumexp_j (log w_ij + log q(z_i | x_j))`` with the weights of
       :func:`log_importance_weight_matrix`; ``exp`` of it is unbiased for ``q(z_i)`` when the batch is drawn
       uniformly without replacement from the ``N`` examples. Needs ``B >= 2``.

@@ -50,12 +50,9 @@ def permute_dims(z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         True
     """
     _check_codes("z", z)
-    batch = z.shape[0]
-    columns = [
-        z[torch.randperm(batch, generator=generator, device=generator.device if generator is not None else "cpu").to(z.device), j]
-        for j in range(z.shape[1])
-    ]
-    return torch.stack(columns, dim=1)
+    batch, device = z.shape[0], generator.device if generator is not None else torch.device("cpu")
+    perms = [torch.randperm(batch, generator=generator, device=device).to(z.device) for _ in range(z.shape[1])]
+    return torch.stack([z[perm, j] for j, perm in enumerate(perms)], dim=1)
 
 
 def _check_logits(name: str, logits: Tensor) -> None:
@@ -143,11 +140,11 @@ def mmd(
 ) -> Tensor:
     """Unbiased estimate of the squared MMD between samples ``x`` ``(n, D)`` and ``y`` ``(m, D)``.
 
-    ``sum_{i != j} k(x_i, x_j) / (n (n - 1)) + sum_{i != j} k(y_i, y_j) / (m (m - 1)) - 2 sum_{i, j} k(x_i, y_j) / (n m)``,
-    summed over the kernels ``k`` with ``C = bandwidth * s`` for each ``s`` in ``scales``: ``"rbf"``
-    ``exp(-|a - b|^2 / C)``, ``"imq"`` ``C / (C + |a - b|^2)``. The default ``bandwidth`` is ``2 D``, WAE's choice
-    for a standard-normal prior (``2 * zdim * pz_scale^2``); WAE's inverse-multiquadric penalty is
-    ``mmd(qz, pz, "imq", scales=WAE_SCALES)``, and its RBF branch with kernel width ``sigma2_k`` is
+    ``sum_{i != j} k(x_i, x_j) / (n (n - 1)) + sum_{i != j} k(y_i, y_j) / (m (m - 1))
+    - 2 sum_{i, j} k(x_i, y_j) / (n m)``, summed over the kernels ``k`` with ``C = bandwidth * s`` for each ``s`` in
+    ``scales``: ``"rbf"`` ``exp(-|a - b|^2 / C)``, ``"imq"`` ``C / (C + |a - b|^2)``. The default ``bandwidth`` is
+    ``2 D``, WAE's choice for a standard-normal prior (``2 * zdim * pz_scale^2``); WAE's inverse-multiquadric penalty
+    is ``mmd(qz, pz, "imq", scales=WAE_SCALES)``, and its RBF branch with kernel width ``sigma2_k`` is
     ``mmd(qz, pz, "rbf", bandwidth=2 * sigma2_k)``. Unbiased, so it can be negative.
 
     Raises:
@@ -167,7 +164,8 @@ def mmd(
     _check_codes("y", y)
     if x.shape[1] != y.shape[1] or x.shape[0] < 2 or y.shape[0] < 2:
         raise ValueError(
-            f"Expected `x` (n, D) and `y` (m, D) with n, m >= 2 and the same D, got {tuple(x.shape)} and {tuple(y.shape)}"
+            "Expected `x` (n, D) and `y` (m, D) with n, m >= 2 and the same D, got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
         )
     check_choice("kernel", kernel, Kernel)
     base = 2.0 * x.shape[1] if bandwidth is None else check_float("bandwidth", bandwidth, low=0.0, strict_low=True)
