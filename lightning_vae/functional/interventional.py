@@ -139,10 +139,11 @@ def majority_vote_accuracy(train_votes: np.ndarray, eval_votes: np.ndarray) -> t
     return train, evaluation
 
 
-def _fixed_factor_groups(
+def fixed_factor_groups(
     source: GroundTruthData, n_groups: int, batch_size: int, random_state: np.random.RandomState
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``n_groups`` groups of ``batch_size`` factors sharing one random factor (disentanglement_lib's draws)."""
+    """``n_groups`` groups of ``batch_size`` factor combinations sharing one random factor: the fixed factors
+    ``(G,)`` and the groups ``(G, B, K)``, drawn as disentanglement_lib's FactorVAE score draws them."""
     n_factors = len(source.factor_sizes)
     fixed = np.zeros(n_groups, dtype=np.int64)
     groups = []
@@ -154,11 +155,18 @@ def _fixed_factor_groups(
     return fixed, np.stack(groups)
 
 
-def _group_variances(source: GroundTruthData, encode: Encode, groups: np.ndarray, chunk_size: int) -> np.ndarray:
+def group_variances(codes: np.ndarray) -> np.ndarray:
+    """Each group's code variances (``ddof=1``), ``(G, B, D)`` -> ``(G, D)``: the FactorVAE score's statistic."""
+    return np.var(np.asarray(codes, dtype=np.float64), axis=1, ddof=1)
+
+
+def _encoded_group_variances(
+    source: GroundTruthData, encode: Encode, groups: np.ndarray, chunk_size: int
+) -> np.ndarray:
     n_groups, batch_size, _ = groups.shape
     per_chunk = max(1, chunk_size // batch_size) * batch_size
     codes = encode_in_chunks(source, encode, groups.reshape(n_groups * batch_size, -1), per_chunk)
-    return np.var(codes.reshape(n_groups, batch_size, -1), axis=1, ddof=1)
+    return group_variances(codes.reshape(n_groups, batch_size, -1))
 
 
 def factor_vae_score(
@@ -208,18 +216,19 @@ def factor_vae_score(
     n_factors = len(source.factor_sizes)
     votes = []
     for n_groups in (n_train, n_eval):
-        fixed, groups = _fixed_factor_groups(source, n_groups, batch_size, random_state)
-        local = _group_variances(source, encode, groups, chunk_size)
+        fixed, groups = fixed_factor_groups(source, n_groups, batch_size, random_state)
+        local = _encoded_group_variances(source, encode, groups, chunk_size)
         votes.append(factor_vae_votes(local, fixed, global_variances, active, n_factors))
     train, evaluation = majority_vote_accuracy(*votes)
     return FactorVAEScores(train, evaluation, int(active.sum()))
 
 
 # ------------------------------------------------------------------ β-VAE score
-def _pair_features(
-    source: GroundTruthData, encode: Encode, n_points: int, batch_size: int, random_state: Any, chunk_size: int
+def pair_groups(
+    source: GroundTruthData, n_points: int, batch_size: int, random_state: np.random.RandomState
 ) -> tuple[np.ndarray, np.ndarray]:
-    """disentanglement_lib's β-VAE ``_generate_training_batch``: labels ``(n,)`` and features ``(n, D)``."""
+    """The β-VAE score's draws (disentanglement_lib's ``_generate_training_sample``): for each point, the shared
+    factor ``(n,)`` and two groups of ``batch_size`` combinations that agree on it ``(n, 2, B, K)``."""
     n_factors = len(source.factor_sizes)
     labels = np.zeros(n_points, dtype=np.int64)
     pairs = []
@@ -229,7 +238,14 @@ def _pair_features(
         second = source.sample_factors(batch_size, random_state)
         second[:, labels[i]] = first[:, labels[i]]
         pairs.append(np.stack([first, second]))
-    factors = np.stack(pairs)  # (n, 2, B, K)
+    return labels, np.stack(pairs)
+
+
+def _pair_features(
+    source: GroundTruthData, encode: Encode, n_points: int, batch_size: int, random_state: Any, chunk_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels ``(n,)`` and features ``(n, D)`` of ``n_points`` fresh points."""
+    labels, factors = pair_groups(source, n_points, batch_size, random_state)
     per_chunk = max(1, chunk_size // (2 * batch_size)) * 2 * batch_size
     codes = encode_in_chunks(source, encode, factors.reshape(n_points * 2 * batch_size, -1), per_chunk)
     codes = codes.reshape(n_points, 2, batch_size, -1)
@@ -302,7 +318,10 @@ __all__ = [
     "encode_in_chunks",
     "factor_vae_score",
     "factor_vae_votes",
+    "fixed_factor_groups",
+    "group_variances",
     "majority_vote_accuracy",
+    "pair_groups",
     "posterior_means",
     "sample_codes",
 ]
