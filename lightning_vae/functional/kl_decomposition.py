@@ -49,7 +49,7 @@ class AggregateLogDensity(NamedTuple):
     marginals: Tensor
 
 
-class KLDecomposition(NamedTuple):
+class KLParts(NamedTuple):
     """The three parts of the average KL, in nats.
 
     From :func:`kl_decomposition` each field is a scalar (``dimension_kl_per_dim`` is ``(D,)``); from
@@ -165,7 +165,7 @@ def kl_decomposition(
     prior_log_var: Tensor | None = None,
     chunk_size: int = CHUNK_SIZE,
     generator: torch.Generator | None = None,
-) -> KLDecomposition:
+) -> KLParts:
     """Mutual information, total correlation and dimension-wise KL of the aggregate posterior of a set.
 
     ``q(z)`` is the mixture of the ``N`` posteriors ``N(loc_n, exp(log_var_n))``, summed exactly
@@ -215,7 +215,7 @@ def kl_decomposition(
     log_qz = agg.joint.mean()
     log_qz_dims = agg.marginals.mean(0)
     per_dim = log_qz_dims - cross
-    return KLDecomposition(
+    return KLParts(
         mutual_info=log_q_cond - log_qz,
         total_correlation=log_qz - log_qz_dims.sum(),
         dimension_kl=per_dim.sum(),
@@ -313,7 +313,7 @@ def minibatch_kl_decomposition(
     estimator: Estimator = "mss",
     prior_loc: Tensor | None = None,
     prior_log_var: Tensor | None = None,
-) -> KLDecomposition:
+) -> KLParts:
     """The three terms of the β-TCVAE objective for each example of a minibatch (Chen et al. 2018, eq. 4).
 
     At the sample ``z_i ~ q(z | x_i)``, with ``log q(z_i)`` and ``log q(z_ij)`` from :func:`minibatch_log_density`:
@@ -354,7 +354,7 @@ def minibatch_kl_decomposition(
     log_q_cond = gaussian_log_density(z, loc, log_var).sum(-1)
     log_p_dims = gaussian_log_density(z, ploc, plv)
     per_dim = agg.marginals - log_p_dims
-    return KLDecomposition(
+    return KLParts(
         mutual_info=log_q_cond - agg.joint,
         total_correlation=agg.joint - agg.marginals.sum(-1),
         dimension_kl=per_dim.sum(-1),
@@ -367,7 +367,7 @@ __all__ = [
     "AggregateLogDensity",
     "CHUNK_SIZE",
     "Estimator",
-    "KLDecomposition",
+    "KLParts",
     "aggregate_log_density",
     "gaussian_log_density",
     "kl_decomposition",

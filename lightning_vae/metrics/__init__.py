@@ -10,6 +10,7 @@ from lightning_vae.metrics.collapse import (
 from lightning_vae.metrics.dci import DCI
 from lightning_vae.metrics.disentanglement import MutualInformationGap
 from lightning_vae.metrics.interventional import BetaVAEScore, FactorVAEScore
+from lightning_vae.metrics.kl_decomposition import KLDecomposition
 from lightning_vae.metrics.nll import ImportanceWeightedNLL
 from lightning_vae.metrics.sap import SAPScore
 
@@ -20,6 +21,7 @@ __all__ = [
     "DCI",
     "FactorVAEScore",
     "ImportanceWeightedNLL",
+    "KLDecomposition",
     "KLPerDimension",
     "MutualInformation",
     "MutualInformationGap",
