@@ -159,3 +159,20 @@ def test_ddp_gathers_the_posteriors_and_gives_the_numbers_of_one_process(tmp_pat
     for rank in (0, 1):
         assert ddp[rank] == pytest.approx(single, rel=1e-9, abs=1e-12), rank
     assert single["kl"] > 0.01 and set(single) == set(KEYS)
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_on_a_gpu_the_monitor_gives_the_numbers_of_the_cpu(tmp_path: Path):
+    def run(accelerator: str) -> dict:
+        torch.manual_seed(0)
+        model = ProtocolModule(n_data=sum(VAL_SIZES), val_batch_sizes=VAL_SIZES)
+        monitor = KLDecompositionMonitor()
+        kwargs = trainer_kwargs(tmp_path, accelerator=accelerator, limit_val_batches=None)
+        Trainer(**kwargs, callbacks=[monitor]).validate(model, verbose=False)
+        return monitor.last
+
+    assert run("gpu") == pytest.approx(run("cpu"), rel=1e-4, abs=1e-6)
