@@ -72,7 +72,8 @@ class KLDecompositionMonitor(Callback):
 
     ``q(z)`` is summed exactly over every posterior of the set (in chunks of at most ``chunk_size`` elements); the
     expectations over ``q(z)`` are averages over the validation step's samples ``z`` (one per example, at most
-    ``max_points`` of them), the rest is in closed form (:class:`~lightning_vae.metrics.KLDecomposition`). Under
+    ``max_points`` of them), the rest is in closed form (:class:`~lightning_vae.metrics.KLDecomposition`): the sum
+    is exact, each part carries a Monte Carlo error (a part near 0 can come out slightly negative). Under
     DDP the posteriors and samples of every process are gathered, so every process logs the numbers of one process
     on the whole set (equal when the set has at most ``max_points`` examples). With TensorBoard the four curves
     share one CUSTOM SCALARS chart (added to :class:`~lightning_vae.callbacks.TensorBoardDashboard`'s layout when

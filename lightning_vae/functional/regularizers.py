@@ -145,7 +145,9 @@ def mmd(
     ``scales``: ``"rbf"`` ``exp(-|a - b|^2 / C)``, ``"imq"`` ``C / (C + |a - b|^2)``. The default ``bandwidth`` is
     ``2 D``, WAE's choice for a standard-normal prior (``2 * zdim * pz_scale^2``); WAE's inverse-multiquadric penalty
     is ``mmd(qz, pz, "imq", scales=WAE_SCALES)``, and its RBF branch with kernel width ``sigma2_k`` is
-    ``mmd(qz, pz, "rbf", bandwidth=2 * sigma2_k)``. Unbiased, so it can be negative.
+    ``mmd(qz, pz, "rbf", bandwidth=2 * sigma2_k)``. InfoVAE's code takes the RBF kernel
+    ``exp(-mean_j (a_j - b_j)^2 / D)`` (``bandwidth=D**2``) with the biased statistic (the diagonals included);
+    this is its unbiased form. Unbiased, so it can be negative.
 
     Raises:
         ValueError: For fewer than two samples on a side, mismatched dimensions, an unknown kernel, or a

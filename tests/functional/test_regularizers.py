@@ -1,6 +1,6 @@
 """The latent regularisers (functional/regularizers.py) against the papers' code re-implemented: 1Konny/FactorVAE
 (``ops.py``, ``solver.py``), disentanglement_lib (``vae.py``: FactorVAE, DIP-VAE) and tolstikhin/wae
-(``mmd_penalty``), in NumPy float64 where the code is not about random draws."""
+(``mmd_penalty``), and InfoVAE (``compute_kernel``), in NumPy float64 where the code is not about random draws."""
 
 from __future__ import annotations
 
@@ -145,6 +145,23 @@ def test_mmd_equals_wae_mmd_penalty():
     assert imq.item() == pytest.approx(_wae_mmd_penalty(qz, pz, "IMQ", zdim=8), rel=1e-10)
     rbf = mmd(t(qz), t(pz), "rbf", bandwidth=2 * 3.7)
     assert rbf.item() == pytest.approx(_wae_mmd_penalty(qz, pz, "RBF", zdim=8, sigma2_k=3.7), rel=1e-10)
+
+
+def _infovae_kernel(x, y):
+    """InfoVAE's ``compute_kernel``: exp(-mean over dimensions of the squared difference / dim)."""
+    dim = x.shape[1]
+    return np.exp(-np.mean((x[:, None, :] - y[None, :, :]) ** 2, axis=2) / dim)
+
+
+def test_mmd_rbf_is_infovae_s_kernel_without_the_diagonals():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(40, 6)) + 0.3, rng.normal(size=(30, 6))
+    kxx, kyy, kxy = _infovae_kernel(x, x), _infovae_kernel(y, y), _infovae_kernel(x, y)
+    biased = kxx.mean() + kyy.mean() - 2 * kxy.mean()  # InfoVAE's compute_mmd
+    unbiased = (kxx.sum() - 40) / (40 * 39) + (kyy.sum() - 30) / (30 * 29) - 2 * kxy.mean()  # k(a, a) = 1 removed
+    got = mmd(torch.from_numpy(x), torch.from_numpy(y), "rbf", bandwidth=6.0**2)
+    assert got.item() == pytest.approx(unbiased, rel=1e-12)
+    assert got.item() != pytest.approx(biased, rel=1e-3)
 
 
 @pytest.mark.parametrize("kernel", ["rbf", "imq"])
