@@ -107,7 +107,8 @@ def aggregate_log_density(z: Tensor, loc: Tensor, log_var: Tensor, chunk_size: i
 
     ``log q(z_m) = logsumexp_n log q(z_m | x_n) - log N`` and the same for each dimension, evaluated in blocks of
     at most ``chunk_size`` (sample, posterior, dimension) elements whose log-sum-exps are combined with
-    ``logaddexp``: the memory stays bounded whatever ``M`` and ``N``; the cost is ``M * N * D``.
+    ``logaddexp``: the memory stays bounded whatever ``M`` and ``N``; the cost is ``M * N * D``. A quantity to
+    report, not to train with: no gradient flows through it (the minibatch estimators are for objectives).
 
     Args:
         z: Samples ``(M, D)``.
@@ -137,12 +138,20 @@ def aggregate_log_density(z: Tensor, loc: Tensor, log_var: Tensor, chunk_size: i
     rows = max(1, min(m, chunk_size // (cols * d)))
     joint = torch.full((m,), -math.inf, dtype=dtype, device=z.device)
     marginals = torch.full((m, d), -math.inf, dtype=dtype, device=z.device)
-    for r in range(0, m, rows):
-        zr = z[r : r + rows].unsqueeze(1)  # (r, 1, D)
-        for c in range(0, n, cols):
-            block = gaussian_log_density(zr, loc[c : c + cols].unsqueeze(0), log_var[c : c + cols].unsqueeze(0))
-            joint[r : r + rows] = torch.logaddexp(joint[r : r + rows], torch.logsumexp(block.sum(-1), dim=1))
-            marginals[r : r + rows] = torch.logaddexp(marginals[r : r + rows], torch.logsumexp(block, dim=1))
+    # gaussian_log_density written as -0.5 ((z - loc) / std)^2 - 0.5 (log_var + log 2 pi), one block buffer
+    # updated in place: the cost is a few passes over M x N x D elements and no other block-sized allocation.
+    inv_std = torch.exp(-0.5 * log_var)
+    offset = 0.5 * (log_var + _LOG_2PI)
+    with torch.no_grad():
+        for r in range(0, m, rows):
+            zr = z[r : r + rows].unsqueeze(1)  # (r, 1, D)
+            for c in range(0, n, cols):
+                block = zr - loc[c : c + cols]  # (r, c, D)
+                block.mul_(inv_std[c : c + cols]).square_().mul_(-0.5).sub_(offset[c : c + cols])
+                joint[r : r + rows] = torch.logaddexp(joint[r : r + rows], torch.logsumexp(block.sum(-1), dim=1))
+                top = block.amax(dim=1, keepdim=True)  # (r, 1, D); finite: every log-density is
+                summed = block.sub_(top).exp_().sum(dim=1)
+                marginals[r : r + rows] = torch.logaddexp(marginals[r : r + rows], summed.log_().add_(top[:, 0]))
     log_n = math.log(n)
     return AggregateLogDensity(joint - log_n, marginals - log_n)
 

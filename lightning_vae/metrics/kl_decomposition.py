@@ -60,7 +60,7 @@ class KLDecomposition(Metric):
 
     def __init__(
         self,
-        max_points: int | None = 10000,
+        max_points: int | None = 4096,
         chunk_size: int = CHUNK_SIZE,
         seed: int = 0,
         prior_loc: Tensor | float | None = None,

@@ -5,6 +5,7 @@ that set the minibatch-stratified estimate of q(z) agrees with the exact sum wit
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,8 @@ def test_outputs_without_a_diagonal_gaussian_posterior_are_refused(tmp_path: Pat
         trainer.validate(NoPosterior(n_data=8, val_batch_sizes=(8,)), verbose=False)
     with pytest.raises(ValueError, match="Expected `max_points` to be an int >= 1, got 0"):
         KLDecompositionMonitor(max_points=0)
+    clone = pickle.loads(pickle.dumps(KLDecompositionMonitor(max_points=7)))  # what ddp_spawn does to it
+    assert clone.max_points == 7 and clone.metric.max_points == 7
     with pytest.raises(TypeError, match="Expected `tensorboard_chart` to be a bool"):
         KLDecompositionMonitor(tensorboard_chart="yes")  # type: ignore[arg-type]
 
