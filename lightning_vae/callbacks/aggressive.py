@@ -58,7 +58,7 @@ class AggressiveEncoderTraining(Callback):
     - ``encoder`` and ``decoder`` attributes (``nn.Module``);
     - ``training_loss(batch) -> Tensor``: the loss its ``training_step`` minimises, without logging;
     - ``encode(x) -> Distribution`` (batch shape ``(B,)``, event ``(D,)``) and, unless the batch is
-      the data tensor itself or a tuple starting with it, ``unpack_batch(batch) -> Tensor``.
+      the data tensor itself or a tuple starting with it, ``read_batch(batch) -> Batch``.
 
     Logs ``aggressive/inner_steps`` (per step, while active), ``aggressive/mutual_info`` and
     ``aggressive/active`` (per epoch).

@@ -10,10 +10,27 @@ built in the codes' own type, so float32 codes are binned against float32 edges.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 import torch
 from torch import Tensor
 
 from lightning_vae.checks import check_int
+
+
+def require_sklearn(what: str, module: str) -> ModuleType:
+    """``sklearn.<module>``, which the classifier-based metrics need (scikit-learn is an optional dependency).
+
+    Raises:
+        ImportError: Naming ``what`` and the extra that installs scikit-learn.
+    """
+    try:
+        return importlib.import_module(f"sklearn.{module}")
+    except ImportError as err:
+        raise ImportError(
+            f"{what} needs scikit-learn: pip install 'lightning-vae[disentanglement]' (or scikit-learn)"
+        ) from err
 
 
 def discretize(codes: Tensor, n_bins: int = 20) -> Tensor:
@@ -130,4 +147,10 @@ def mutual_information_gap(codes: Tensor, factors: Tensor, n_bins: int = 20) -> 
     return torch.stack(gaps).mean()
 
 
-__all__ = ["discrete_entropy", "discrete_mutual_information", "discretize", "mutual_information_gap"]
+__all__ = [
+    "discrete_entropy",
+    "discrete_mutual_information",
+    "discretize",
+    "mutual_information_gap",
+    "require_sklearn",
+]
