@@ -211,7 +211,7 @@ def test_a_yaml_syntax_error_in_a_hydra_config_names_its_file(tmp_path: Path, mo
     from lightning_vae import configs as shipped
     from lightning_vae.cli.hydra import main as hydra_main
 
-    folder = shipped.copy_to(tmp_path / "configs")
+    folder = shipped.copy_to(tmp_path / "configs") / shipped.HYDRA_FOLDER
     (folder / "model" / "encoder" / "broken.yaml").write_text("_target_: [lightning_vae.nets.MLPEncoder\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LIGHTNING_VAE_DEBUG", raising=False)

@@ -49,7 +49,7 @@ def _compile_payload(target: Path) -> dict:
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
     """A copy of the shipped configs, as a user edits them (and an attacker plants options in them)."""
-    return shipped.copy_to(tmp_path / "configs")
+    return shipped.copy_to(tmp_path / "configs") / shipped.HYDRA_FOLDER
 
 
 def _hydra(argv: list[str], monkeypatch: pytest.MonkeyPatch, cwd: Path) -> SystemExit:
