@@ -188,7 +188,7 @@ class VAE(LightningModule):
         super().__init__()
         given = {"encoder": build(encoder, "encoder"), "decoder": build(decoder, "decoder")}
         given.update(likelihood=build(likelihood, "likelihood"), prior=build(prior, "prior"))
-        model = build(model, "model")
+        model = build(model, "network")  # an nn.Module (a config's "model" slot is the LightningModule)
         objective = build(objective, "objective")
         elbo_args = {
             "beta": beta,
