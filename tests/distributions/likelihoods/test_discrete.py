@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.special import expit
 from torch.distributions import AffineTransform, Categorical, SigmoidTransform, TransformedDistribution, Uniform
 
 from lightning_vae.distributions import CategoricalLikelihood, DiscretizedLogisticMixtureLikelihood
@@ -97,8 +98,6 @@ def test_discretized_logistic_mixture_mean_and_samples() -> None:
     counts = np.bincount(levels.round().long().flatten().numpy(), minlength=256) / n
     edges = (2 * np.arange(257) - 1) / 255 - 1.0  # bin k is [edges[k], edges[k + 1]] in [-1, 1]
     edges[0], edges[-1] = -np.inf, np.inf
-    from scipy.special import expit
-
     cdf = sum(w * expit((edges - m) / np.exp(-7.0)) for w, m in ((0.25, -0.5), (0.75, 0.5)))
     mass = np.diff(cdf)
     assert mass[[63, 64, 191, 192]].sum() > 0.9  # the narrowest scale: almost all mass next to the two means
