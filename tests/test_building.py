@@ -62,7 +62,7 @@ def test_what_a_slot_does_not_take_is_refused_by_name(path: Any, slot: str, mess
 def test_build_constructs_nested_descriptions_after_checking_each(tmp_path: Path) -> None:
     assert build(5, "encoder") == 5 and build({"no": "class"}, "encoder") == {"no": "class"}  # passed through
     layer = {"class_path": "torch.nn.TransformerEncoderLayer", "init_args": {"d_model": 4, "nhead": 1}}
-    layer["init_args"]["batch_first"] = True
+    layer["init_args"].update(batch_first=True, nhead=2)
     spec = {"class_path": "torch.nn.TransformerEncoder", "init_args": {"encoder_layer": layer, "num_layers": 2}}
     built = build(spec, "encoder")
     assert isinstance(built, nn.TransformerEncoder) and len(built.layers) == 2
