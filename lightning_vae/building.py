@@ -46,7 +46,50 @@ def _allowed_bases(slot: str) -> tuple[type, ...]:
         return (torch.optim.Optimizer,)
     if slot == "lr_scheduler":
         return (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if slot in _LIGHTNING_SLOTS:
+        return _lightning_bases(slot)
+    if slot.startswith("hydra_"):
+        return _hydra_bases(slot)
     return (nn.Module,)
+
+
+def _hydra_bases(slot: str) -> tuple[type, ...]:
+    from hydra.experimental.callback import Callback
+    from hydra.plugins.launcher import Launcher
+    from hydra.plugins.plugin import Plugin
+    from hydra.plugins.sweeper import Sweeper
+
+    bases: dict[str, tuple[type, ...]] = {
+        "hydra_callback": (Callback,),
+        "hydra_launcher": (Launcher,),
+        "hydra_sweeper": (Sweeper,),
+    }
+    return bases.get(slot, (Plugin,))
+
+
+#: Slots filled by Lightning's own classes (in a Hydra config): the module, the trainer and its parts.
+_LIGHTNING_SLOTS = ("model", "trainer", "callback", "logger", "strategy", "plugin", "profiler", "accelerator")
+
+
+def _lightning_bases(slot: str) -> tuple[type, ...]:
+    from lightning.pytorch import Callback, LightningModule, Trainer
+    from lightning.pytorch.accelerators import Accelerator
+    from lightning.pytorch.loggers import Logger
+    from lightning.pytorch.plugins import CheckpointIO, ClusterEnvironment, LayerSync, Precision
+    from lightning.pytorch.profilers import Profiler
+    from lightning.pytorch.strategies import Strategy
+
+    bases: dict[str, tuple[type, ...]] = {
+        "model": (LightningModule,),
+        "trainer": (Trainer,),
+        "callback": (Callback,),
+        "logger": (Logger,),
+        "strategy": (Strategy,),
+        "plugin": (Precision, CheckpointIO, ClusterEnvironment, LayerSync),
+        "profiler": (Profiler,),
+        "accelerator": (Accelerator,),
+    }
+    return bases[slot]
 
 
 def _base_names(bases: Sequence[type]) -> str:
@@ -59,7 +102,11 @@ def resolve_class(class_path: Any, slot: str) -> type:
     Args:
         class_path: Dotted path such as ``"lightning_vae.nets.MLPEncoder"``.
         slot: What the class is for: ``"encoder"``, ``"decoder"`` (or any other network slot, which must be
-            an ``nn.Module``), ``"likelihood"``, ``"prior"``, ``"data"``, ``"optimizer"`` or ``"lr_scheduler"``.
+            an ``nn.Module``), ``"likelihood"``, ``"prior"``, ``"data"``, ``"optimizer"`` or ``"lr_scheduler"``;
+            in Hydra configs also ``"model"`` (a ``LightningModule``), ``"trainer"``, ``"callback"``,
+            ``"logger"``, ``"strategy"``, ``"plugin"``, ``"profiler"`` and ``"accelerator"`` (Lightning's bases),
+            and in a Hydra config's own section ``"hydra_callback"``, ``"hydra_launcher"``, ``"hydra_sweeper"``
+            and ``"hydra_part"`` (any other entry there: a Hydra plugin).
 
     Raises:
         ValueError: If the path cannot be imported, is not a class, or is not a subclass of the slot's base.
@@ -164,8 +211,8 @@ def check_checkpoint_classes(hparams: Mapping[str, Any], source: str = "the chec
 
     ``class_path`` entries must resolve to the base of their slot (:func:`resolve_class`); the callable
     slots ``optimizer`` and ``lr_scheduler``, which jsonargparse would also resolve from a bare dotted
-    string, must name an optimizer or scheduler class. Lightning's ``_instantiator`` entry is left to
-    Lightning's own allowlist.
+    string, must name an optimizer or scheduler class; ``compile`` may hold only the settings of
+    :data:`COMPILE_FROM_FILES`. Lightning's ``_instantiator`` entry is left to Lightning's own allowlist.
 
     Raises:
         ValueError: Naming ``source``, the key and the refused path.
@@ -185,6 +232,8 @@ def check_checkpoint_classes(hparams: Mapping[str, Any], source: str = "the chec
             for i, item in enumerate(value):
                 walk(item, f"{path}[{i}]")
 
+    if "compile" in hparams:
+        check_compile_options(hparams["compile"], source)
     for key in ("optimizer", "lr_scheduler"):
         value = hparams.get(key)
         if isinstance(value, str):
@@ -195,9 +244,59 @@ def check_checkpoint_classes(hparams: Mapping[str, Any], source: str = "the chec
     walk(dict(hparams), "")
 
 
+#: The ``torch.compile`` arguments a file (checkpoint, LightningCLI or Hydra config) may set, and their values.
+#: Everything else (``options``: inductor settings such as the C++ compiler it runs; other backends) reaches a
+#: compiler or a launcher, so only code may pass it (``VAE(compile={...})``).
+COMPILE_FROM_FILES: dict[str, tuple[Any, ...]] = {
+    "fullgraph": (True, False),
+    "dynamic": (True, False, None),
+    "mode": (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "backend": ("inductor", "eager", "aot_eager", "cudagraphs"),
+    "disable": (True, False),
+}
+
+
+def check_compile_options(value: Any, source: str = "the config") -> None:
+    """Refuse ``compile`` settings read from a file beyond :data:`COMPILE_FROM_FILES`.
+
+    ``true``/``false``/``null`` pass; a mapping may hold only the whitelisted keys, each with a listed value.
+
+    Raises:
+        ValueError: Naming ``source``, the key and what is allowed.
+
+    Example::
+
+        >>> check_compile_options({"mode": "max-autotune", "fullgraph": True})
+        >>> check_compile_options({"options": {"cpp.cxx": ["sh", "payload.sh"]}}, "last.ckpt")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: last.ckpt: `compile` may set only fullgraph, dynamic, mode, backend, disable..., got 'options'...
+    """
+    if value is None or isinstance(value, bool):
+        return
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{source}: Expected `compile` to be true, false or a mapping of torch.compile arguments, got {value!r}"
+        )
+    allowed = ", ".join(COMPILE_FROM_FILES)
+    for key, item in value.items():
+        if key not in COMPILE_FROM_FILES:
+            raise ValueError(
+                f"{source}: `compile` may set only {allowed} when it comes from a file, got {key!r} (settings that "
+                "reach a compiler or a launcher are taken from code only: VAE(compile={...})); refused"
+            )
+        if not any(item is v or (type(item) is type(v) and item == v) for v in COMPILE_FROM_FILES[key]):
+            raise ValueError(
+                f"{source}: Expected `compile.{key}` to be one of {COMPILE_FROM_FILES[key]} when it comes from a "
+                f"file, got {item!r}; refused"
+            )
+
+
 __all__ = [
+    "COMPILE_FROM_FILES",
     "build",
     "check_checkpoint_classes",
+    "check_compile_options",
     "describe",
     "resolve_class",
     "save_hparams",

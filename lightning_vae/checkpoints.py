@@ -25,13 +25,24 @@ def _umask() -> int:
     return mask
 
 
+#: How a temporary file of :class:`AtomicCheckpointIO` is named beside its target: ``.<name>.<random>.tmp``.
+TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file in the target folder, flush it to disk, then rename it.
+    """Write each checkpoint to a temporary file in the target folder, flush it to disk, then rename it; read
+    checkpoints as data only.
 
     A process killed (even with SIGKILL) while writing leaves the previous checkpoint of that name intact
-    and at most a ``.tmp`` file beside it, so ``--ckpt_path=last`` always finds a complete file. Lightning's
-    own writer goes through a temporary file in the system's temp folder, which is a copy, not a rename,
-    when that folder is on another file system. Local paths only; others fall back to Lightning's writer.
+    and at most a ``.tmp`` file beside it (which :class:`~lightning_vae.callbacks.ExactResume` removes when the
+    run resumes), so ``--ckpt_path=last`` always finds a complete file. Lightning's own writer goes through a
+    temporary file in the system's temp folder, which is a copy, not a rename, when that folder is on another
+    file system. Local paths only; others fall back to Lightning's writer.
+
+    Reading (the ``ckpt_path`` of ``fit``, ``validate``, ``test``, ``predict``) goes through
+    :func:`load_checkpoint`: the zip members' CRCs are checked and ``torch.load`` is
+    called with ``weights_only=True`` explicitly, whatever the caller or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+    asks, so a checkpoint never unpickles code; a damaged file is a ``ValueError`` naming it.
 
     Example::
 
@@ -47,7 +58,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{TMP_PREFIX}{target.name}.", suffix=TMP_SUFFIX)
         try:
             os.chmod(tmp, 0o666 & ~_umask())  # the mode a plain open() would give, not mkstemp's 0600
             with os.fdopen(fd, "wb") as f:
@@ -59,6 +70,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Read a checkpoint with CRC checks and ``weights_only=True`` (whatever ``weights_only`` says).
+
+        Raises:
+            FileNotFoundError: If there is no such file (as Lightning's reader).
+            ValueError: For a damaged, truncated or foreign file, or one holding pickled objects; naming it.
+        """
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        return load_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
 
 
 #: Top-level children of the training module whose parameters now live under its ``model``.
@@ -80,12 +106,35 @@ def migrate_state_dict(checkpoint: dict[str, Any]) -> None:
         }
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a Lightning checkpoint safely: ``weights_only=True`` and errors that name the file.
+def check_crc(path: str | os.PathLike) -> None:
+    """Check the CRC-32 of every member of a zip-format checkpoint (``torch.save``'s format); torch does not.
+
+    A flipped bit in a tensor's bytes otherwise loads silently as another number. Legacy (non-zip) files have
+    no checksums and pass.
 
     Raises:
-        ValueError: If the file is missing, empty, truncated or corrupt, or is not a checkpoint (no
-            ``state_dict``); the message names the file.
+        ValueError: Naming the file and the first damaged member.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile:
+        return  # not a zip file: torch.load's own errors name what is wrong
+    except (OSError, EOFError, RuntimeError, ValueError) as err:  # zlib errors, unreadable files
+        raise ValueError(f"{str(path)!r} is corrupt: its zip structure cannot be read ({err})") from err
+    if bad is not None:
+        raise ValueError(
+            f"{str(path)!r} is corrupt: member {bad!r} fails its CRC-32 check (a damaged copy or a flipped bit on "
+            "disk); use another checkpoint"
+        )
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a Lightning checkpoint safely: CRC-checked, ``weights_only=True``, and errors that name the file.
+
+    Raises:
+        ValueError: If the file is missing, empty, truncated or corrupt (a member failing its CRC-32 check
+            included), or is not a checkpoint (no ``state_dict``); the message names the file.
 
     Example::
 
@@ -106,6 +155,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save's zip format, or a legacy pickle
         raise ValueError(f"{str(path)!r} ({size} bytes) is not a PyTorch checkpoint (it starts with {head!r})")
+    check_crc(file)
     try:
         checkpoint = torch.load(file, map_location=map_location, weights_only=True)
     except (EOFError, RuntimeError, zipfile.BadZipFile, OSError) as err:
@@ -123,4 +173,48 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return checkpoint
 
 
-__all__ = ["AtomicCheckpointIO", "load_checkpoint", "migrate_state_dict"]
+def remove_unfinished_writes(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writes of :class:`AtomicCheckpointIO` killed midway left in ``folder``.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for path in Path(folder).glob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):
+        if path.is_file() and ".ckpt." in path.name:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The ``global_step`` a checkpoint file records (its tensors are not read), or ``None`` if it is unreadable."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        step = checkpoint.get("global_step") if isinstance(checkpoint, dict) else None
+    except Exception:  # noqa: BLE001 - a file that is not a checkpoint is not one of this run's
+        return None
+    return int(step) if isinstance(step, int) else None
+
+
+def use_safe_checkpoint_io(trainer: Any) -> None:
+    """Give ``trainer`` an :class:`AtomicCheckpointIO` where it has Lightning's default reader and writer.
+
+    A checkpoint IO of the user's own (another class) is left as it is.
+    """
+    strategy = trainer.strategy
+    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+__all__ = [
+    "TMP_PREFIX",
+    "TMP_SUFFIX",
+    "AtomicCheckpointIO",
+    "check_crc",
+    "checkpoint_step",
+    "load_checkpoint",
+    "migrate_state_dict",
+    "remove_unfinished_writes",
+    "use_safe_checkpoint_io",
+]

@@ -6,6 +6,7 @@ from lightning_vae.callbacks.collapse import PosteriorCollapseMonitor
 from lightning_vae.callbacks.embedding import LatentEmbeddingLogger
 from lightning_vae.callbacks.exact_resume import ExactResume
 from lightning_vae.callbacks.free_bits import FreeBits
+from lightning_vae.callbacks.kl_decomposition import KLDecompositionMonitor
 from lightning_vae.callbacks.latents import PosteriorMeanWriter
 from lightning_vae.callbacks.prior_samples import PriorSampleLogger
 from lightning_vae.callbacks.reconstructions import ReconstructionLogger
@@ -18,6 +19,7 @@ __all__ = [
     "ExactResume",
     "FreeBits",
     "KLAnnealing",
+    "KLDecompositionMonitor",
     "LatentEmbeddingLogger",
     "LatentTraversalLogger",
     "PosteriorMeanWriter",

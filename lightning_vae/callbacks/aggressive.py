@@ -14,7 +14,12 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lightning_vae.callbacks.encoder_updates import EncoderUpdates, encoder_parameters, fresh_loader
+from lightning_vae.callbacks.encoder_updates import (
+    EncoderUpdates,
+    StepWithoutEncoder,
+    encoder_parameters,
+    fresh_loader,
+)
 from lightning_vae.checks import check_float, check_int, check_type
 from lightning_vae.metrics.collapse import MutualInformation
 from lightning_vae.protocols import SupportsTrainingLoss, require
@@ -28,11 +33,14 @@ class AggressiveEncoderTraining(Callback):
     (the current one first) until the inner loss stops improving: every ``check_every`` inner steps
     the mean loss of those steps is compared with that of the previous ``check_every``, and the loop
     ends when it got worse or after ``max_inner_steps``. The training step that follows then updates
-    everything but the encoder (its gradients are dropped before the optimiser step), i.e. the
-    decoder (and a learnable prior). At the end of every training epoch the mutual information
-    I(x; z) is estimated on ``mi_batches`` fixed training batches; when it is lower than at the
-    previous epoch (or after ``max_epochs`` aggressive epochs) the callback switches itself off and
-    training continues as usual.
+    everything but the encoder, i.e. the decoder (and a learnable prior): on one device or under DDP
+    the encoder's parameters sit out its backward pass
+    (:class:`~lightning_vae.callbacks.encoder_updates.StepWithoutEncoder`: no encoder gradient is
+    computed or all-reduced, and a 16-bit overflow there cannot skip the decoder's step or lower the
+    run's gradient scale); with other strategies their gradients are dropped before the optimiser
+    step. At the end of every training epoch the mutual information I(x; z) is estimated on
+    ``mi_batches`` fixed training batches; when it is lower than at the previous epoch (or after
+    ``max_epochs`` aggressive epochs) the callback switches itself off and training continues as usual.
 
     Design: a callback on automatic optimisation. The inner updates
     (:class:`~lightning_vae.callbacks.encoder_updates.EncoderUpdates`) use their own optimiser over the
@@ -50,7 +58,7 @@ class AggressiveEncoderTraining(Callback):
     - ``encoder`` and ``decoder`` attributes (``nn.Module``);
     - ``training_loss(batch) -> Tensor``: the loss its ``training_step`` minimises, without logging;
     - ``encode(x) -> Distribution`` (batch shape ``(B,)``, event ``(D,)``) and, unless the batch is
-      the data tensor itself or a tuple starting with it, ``unpack_batch(batch) -> Tensor``.
+      the data tensor itself or a tuple starting with it, ``read_batch(batch) -> Batch``.
 
     Logs ``aggressive/inner_steps`` (per step, while active), ``aggressive/mutual_info`` and
     ``aggressive/active`` (per epoch).
@@ -98,6 +106,8 @@ class AggressiveEncoderTraining(Callback):
         self.seed = check_int("seed", seed)
         #: The inner loop: the encoder's own optimiser and gradient scaler, and the count of skipped steps.
         self.updates = EncoderUpdates(optimizer, self.max_inner_steps, self.check_every, gradient_clip_val)
+        #: The outer step without the encoder.
+        self.outer = StepWithoutEncoder()
 
         self.active = True
         self.aggressive_epochs = 0
@@ -147,12 +157,27 @@ class AggressiveEncoderTraining(Callback):
         self.last_inner_steps = steps
         self.inner_steps_total += steps
         pl_module.log("aggressive/inner_steps", float(steps), on_step=True, on_epoch=False)
+        self.outer.enter(trainer, pl_module)  # the outer step updates the decoder only
+
+    @override
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.outer.after_backward(trainer, pl_module)
 
     @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
-        if self.active:  # the outer step updates the decoder only; the encoder had its inner steps
+        if self.active and not self.outer.active:  # strategies the encoder could not sit out: drop its gradients
             for p in encoder_parameters(pl_module):
                 p.grad = None
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.outer.exit()
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self.outer.exit()
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

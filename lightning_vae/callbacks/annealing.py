@@ -119,7 +119,7 @@ class KLAnnealing(ScheduledAttribute):
             return super().apply(trainer, pl_module)
         value = self.value_at(trainer)
         # A new dict: the module (or its objective) checks the weights where they are set.
-        pl_module.group_betas = {**pl_module.group_betas, self.group: value}  # type: ignore[dict-item]
+        pl_module.group_betas = {**pl_module.group_betas, self.group: value}  # type: ignore[dict-item, assignment]
         return value
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -178,17 +179,21 @@ class PosteriorCollapseMonitor(Callback):
         if not groups:
             return None
         values = totals(groups)
-        # The values are already reduced over processes (equal on every rank); sync_dist only keeps Lightning quiet.
+        # Logged in the module's type (float64 for a float64 model, else float32; Lightning makes a Python number
+        # float32). The values are already reduced over processes (equal on every rank); sync_dist only keeps
+        # Lightning quiet, and needs them on the module's device.
+        dtype = torch.promote_types(cast(torch.dtype, pl_module.dtype), torch.float32)
+        as_logged = partial(torch.tensor, dtype=dtype, device=pl_module.device)
         for key in ("active_units", "mutual_info", "collapsed_dims"):
             if values[key] is not None:
-                pl_module.log(f"collapse/{key}", float(values[key]), sync_dist=True)
+                pl_module.log(f"collapse/{key}", as_logged(values[key]), sync_dist=True)
             for name, group in groups.items() if len(groups) > 1 else ():
                 if group[key] is not None:
-                    pl_module.log(f"collapse/{name}/{key}", float(group[key]), sync_dist=True)
+                    pl_module.log(f"collapse/{name}/{key}", as_logged(group[key]), sync_dist=True)
                     values[f"{name}/{key}"] = group[key]
         if self.iw_samples:
             values["nll_iw"] = float(self.nll.compute())
-            pl_module.log("collapse/nll_iw", values["nll_iw"], sync_dist=True)
+            pl_module.log("collapse/nll_iw", as_logged(values["nll_iw"]), sync_dist=True)
         self.last = {k: v for k, v in values.items() if isinstance(v, (int, float))}
         return values
 

@@ -1,19 +1,22 @@
-"""The inner loop of aggressive encoder training: encoder-only updates on fresh training batches.
+"""The two halves of aggressive encoder training: encoder-only updates, then a step without the encoder.
 
 :class:`EncoderUpdates` updates the encoder alone with an optimiser (and, under 16-bit mixed precision, a
 gradient scaler) of its own until the loss stops improving; :func:`fresh_loader` gives the shuffled
-batches it draws. :class:`~lightning_vae.callbacks.AggressiveEncoderTraining` decides when it runs.
+batches it draws. :class:`StepWithoutEncoder` runs the training step that follows with the encoder out of
+its backward pass. :class:`~lightning_vae.callbacks.AggressiveEncoderTraining` decides when they run.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any, cast
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, IterableDataset, Sampler
@@ -21,7 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, Sampler
 from lightning_vae.data.common import KeyedDataset, batch_key
 from lightning_vae.utilities import grads_finite
 
-__all__ = ["EncoderUpdates", "KeyedShuffle", "encoder_parameters", "fresh_loader"]
+__all__ = ["EncoderUpdates", "KeyedShuffle", "StepWithoutEncoder", "encoder_parameters", "fresh_loader"]
 
 
 class KeyedShuffle(Sampler):
@@ -94,6 +97,11 @@ def _reduce_mean(trainer: Trainer, value: Tensor) -> Tensor:
     return trainer.strategy.reduce(value, reduce_op="mean") if trainer.world_size > 1 else value
 
 
+def _all_finite(trainer: Trainer, loss: Tensor) -> bool:
+    """Whether the loss is finite on every process (one all-reduce under DDP; a NaN on one rank makes it NaN)."""
+    return bool(torch.isfinite(_reduce_mean(trainer, loss.detach().float())))
+
+
 class EncoderUpdates:
     """Update the encoder alone, from the current batch then fresh ones, until the inner loss stops improving.
 
@@ -101,7 +109,8 @@ class EncoderUpdates:
     ``check_every``; the loop ends when it got worse or after ``max_steps``. Under DDP the gradients and
     the stopping decision's loss are averaged over processes, so every process keeps the same encoder. A
     step whose gradient is NaN or inf is skipped (the encoder and the optimiser's state stay as they were);
-    under 16-bit mixed precision the loss is scaled by a ``GradScaler`` of its own; a NaN loss ends the loop.
+    under 16-bit mixed precision the loss is scaled by a ``GradScaler`` of its own; a NaN loss on any process
+    ends the loop on every process.
 
     Args:
         optimizer: Builds the optimiser from the encoder's parameters.
@@ -167,11 +176,12 @@ class EncoderUpdates:
                 stepped = self._step(optimizer, scaler, params)
                 optimizer.zero_grad(set_to_none=True)
                 steps += 1
-                if not stepped:
+                if not stepped:  # decided on the averaged gradients: the same on every process
                     self.skipped += 1
-                    if not bool(torch.isfinite(loss)):
-                        # The loss itself is NaN/inf: the joint step that follows meets this batch (and the
-                        # module's non-finite policy); more inner steps on it would only be skipped too.
+                    if not _all_finite(trainer, loss):
+                        # A loss is NaN/inf (on this or another process): the joint step that follows meets this
+                        # batch (and the module's non-finite policy); more inner steps would only be skipped too.
+                        # Decided on every process's loss, so that all leave the loop together.
                         break
                 else:
                     window.append(loss.detach().float())
@@ -220,3 +230,76 @@ class EncoderUpdates:
         self.optimizer, self._pending_optimizer = None, state_dict.get("optimizer")
         self.scaler, self._pending_scaler = None, state_dict.get("scaler")
         self.skipped = int(state_dict.get("skipped_inner_steps", 0))
+
+
+class StepWithoutEncoder:
+    """The training step after the inner loop, with the encoder's parameters out of its backward pass.
+
+    Between :meth:`enter` (after the inner loop) and :meth:`exit` (at the end of the batch) the encoder's
+    parameters do not require gradients: the backward pass does not compute theirs (VampPrior's pseudo-inputs
+    still get theirs through the encoder), so under 16-bit mixed precision an overflow there cannot make the
+    run's gradient scaler skip the decoder's step and lower its scale (the scaler unscales every gradient of
+    the optimiser before ``on_before_optimizer_step``, where they used to be dropped). Under DDP the strategy's
+    gradient all-reduce is held (``block_backward_sync``) and :meth:`after_backward` averages the other
+    gradients over processes in one all-reduce, before the scaler reads them, so the encoder's gradients are
+    neither computed nor sent. Other strategies keep the encoder in the backward pass (``active`` stays
+    ``False``) and the callback drops its gradients before the optimiser step.
+    """
+
+    def __init__(self) -> None:
+        self.frozen: list[nn.Parameter] = []
+        self._sync: ExitStack | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the encoder is out of the current step's backward pass."""
+        return bool(self.frozen)
+
+    def enter(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Take the encoder out of the step's backward pass (single device or DDP); hold DDP's all-reduce."""
+        strategy = trainer.strategy
+        if self.frozen or not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)):
+            return
+        self.frozen = encoder_parameters(pl_module)
+        for p in self.frozen:
+            p.requires_grad_(False)
+        if isinstance(strategy, DDPStrategy) and trainer.world_size > 1:
+            self._sync = ExitStack()
+            self._sync.enter_context(strategy.block_backward_sync())
+
+    def after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Under DDP: average the gradients of every other parameter over processes, in one all-reduce.
+
+        A parameter with no gradient on a process counts as a zero gradient there and keeps ``None`` where no
+        process has one, as DDP does. Averaging after each backward pass is also right with gradient
+        accumulation: the sum already averaged is the same on every process.
+        """
+        if self._sync is None:
+            return
+        params = [p for p in pl_module.parameters() if p.requires_grad]
+        if not params:
+            return
+        grads = [p.grad for p in params]
+        dtype = torch.promote_types(next((g.dtype for g in grads if g is not None), params[0].dtype), torch.float32)
+        # Which parameters have a gradient here: a host list copied without waiting for the device.
+        present = torch.tensor([float(g is not None) for g in grads], dtype=dtype).to(
+            params[0].device, non_blocking=True
+        )
+        parts = [(g if g is not None else torch.zeros_like(p)).reshape(-1).to(dtype) for p, g in zip(params, grads)]
+        flat = _reduce_mean(trainer, torch.cat([*parts, present]))
+        sizes = [p.numel() for p in params]
+        values, anywhere = flat[: sum(sizes)], flat[sum(sizes) :]
+        for p, g, value, seen in zip(params, grads, torch.split(values, sizes), anywhere.unbind()):
+            if g is not None:
+                g.copy_(value.reshape(g.shape))
+            elif bool(seen > 0):  # a host read, only for a parameter this process left without a gradient
+                p.grad = value.reshape(p.shape).to(p.dtype)
+
+    def exit(self) -> None:
+        """Give the encoder back its gradients and DDP its all-reduce."""
+        for p in self.frozen:
+            p.requires_grad_(True)
+        self.frozen = []
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None

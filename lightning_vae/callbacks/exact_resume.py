@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_vae.checkpoints import AtomicCheckpointIO
+from lightning_vae.callbacks.epoch_edges import resume_at_epoch_edge
+from lightning_vae.checkpoints import checkpoint_step, remove_unfinished_writes, use_safe_checkpoint_io
 from lightning_vae.checks import check_int
 from lightning_vae.data.common import batch_key
 
@@ -28,7 +31,11 @@ class ExactResume(Callback):
     themselves (:class:`~lightning_vae.data.common.ResumableLoader`). When the trainer writes checkpoints
     with Lightning's default writer, the callback replaces it by
     :class:`~lightning_vae.checkpoints.AtomicCheckpointIO`, so a process killed while writing one leaves
-    the previous checkpoint intact.
+    the previous checkpoint intact (and resumed checkpoints are read weights-only, their CRCs checked); when
+    training starts, what such a process left in the checkpoint folders is removed
+    (:func:`clean_checkpoint_folders`). Checkpoints written at an epoch's edge are resumed as the uninterrupted
+    run went on (:func:`~lightning_vae.callbacks.epoch_edges.resume_at_epoch_edge`), through any number of
+    resumes.
 
     The seed is saved in the checkpoint, so a resumed run keeps it.
 
@@ -50,9 +57,7 @@ class ExactResume(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.seed is None:
             self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        strategy = trainer.strategy
-        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default writer: make it atomic
-            strategy.checkpoint_io = AtomicCheckpointIO()
+        use_safe_checkpoint_io(trainer)  # Lightning's default writer: atomic writes, weights-only reads
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         key = batch_key(self.seed or 0, trainer.current_epoch, trainer.global_rank, batch_idx)
@@ -69,3 +74,54 @@ class ExactResume(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.seed = state_dict.get("seed", self.seed)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero:
+            clean_checkpoint_folders(trainer)
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Called before Lightning restores its loops from the same dictionary.
+        resume_at_epoch_edge(checkpoint, iteration_based=trainer.max_steps != -1)
+
+
+def clean_checkpoint_folders(trainer: Trainer) -> list[Path]:
+    """What a run killed while writing checkpoints left behind, removed when training starts (rank zero).
+
+    In every ``ModelCheckpoint`` folder: the ``.tmp`` files of writes cut off midway; and, when the run resumes from
+    a checkpoint in that folder, the checkpoints the killed run wrote after it (a higher step, not among the files
+    the restored callback keeps), which the resumed run would otherwise keep beside its own as ``...-v1.ckpt``. A
+    ``last`` file left there becomes the one the resumed run overwrites, not ``last-v1.ckpt``.
+
+    Returns:
+        The files removed.
+    """
+    removed: list[Path] = []
+    resumed = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path and os.path.isfile(trainer.ckpt_path) else None
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint) or not callback.dirpath or not os.path.isdir(callback.dirpath):
+            continue
+        folder = Path(callback.dirpath).resolve()
+        removed += remove_unfinished_writes(folder)
+        if resumed is None or resumed.parent != folder:
+            continue
+        last = folder / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+        if (
+            callback.save_last
+            and last.is_file()
+            and not (callback.last_model_path and os.path.isfile(callback.last_model_path))
+        ):
+            callback.last_model_path = str(last)
+        kept = {resumed, *(Path(p).resolve() for p in callback.best_k_models)}
+        kept |= {Path(p).resolve() for p in (callback.best_model_path, callback.last_model_path) if p}
+        for path in sorted(folder.glob(f"*{callback.FILE_EXTENSION}")):
+            if path.resolve() in kept or not path.is_file():
+                continue
+            step = checkpoint_step(path)
+            if step is not None and step > trainer.global_step:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    if removed:
+        rank_zero_info(
+            "Removed what an interrupted run left in its checkpoint folders: " + ", ".join(str(p) for p in removed)
+        )
+    return removed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 
 import yaml
@@ -17,6 +18,30 @@ EVALUATION = ("validate", "test", "predict")
 
 class CLIError(ValueError):
     """A command line that cannot run; the message says what to pass instead."""
+
+
+def yaml_problem(path: str | os.PathLike) -> str | None:
+    r"""What is wrong with the YAML file ``path`` (``None`` when it parses), naming the file, line and column.
+
+    Example::
+
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        ...     _ = f.write("model:\n  beta: [1, 2\n")
+        >>> yaml_problem(f.name).endswith("line 3, column 1)")
+        True
+    """
+    try:
+        with open(path) as f:
+            yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{str(path)!r} is not valid YAML ({problem}{where})"
+    except UnicodeDecodeError as err:
+        return f"{str(path)!r} is not a text file ({err})"
+    return None
 
 
 def _option_value(args: Sequence[str], names: Sequence[str]) -> str | None:
@@ -84,7 +109,8 @@ def prepare_args(args: Sequence[str]) -> list[str]:
       defaults, not from the earlier class's arguments.
 
     Raises:
-        CLIError: If a ``--config`` names nothing, or the checkpoint cannot be read.
+        CLIError: If a ``--config`` names nothing or is not valid YAML (naming the file, line and column), or the
+            checkpoint cannot be read.
 
     Example::
 
@@ -97,8 +123,14 @@ def prepare_args(args: Sequence[str]) -> list[str]:
             for flag in ("--config", "-c"):
                 if arg == flag and i + 1 < len(out):
                     out[i + 1] = str(shipped.resolve(out[i + 1]))
+                    problem = yaml_problem(out[i + 1])
                 elif arg.startswith(f"{flag}="):
                     out[i] = f"{flag}={shipped.resolve(arg.split('=', 1)[1])}"
+                    problem = yaml_problem(out[i].split("=", 1)[1])
+                else:
+                    continue
+                if problem is not None:
+                    raise CLIError(f"lightning-vae: --config {problem}")
         subcommand = next((a for a in out if a in SUBCOMMANDS), None)
         ckpt = _option_value(out, ["--ckpt_path"])
         has_config = _option_value(out, ["--config", "-c"]) is not None
@@ -116,4 +148,4 @@ def prepare_args(args: Sequence[str]) -> list[str]:
     return out
 
 
-__all__ = ["EVALUATION", "SUBCOMMANDS", "CLIError", "prepare_args"]
+__all__ = ["EVALUATION", "SUBCOMMANDS", "CLIError", "prepare_args", "yaml_problem"]

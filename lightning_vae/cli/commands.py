@@ -6,7 +6,8 @@ import sys
 from collections.abc import Sequence
 
 from lightning_vae import configs as shipped
-from lightning_vae.cli.args import CLIError, prepare_args
+from lightning_vae.cli.args import prepare_args
+from lightning_vae.cli.errors import run_command
 from lightning_vae.cli.vaecli import build_cli
 
 
@@ -39,26 +40,29 @@ def _configs_command(argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``lightning-vae``: LightningCLI plus the ``sample``, ``reconstruct`` and ``configs`` commands."""
+    """Entry point of ``lightning-vae``: LightningCLI plus the ``sample``, ``reconstruct`` and ``configs`` commands.
+
+    An error ends the command with one line naming it and exit status 1 (:mod:`lightning_vae.cli.errors`);
+    ``--debug`` or ``LIGHTNING_VAE_DEBUG=1`` shows the traceback instead.
+    """
+    run_command("lightning-vae", lambda args: _main(args, console=argv is None), sys.argv[1:] if argv is None else argv)
+
+
+def _main(args: list[str], console: bool) -> None:
     from lightning_vae.cli import generate
 
-    args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in generate.COMMANDS:
         generate.main(args)
         return
     if args and args[0] == "configs":
         _configs_command(args[1:])
         return
-    try:
-        prepared = prepare_args(args)
-        if argv is None:  # as a console script: LightningCLI reads sys.argv (no programmatic-use warning)
-            sys.argv = [sys.argv[0], *prepared]
-            build_cli(None)
-        else:
-            build_cli(prepared)
-    except CLIError as err:
-        message = str(err)
-        sys.exit(message if message.startswith("lightning-vae") else f"lightning-vae: {message}")
+    prepared = prepare_args(args)
+    if console:  # as a console script: LightningCLI reads sys.argv (no programmatic-use warning)
+        sys.argv = [sys.argv[0], *prepared]
+        build_cli(None, exit_on_error=False)
+    else:
+        build_cli(prepared, exit_on_error=False)
 
 
 __all__ = ["main"]

@@ -19,7 +19,6 @@ the checkpoint belongs to.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -31,11 +30,14 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import Tensor
 
-from lightning_vae.building import resolve_class
+from lightning_vae.building import check_checkpoint_classes, resolve_class
 from lightning_vae.callbacks.views import prior_samples, reconstruction_rows
 from lightning_vae.checks import check_choice, choices
+from lightning_vae.cli.args import yaml_problem
+from lightning_vae.cli.errors import debug_requested
 from lightning_vae.cli.runs import checkpoint_data_config
 from lightning_vae.export import FORMATS, PARTS, ExportError, check_export, export_model
+from lightning_vae.targets import check_config
 from lightning_vae.utilities import batch_data
 from lightning_vae.viz import image_grid, write_png
 
@@ -48,19 +50,11 @@ _STAGES: dict[str, str] = {"train": "fit", "val": "validate", "test": "test", "p
 EXPORT_TOLERANCE = 1e-4
 
 
-def _import(dotted: str, what: str) -> Any:
-    module_name, _, name = dotted.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"Cannot import the {what} {dotted!r}: {err}") from err
-
-
 def load_model(ckpt_path: str | os.PathLike, model_class: str = "lightning_vae.VAE", device: str = "cpu") -> Any:
     """Load a module from a checkpoint alone (networks rebuilt from its hyperparameters), in eval mode."""
     if not Path(ckpt_path).is_file():
         raise ValueError(f"Expected `ckpt_path` to be a checkpoint file, got {str(ckpt_path)!r}")
-    cls = _import(model_class, "model class")
+    cls: Any = resolve_class(model_class, "model")  # a LightningModule class
     model = cls.load_from_checkpoint(ckpt_path, map_location=device)
     return model.eval()
 
@@ -74,7 +68,9 @@ def sample_images(model: Any, n: int = 64, seed: int = 0) -> Tensor:
     return prior_samples(model, n, seed)
 
 
-def _data_from_mapping(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> LightningDataModule:
+def _data_from_mapping(
+    config: Mapping[str, Any], overrides: Mapping[str, Any], source: str = "the config"
+) -> LightningDataModule:
     data = config.get("data")
     if isinstance(data, str):
         data = {"class_path": data}
@@ -82,13 +78,14 @@ def _data_from_mapping(config: Mapping[str, Any], overrides: Mapping[str, Any]) 
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
-        resolve_class(data["_target_"], "data")  # a LightningDataModule class, checked before anything is called
-
         node = OmegaConf.create(dict(config))
         for key, value in overrides.items():
             OmegaConf.update(node, f"data.{key}", value, force_add=True)
+        # Every _target_ of the data section (nested ones too), checked against its slot before anything is called.
+        check_config({"data": node.data}, source)
         return instantiate(node.data, _convert_="all")  # type: ignore[no-any-return]
     if isinstance(data, Mapping) and "class_path" in data:
+        check_checkpoint_classes({"data": dict(data)}, source)
         cls = resolve_class(data["class_path"], "data")
         return cls(**{**dict(data.get("init_args") or {}), **overrides})  # type: ignore[no-any-return]
     raise ValueError(
@@ -107,11 +104,14 @@ def load_datamodule(
     """
     overrides = dict(overrides or {})
     if config is not None:
+        problem = yaml_problem(config)
+        if problem is not None:
+            raise ValueError(f"--config {problem}")
         with open(config) as f:
-            return _data_from_mapping(yaml.safe_load(f) or {}, overrides)
+            return _data_from_mapping(yaml.safe_load(f) or {}, overrides, str(config))
     recorded = checkpoint_data_config(ckpt_path)  # weights-only read; the class is checked before it is built
     if recorded is not None:
-        return _data_from_mapping({"data": recorded}, overrides)
+        return _data_from_mapping({"data": recorded}, overrides, str(ckpt_path))
     raise ValueError(
         f"The checkpoint {str(ckpt_path)!r} does not say which data it was trained on; pass --config with the "
         "LightningCLI or Hydra config of the run"
@@ -222,8 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(command: str, err: Exception) -> NoReturn:
-    """Report an error of a run (not of its arguments) without the usage text, and exit with status 2."""
-    print(f"lightning-vae {command}: error: {err}", file=sys.stderr)
+    """Report an error of a run (not of its arguments) on one line without the usage text, and exit with status 2
+    (with ``--debug`` or ``LIGHTNING_VAE_DEBUG=1``: raise it, with its traceback)."""
+    if debug_requested():
+        raise err
+    message = " ".join(str(err).split())
+    print(f"lightning-vae {command}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_vae.viz import find_tensorboard_logger
@@ -66,6 +67,37 @@ class ValidateAtMaxSteps(Callback):
             trainer.val_check_batch = last  # batch index last - 1 satisfies (batch_idx + 1) % last == 0
 
 
+class SaveLastSteps(Callback):
+    """Write ``last.ckpt`` at the end of ``fit`` when the run's last steps were not saved.
+
+    A ``ModelCheckpoint`` saving every ``every_n_train_steps`` steps saves nothing at the end of an epoch or of the
+    run, so the steps after the last multiple (3 of a 23-step run saving every 4) were lost, and a resumed run
+    started before them. For each ``ModelCheckpoint`` with ``save_last``, the state at the end of training is
+    written to its ``last`` file (and recorded as its ``last_model_path``) unless a checkpoint of that step was
+    already written.
+
+    Example::
+
+        >>> from lightning.pytorch import Trainer
+        >>> trainer = Trainer(max_steps=3, callbacks=[SaveLastSteps()], logger=False)
+    """
+
+    def __init__(self) -> None:
+        self.saved_step: int | None = None
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self.saved_step = trainer.global_step
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.saved_step == trainer.global_step or getattr(trainer, "fast_dev_run", False):
+            return
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+                path = os.path.join(callback.dirpath, f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
+                trainer.save_checkpoint(path)  # every rank calls it; rank zero writes
+                callback.last_model_path = path
+
+
 class RunProgress(Callback):
     """Leave the run's progress (steps, batches, batches per epoch) in ``trainer.callback_metrics`` at the end of fit.
 
@@ -85,13 +117,13 @@ class RunProgress(Callback):
 def entry_point_callbacks() -> list[Callback]:
     """The callbacks both entry points add to every trainer.
 
-    :class:`ValidateAtMaxSteps`, :class:`RunProgress`, and
-    :class:`~lightning_vae.callbacks.ExactResume` (each step's random draws from the seed and the step, atomic
-    checkpoint writes), so that a run killed at any point resumes from its last checkpoint exactly.
+    :class:`ValidateAtMaxSteps`, :class:`RunProgress`, :class:`SaveLastSteps` (``last.ckpt`` holds the run's
+    last step), and :class:`~lightning_vae.callbacks.ExactResume` (each step's random draws from the seed and the
+    step, atomic checkpoint writes), so that a run killed at any point resumes from its last checkpoint exactly.
     """
     from lightning_vae.callbacks.exact_resume import ExactResume
 
-    return [ValidateAtMaxSteps(), RunProgress(), ExactResume()]
+    return [ValidateAtMaxSteps(), RunProgress(), SaveLastSteps(), ExactResume()]
 
 
 def pin_logger_versions(trainer: Trainer) -> None:
@@ -188,10 +220,17 @@ def _from_hydra_config(config_file: Path) -> dict[str, Any] | None:
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from lightning_vae.cli.args import yaml_problem
+    from lightning_vae.targets import check_config
+
+    problem = yaml_problem(config_file)
+    if problem is not None:
+        raise ValueError(problem)
     config = OmegaConf.load(config_file)
     data = config.get("data") if isinstance(config, DictConfig) else None
     if data is None or "_target_" not in data:
         return None
+    check_config({"data": data}, str(config_file))  # nested _target_s too, before anything is resolved or built
     try:
         resolved = OmegaConf.to_container(data, resolve=True)
     except OmegaConfBaseException as err:

@@ -11,7 +11,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 import lightning_vae.callbacks  # noqa: F401 - makes `--trainer.callbacks+=KLAnnealing` (short class names) resolve
 from lightning_vae import configs as shipped
-from lightning_vae.cli.args import EVALUATION, CLIError, prepare_args
+from lightning_vae.building import check_checkpoint_classes
+from lightning_vae.checkpoints import load_checkpoint
+from lightning_vae.cli.args import EVALUATION, SUBCOMMANDS, CLIError, prepare_args
 from lightning_vae.cli.runs import entry_point_callbacks, pin_logger_versions, summarize
 from lightning_vae.training.module import VAE
 
@@ -37,7 +39,16 @@ class VAECLI(LightningCLI):
         parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=True, required=False)
 
     def _parse_ckpt_path(self) -> None:
-        super()._parse_ckpt_path()  # the model's arguments from the checkpoint, as LightningCLI does
+        # The model's arguments come from the checkpoint, as LightningCLI reads them; first the file is checked
+        # (CRC, weights only) and every class and setting it names, before jsonargparse resolves any of them.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and os.path.isfile(ckpt_path):
+            checkpoint = load_checkpoint(ckpt_path)
+            hparams = dict(checkpoint.get("hyper_parameters") or {})
+            hparams.pop("_instantiator", None)  # LightningCLI drops it too
+            check_checkpoint_classes(hparams, source=str(ckpt_path))
+        super()._parse_ckpt_path()
         self._check_config()  # before the seed is set: the message is the first thing printed
 
     def add_arguments_to_parser(self, parser: Any) -> None:
@@ -67,6 +78,7 @@ class VAECLI(LightningCLI):
     def _check_config(self) -> None:
         subcommand, config = self._subcommand_config()
         command = f"lightning-vae {subcommand}" if subcommand else "lightning-vae"
+        _check_classes(config)
         model = config.get("model")
         networks = model is not None and model.get("encoder") is not None and model.get("decoder") is not None
         if not networks and (model is None or model.get("model") is None):
@@ -130,6 +142,23 @@ class VAECLI(LightningCLI):
         print(summarize(self.trainer), flush=True)
 
 
+def _plain(value: Any) -> Any:
+    as_dict = getattr(value, "as_dict", None)
+    return as_dict() if callable(as_dict) else value
+
+
+def _check_classes(config: Any) -> None:
+    """The model's and the data module's classes and the ``compile`` settings of a parsed config, by the rule the
+    checkpoints follow (:func:`~lightning_vae.building.check_checkpoint_classes`); the trainer's classes are held
+    to the trainer's annotated types by jsonargparse."""
+    model = config.get("model")
+    if model is not None:
+        check_checkpoint_classes(_plain(model), source="the config's `model`")
+    data = _plain(config.get("data"))
+    if isinstance(data, dict) and data.get("class_path") is not None:
+        check_checkpoint_classes({"data": data}, source="the config")
+
+
 _DESCRIPTION = (
     "Train and evaluate a VAE (fit, validate, test, predict), e.g. `lightning-vae fit --config shapes`. "
     "`lightning-vae configs` lists the shipped configs (`--copy DIR` copies them for editing). After training: "
@@ -138,20 +167,23 @@ _DESCRIPTION = (
 )
 
 
-def build_cli(args: Any = None) -> VAECLI:
+def build_cli(args: Any = None, exit_on_error: bool = True) -> VAECLI:
     """Build and run the CLI (``args`` as a list or dict for programmatic use and tests); return it.
 
-    A list goes through :func:`prepare_args` first.
+    A list goes through :func:`prepare_args` first. With ``exit_on_error=False`` (the ``lightning-vae`` command) a
+    wrong argument raises jsonargparse's ``ArgumentError`` for the command's one-line report
+    (:mod:`lightning_vae.cli.errors`) instead of printing the whole usage and exiting.
     """
     if isinstance(args, (list, tuple)):
         args = prepare_args(args)
+    errors = {"exit_on_error": exit_on_error}
     return VAECLI(
         VAE,
         LightningDataModule,
         subclass_mode_data=True,
         auto_configure_optimizers=False,  # the optimizer is VAE's own `optimizer` argument
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": _DESCRIPTION},
+        parser_kwargs={"description": _DESCRIPTION, **errors, **{name: dict(errors) for name in SUBCOMMANDS}},
         args=args,
     )
 

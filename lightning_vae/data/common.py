@@ -156,9 +156,15 @@ class ResumableSampler(DistributedSampler):
         self.batch_size = batch_size
         #: Position in this epoch's order to start from, used once by the next iteration (set on resume).
         self.start = 0
+        #: The epoch ``start`` belongs to (``None``: whichever comes next); an iteration of another epoch starts at 0.
+        self.start_epoch: int | None = None
+
+    def pending_start(self) -> int:
+        """Where the next iteration starts: ``start``, unless it was set for another epoch than this one."""
+        return self.start if self.start_epoch is None or self.start_epoch == self.epoch else 0
 
     def __iter__(self) -> Iterator[Any]:
-        start, self.start = self.start, 0
+        start, self.start, self.start_epoch = self.pending_start(), 0, None
         indices = list(super().__iter__())[start:]
         if self.batch_size is None:
             return iter(indices)
@@ -198,7 +204,7 @@ class ResumableLoader(DataLoader):
         self.batches_seen = 0
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        self.batches_seen = self.sampler.start // (self.batch_size or 1)
+        self.batches_seen = self.sampler.pending_start() // (self.batch_size or 1)
         for batch in super().__iter__():
             self.batches_seen += 1
             yield batch
@@ -210,6 +216,10 @@ class ResumableLoader(DataLoader):
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue after the ``state["batches"]``-th batch of epoch ``state["epoch"]``.
 
+        After the last batch, the next iteration starts the next epoch; with ``state["finish_epoch"]`` (set by
+        :func:`~lightning_vae.callbacks.exact_resume.resume_before_epoch_end`) it yields nothing, ending the
+        saved epoch, and the one after it starts the next.
+
         Raises:
             ValueError: If the state was written with another seed (the order would differ).
         """
@@ -219,12 +229,13 @@ class ResumableLoader(DataLoader):
                 f"{self.sampler.seed}; resume with the same data settings"
             )
         epoch, batches = int(state["epoch"]), int(state["batches"])
-        if batches >= len(self):
+        if batches >= len(self) and not state.get("finish_epoch", False):
             self.sampler.set_epoch(epoch + 1)
             self.sampler.start = 0
         else:
             self.sampler.set_epoch(epoch)
             self.sampler.start = batches * (self.batch_size or 1)
+            self.sampler.start_epoch = epoch
 
 
 def make_loader(

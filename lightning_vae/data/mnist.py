@@ -62,11 +62,18 @@ class MissingDataError(FileNotFoundError, ValueError):
     """A data file is missing; the message names it and says how to get it."""
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, ndim: int | None = None, what: str = "") -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed) into a NumPy array.
 
+    Args:
+        path: The file.
+        ndim: The number of dimensions the file must hold (its magic number's last byte: 3 for MNIST's images,
+            1 for its labels); ``None`` takes any.
+        what: What the file should hold, for the message (e.g. ``"images"``).
+
     Raises:
-        ValueError: If the file is not a valid IDX file or is truncated.
+        ValueError: If the file is not a valid IDX file, holds another number of dimensions than ``ndim`` (a
+            labels file saved under an images file's name), or is truncated; naming the file.
     """
     opener = gzip.open if str(path).endswith(".gz") else open
     try:
@@ -78,11 +85,21 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path} is corrupt (failed the gzip check: {err}); download it again") from err
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex()!r})")
-    ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    found = data[3]
+    if ndim is not None and found != ndim:
+        kind = {1: "a labels file", 3: "an images file"}.get(found, "another IDX file")
+        magic = f"0x0000{data[2]:02x}{ndim:02x}"
+        raise ValueError(
+            f"{path} holds a {found}-dimensional IDX array (magic number 0x{data[:4].hex()}: {kind}), expected "
+            f"{ndim} dimensions{f' ({what})' if what else ''} (magic number {magic}); is it another file saved "
+            "under this name?"
+        )
+    if len(data) < 4 + 4 * found:
+        raise ValueError(f"{path} is truncated or corrupt: its header ends early ({len(data)} bytes)")
+    dims = struct.unpack(f">{found}I", data[4 : 4 + 4 * found])
     dtype = _IDX_DTYPES[data[2]]
     expected = int(np.prod(dims)) * dtype.itemsize
-    body = data[4 + 4 * ndim :]
+    body = data[4 + 4 * found :]
     if len(body) != expected:
         raise ValueError(
             f"{path} is truncated or corrupt: expected {expected} data bytes for shape {dims}, got {len(body)}"
@@ -151,8 +168,9 @@ def load_mnist(data_dir: str | os.PathLike, split: Split, download: bool = False
                 )
             download_file(name, data_dir)
         paths[kind] = path
-    images = torch.from_numpy(read_idx(paths["images"]).copy()).float().div_(255.0).unsqueeze(1)
-    labels = torch.from_numpy(read_idx(paths["labels"]).astype(np.int64))
+    images = torch.from_numpy(read_idx(paths["images"], ndim=3, what="images").copy()).float().div_(255.0)
+    images = images.unsqueeze(1)
+    labels = torch.from_numpy(read_idx(paths["labels"], ndim=1, what="labels").astype(np.int64))
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (1, 28, 28):
         raise ValueError(
             f"MNIST files in {data_dir} disagree: images {tuple(images.shape)}, labels {tuple(labels.shape)}"

@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from lightning_vae.checks import check_choice, check_int
 from lightning_vae.data.common import TrainValDataModule, check_loader_args
+from lightning_vae.data.ground_truth import UniformFactorGrid, check_factors
 
 #: The image sides the shapes are rendered at.
 ImageSize = Literal[28, 32, 64]
@@ -104,11 +106,13 @@ class ShapesDataset(Dataset):
         return self.images[index], self.factors[index]
 
 
-class ShapesDataModule(TrainValDataModule):
+class ShapesDataModule(UniformFactorGrid, TrainValDataModule):
     """The embedded default data: dSprites-style shapes rendered on the fly, with ground-truth factors.
 
     Batches are ``(images, factors)``: images ``(B, 1, S, S)`` in {0, 1}, factors ``(B, 5)`` integer
-    indices in the order of :data:`FACTOR_NAMES`.
+    indices in the order of :data:`FACTOR_NAMES`. It is a ground-truth source
+    (:class:`~lightning_vae.data.ground_truth.GroundTruthData`): ``sample_factors`` draws factors uniformly from the
+    grid and ``render`` draws their images at the module's ``image_size``, for the disentanglement metrics.
 
     Args:
         image_size: Side of the images: 28, 32 or 64.
@@ -125,7 +129,13 @@ class ShapesDataModule(TrainValDataModule):
         >>> x, factors = next(iter(dm.train_dataloader()))
         >>> x.shape, factors.shape
         (torch.Size([16, 1, 32, 32]), torch.Size([16, 5]))
+        >>> import numpy as np
+        >>> dm.render(dm.sample_factors(3, np.random.RandomState(0))).shape
+        torch.Size([3, 1, 32, 32])
     """
+
+    factor_names = FACTOR_NAMES
+    factor_sizes = FACTOR_SIZES
 
     def __init__(
         self,
@@ -144,6 +154,10 @@ class ShapesDataModule(TrainValDataModule):
         self.data_shape = (1, image_size, image_size)
         self.train_set: ShapesDataset | None = None
         self.val_set: ShapesDataset | None = None
+
+    def render(self, factors: np.ndarray | Tensor) -> Tensor:
+        """The float images ``(n, 1, S, S)`` in {0, 1} of integer factors ``(n, 5)``, as in the data sets."""
+        return render_shapes(torch.from_numpy(check_factors(factors, FACTOR_SIZES)), self.image_size).float()
 
     def setup(self, stage: str | None = None) -> None:
         hp = self

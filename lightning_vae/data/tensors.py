@@ -34,9 +34,9 @@ def load_array(source: Tensor | np.ndarray | str | os.PathLike, key: str | None 
     if not path.exists():
         raise MissingDataError(f"Data file {str(path)!r} not found")
     if path.suffix == ".npy":
-        return torch.from_numpy(np.load(path)).float()
+        return torch.from_numpy(np.load(path, allow_pickle=False)).float()
     if path.suffix == ".npz":
-        with np.load(path) as archive:
+        with np.load(path, allow_pickle=False) as archive:
             names = list(archive.keys())
             if key is None:
                 key = names[0] if len(names) == 1 else ("x" if "x" in names else None)

@@ -164,6 +164,26 @@ def _normal(loc: Tensor, scale: Tensor) -> Normal:
     return normal
 
 
+def diagonal_gaussian_params(d: Distribution) -> tuple[Tensor, Tensor] | None:
+    """``(loc, log_var)`` of a diagonal Gaussian over vectors, or ``None`` for any other distribution.
+
+    A :class:`DiagonalGaussian` gives its own (clamped) parameters; ``Independent(Normal(loc, scale), 1)`` gives
+    ``loc`` and ``2 log scale`` in float32 (float64 stays float64), unclamped.
+
+    Example::
+
+        >>> import torch
+        >>> from torch.distributions import Independent, Normal
+        >>> diagonal_gaussian_params(Independent(Normal(torch.zeros(2), torch.full((2,), 2.0)), 1))[1]
+        tensor([1.3863, 1.3863])
+    """
+    if isinstance(d, DiagonalGaussian):
+        return d.loc, d.log_var
+    if isinstance(d, Independent) and isinstance(d.base_dist, Normal) and d.reinterpreted_batch_ndims == 1:
+        return at_least_float32(d.base_dist.loc), 2.0 * torch.log(at_least_float32(d.base_dist.scale))
+    return None
+
+
 def as_posterior(params: Any) -> Distribution:
     """Turn an encoder output into a distribution over ``z`` with event shape ``(D,)``.
 

@@ -19,7 +19,12 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, MixtureSameFamily
 
 from lightning_vae.checks import check_int, check_shape
-from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, DiagonalGaussian, as_posterior
+from lightning_vae.distributions.posteriors import (
+    LOG_VAR_RANGE,
+    DiagonalGaussian,
+    as_posterior,
+    diagonal_gaussian_params,
+)
 from lightning_vae.functional.math import at_least_float32, soft_clamp
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -34,12 +39,14 @@ class DiagonalGaussianMixture(MixtureSameFamily):
     ``log_prob`` computes each component's log-density by hand from standardised distances,
     ``log N_k(z) = -½ Σ_d (r² + log_var + log 2π)`` with ``r = (z - loc)·exp(-log_var / 2)``, and
     mixes them with ``logsumexp``. Unlike ``Normal.log_prob`` (whose backward divides by the variance
-    squared) no intermediate of the forward or backward pass overflows while ``r`` is finite, so a
-    component with zero responsibility passes an exact zero gradient (never ``0·inf = NaN``) to ``z``,
-    its mean, its log-variance and the mixture logits, wherever the float32 log-density of the
-    mixture is finite. The log-variances must already lie in :data:`LOG_VAR_RANGE` (the priors
-    soft-clamp them exactly as the posterior does): then ``exp(-log_var / 2) ≤ e^15`` and
-    ``r`` stays finite for ``|z - loc| < 1e32``. No argument validation is done (no host sync).
+    squared) no intermediate of the forward or backward pass overflows, so a component with zero
+    responsibility passes an exact zero gradient (never ``0·inf = NaN``) to ``z``, its mean, its
+    log-variance and the mixture logits, wherever the float32 log-density of the mixture is finite.
+    The log-variances must already lie in :data:`LOG_VAR_RANGE` (the priors soft-clamp them exactly
+    as the posterior does): then ``exp(-log_var / 2) ≤ e^15``; ``r`` overflows only for
+    ``|z - loc| ≥ 1e32``, and is bounded there by half the largest float (its square, and so that
+    component's log-density, is ``-inf`` either way: its responsibility is 0). No argument
+    validation is done (no host sync).
 
     Sampling, the mean and the variance are those of ``torch.distributions.MixtureSameFamily``.
 
@@ -89,7 +96,10 @@ class DiagonalGaussianMixture(MixtureSameFamily):
             if fast is not None:
                 return fast
         r = (value.unsqueeze(-2) - self.locs) * self._inv_std
-        return -0.5 * (r.square().sum(-1) + self._log_norm)
+        # Where r overflows (|z - loc| beyond ~1e32 at the log-variance floor) its square is inf either way; bounded,
+        # the zero gradient of that component stays 0 (2·r·0) instead of inf·0 = NaN.
+        bound = torch.finfo(r.dtype).max / 2
+        return -0.5 * (r.clamp(-bound, bound).square().sum(-1) + self._log_norm)
 
     def _expanded_log_prob(self, value: Tensor) -> Tensor | None:
         """The squared distances by matrix products in float64, or ``None`` where their error bound exceeds 1e-4."""
@@ -229,10 +239,14 @@ class MixtureOfGaussiansPrior(Prior):
 class VampPrior(Prior):
     """VampPrior (Tomczak & Welling 2018): ``p(z) = 1/K sum_k q(z | u_k)`` with learned pseudo-inputs ``u_k``.
 
-    With a diagonal-Gaussian encoder the prior is a :class:`DiagonalGaussianMixture` of the
-    pseudo-posteriors (log-variances soft-clamped by the posterior), so no NaN gradient reaches the
-    encoder's log-variance from a far or sharp pseudo-posterior. An encoder returning another
-    distribution is mixed with ``torch.distributions.MixtureSameFamily``.
+    With a diagonal-Gaussian encoder, whether it returns ``(loc, log_var)``, a
+    :class:`~lightning_vae.distributions.DiagonalGaussian` or ``Independent(Normal(loc, scale), 1)``,
+    the prior is a :class:`DiagonalGaussianMixture` of the pseudo-posteriors, so no NaN gradient
+    reaches the encoder from a far or sharp pseudo-posterior. Their log-variances are soft-clamped to
+    :data:`~lightning_vae.distributions.posteriors.LOG_VAR_RANGE` as the posterior's are (for
+    ``2 log scale`` of a ``Normal``: the identity to float32 precision for scales in [e^-7.5, e^2.5]).
+    An encoder returning another distribution is mixed with
+    ``torch.distributions.MixtureSameFamily``.
 
     Args:
         input_shape: Shape of one data example, e.g. ``(1, 28, 28)``.
@@ -262,8 +276,12 @@ class VampPrior(Prior):
             raise ValueError("VampPrior needs the encoder: call it as `prior(encoder)`")
         q = as_posterior(encoder(self.pseudo_inputs))
         logits = torch.zeros(self.pseudo_inputs.shape[0], device=self.pseudo_inputs.device)
-        if isinstance(q, DiagonalGaussian):
-            return DiagonalGaussianMixture(logits, q.loc, q.log_var)
+        params = diagonal_gaussian_params(q)
+        if params is not None:
+            loc, log_var = params
+            if not isinstance(q, DiagonalGaussian):  # 2 log scale of a Normal, not clamped yet
+                log_var = soft_clamp(log_var, *LOG_VAR_RANGE)
+            return DiagonalGaussianMixture(logits.to(loc.dtype), loc, log_var)
         return MixtureSameFamily(Categorical(logits=logits, validate_args=False), q, validate_args=False)
 
 

@@ -3,10 +3,15 @@
 The estimator is the one of the common disentanglement benchmarks (Locatello et al. 2019): each
 latent dimension of the codes (usually posterior means) is discretised into ``n_bins`` equal-width
 bins between its minimum and maximum, and the discrete mutual information with each (discrete)
-factor is read from the contingency table.
+factor is read from the contingency table. The bins are those of disentanglement_lib's
+``_histogram_discretize`` (``np.digitize(c, np.histogram(c, n_bins)[1][:-1])``), edges included:
+built in the codes' own type, so float32 codes are binned against float32 edges.
 """
 
 from __future__ import annotations
+
+import importlib
+from types import ModuleType
 
 import torch
 from torch import Tensor
@@ -14,8 +19,28 @@ from torch import Tensor
 from lightning_vae.checks import check_int
 
 
+def require_sklearn(what: str, module: str) -> ModuleType:
+    """``sklearn.<module>``, which the classifier-based metrics need (scikit-learn is an optional dependency).
+
+    Raises:
+        ImportError: Naming ``what`` and the extra that installs scikit-learn.
+    """
+    try:
+        return importlib.import_module(f"sklearn.{module}")
+    except ImportError as err:
+        raise ImportError(
+            f"{what} needs scikit-learn: pip install 'lightning-vae[disentanglement]' (or scikit-learn)"
+        ) from err
+
+
 def discretize(codes: Tensor, n_bins: int = 20) -> Tensor:
     """Bin each column of ``codes`` ``(N, D)`` into ``n_bins`` equal-width bins over its range; ``(N, D)`` int64.
+
+    The edges are NumPy's (``numpy.histogram``, the binning of disentanglement_lib): ``low + i · ((high - low) /
+    n_bins)`` with the last one exactly ``high`` (``low ∓ 0.5``, ``high ± 0.5`` for a constant column), computed in
+    the codes' type (float64 for integer codes; bfloat16 codes in float32), and a code equal to an inner edge goes
+    to the bin above it. Float32 codes binned against float64 edges would land one bin lower wherever rounding
+    an edge to float32 moves it past a code.
 
     Example::
 
@@ -26,12 +51,17 @@ def discretize(codes: Tensor, n_bins: int = 20) -> Tensor:
     if codes.dim() != 2:
         raise ValueError(f"Expected codes of shape (N, D), got {tuple(codes.shape)}")
     check_int("n_bins", n_bins, low=1)
-    codes = codes.double()
-    # The edges of every column at once, where the codes are (no host read): those of numpy.linspace,
-    # ``low + i * (high - low) / n_bins`` with the last one exactly ``high``.
+    if not codes.is_floating_point():
+        codes = codes.double()
+    elif codes.dtype == torch.bfloat16:
+        codes = codes.float()
+    # The edges of every column at once, where the codes are (no host read): those of numpy.linspace in the codes'
+    # type, ``i * ((high - low) / n_bins) + low`` in that order, the last one exactly ``high``.
     low, high = codes.amin(0), codes.amax(0)
-    steps = torch.arange(n_bins + 1, dtype=torch.float64, device=codes.device).unsqueeze(1)
-    edges = low + steps * ((high - low) / n_bins)  # (n_bins + 1, D)
+    constant = low == high
+    low, high = torch.where(constant, low - 0.5, low), torch.where(constant, high + 0.5, high)
+    steps = torch.arange(n_bins + 1, dtype=codes.dtype, device=codes.device).unsqueeze(1)
+    edges = steps * ((high - low) / n_bins) + low  # (n_bins + 1, D)
     edges[-1] = high
     inner = edges[1:-1].T.contiguous()  # (D, n_bins - 1)
     return torch.searchsorted(inner, codes.T.contiguous(), right=True).T
@@ -117,4 +147,10 @@ def mutual_information_gap(codes: Tensor, factors: Tensor, n_bins: int = 20) -> 
     return torch.stack(gaps).mean()
 
 
-__all__ = ["discrete_entropy", "discrete_mutual_information", "discretize", "mutual_information_gap"]
+__all__ = [
+    "discrete_entropy",
+    "discrete_mutual_information",
+    "discretize",
+    "mutual_information_gap",
+    "require_sklearn",
+]

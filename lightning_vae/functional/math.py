@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,28 @@ def at_least_float32(x: Tensor) -> Tensor:
 
 
 _WIDE = (torch.float32, torch.float64)
+
+
+def float32_region(device: torch.device) -> AbstractContextManager[None]:
+    """Disable autocast on ``device``'s type, so what runs inside keeps its inputs' type (a no-op without autocast).
+
+    The objective's exp/log/softplus run in float32 inside it, and so does the full-covariance posterior's
+    ``L @ ε`` (autocast would run a matrix product in bfloat16 or float16).
+
+    Example::
+
+        >>> import torch
+        >>> a = torch.ones(2, 2)
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16), float32_region(a.device):
+        ...     (a @ a).dtype
+        torch.float32
+    """
+    try:
+        if not torch.is_autocast_enabled(device.type):
+            return nullcontext()
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:  # a device type autocast does not know
+        return nullcontext()
 
 
 def soft_clamp(x: Tensor, low: float, high: float) -> Tensor:

@@ -117,10 +117,12 @@ def cyclical_schedule(
 ) -> float:
     """Cyclical annealing (Fu et al. 2019): ``M`` cycles over ``T`` steps, each rising for a fraction ``R``.
 
-    With period ``P = T / M`` and position in the cycle ``τ = (t mod P) / P``:
-    ``β_t = start + (end - start) · f(τ / R)`` while ``τ ≤ R``, else ``end``; ``f`` is ``u``
+    With period ``P = T / M``, cycle ``c`` starts at step ``⌊c·P⌋`` (as in the paper's reference code
+    ``frange_cycle_linear/sigmoid/cosine``, which writes cycle ``c`` at ``int(i + c·P)``: a period that is not
+    whole starts a cycle at the step before ``c·P``, never after), and ``u = (t - ⌊c·P⌋) / (R·P)``:
+    ``β_t = start + (end - start) · f(u)`` while ``u ≤ 1``, else ``end``; ``f`` is ``u``
     (``"linear"``), ``1 / (1 + exp(-(12u - 6)))`` (``"sigmoid"``) or ``(1 - cos(πu)) / 2``
-    (``"cosine"``), as in the paper's reference code. From ``t = T`` on the value stays at ``end``.
+    (``"cosine"``), as in the reference code. From ``t = T`` on the value stays at ``end``.
     ``n_cycles = 1`` is the monotonic schedule (a single ramp over ``R · T`` steps).
 
     Example::
@@ -131,10 +133,16 @@ def cyclical_schedule(
     if step >= length:
         return end
     period = length / n_cycles
-    tau = (max(step, 0.0) % period) / period
-    if tau > ratio:
+    t = max(step, 0.0)
+    cycle = min(int(t // period), n_cycles - 1)
+    while cycle > 0 and math.floor(cycle * period) > t:  # float rounding of t // period
+        cycle -= 1
+    while cycle + 1 < n_cycles and math.floor((cycle + 1) * period) <= t:  # the next cycle starts at ⌊(c+1)·P⌋
+        cycle += 1
+    u = (t - math.floor(cycle * period)) / (ratio * period)
+    if u > 1.0:
         return end
-    return _lerp(start, end, _cycle_shape(tau / ratio, shape))
+    return _lerp(start, end, _cycle_shape(u, shape))
 
 
 @dataclass(frozen=True)

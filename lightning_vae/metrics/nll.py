@@ -11,7 +11,7 @@ from torchmetrics import Metric
 
 from lightning_vae.checks import check_choice, check_int
 from lightning_vae.functional.math import bits_per_dim
-from lightning_vae.functional.nll import iw_nll
+from lightning_vae.functional.nll import IW_CHUNK_SIZE, iw_nll
 from lightning_vae.protocols import SupportsLogJoint, require
 
 #: The units :class:`ImportanceWeightedNLL` reports in.
@@ -28,7 +28,7 @@ class ImportanceWeightedNLL(Metric):
 
     Args:
         n_samples: Importance samples ``k`` per example (5000 in Burda et al. 2015).
-        chunk_size: Most (sample, example) pairs decoded at once.
+        chunk_size: Most (sample, example) pairs decoded at once (2048, as ``VAE``'s ``iw_chunk_size``).
         unit: ``"nats"`` (per example) or ``"bits_per_dim"`` (nats / (data dimensions · ln 2)).
 
     Raises:
@@ -57,7 +57,7 @@ class ImportanceWeightedNLL(Metric):
     def __init__(
         self,
         n_samples: int = 5000,
-        chunk_size: int = 10000,
+        chunk_size: int = IW_CHUNK_SIZE,
         unit: NLLUnit = "nats",
         **kwargs: Any,
     ) -> None:

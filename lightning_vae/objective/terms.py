@@ -8,18 +8,17 @@ each latent dimension (or group, or the total) is averaged over the batch *befor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution
 
 from lightning_vae.distributions.full_covariance import FullCovarianceGaussian, full_covariance_kl
-from lightning_vae.distributions.posteriors import DiagonalGaussian
+from lightning_vae.distributions.posteriors import diagonal_gaussian_params
 from lightning_vae.distributions.priors import is_standard_normal
 from lightning_vae.functional.kl import gaussian_kl, kl_per_dim
-from lightning_vae.functional.math import at_least_float32, log_mean_exp
+from lightning_vae.functional.math import at_least_float32, float32_region, log_mean_exp
 
 FreeBitsMode = Literal["dim", "group", "total", "latent_group"]
 
@@ -68,25 +67,6 @@ class ELBOTerms(NamedTuple):
     extra: dict[str, Tensor] | None = None
 
 
-def float32_region(device: torch.device) -> AbstractContextManager[None]:
-    """Disable autocast so the objective's exp/log/softplus run in float32 (a no-op when autocast is off)."""
-    try:
-        if not torch.is_autocast_enabled(device.type):
-            return nullcontext()
-        return torch.autocast(device_type=device.type, enabled=False)
-    except RuntimeError:  # a device type autocast does not know
-        return nullcontext()
-
-
-def _normal_params(d: Distribution) -> tuple[Tensor, Tensor] | None:
-    """``(loc, log_var)`` of a diagonal Gaussian over vectors, or ``None`` for any other distribution."""
-    if isinstance(d, DiagonalGaussian):
-        return d.loc, d.log_var
-    if isinstance(d, Independent) and isinstance(d.base_dist, Normal) and d.reinterpreted_batch_ndims == 1:
-        return at_least_float32(d.base_dist.loc), 2.0 * torch.log(at_least_float32(d.base_dist.scale))
-    return None
-
-
 def kl_terms(posterior: Distribution, prior: Distribution, z: Tensor) -> tuple[Tensor, Tensor | None]:
     """KL of each example and, where the KL factorises, of each element.
 
@@ -98,12 +78,12 @@ def kl_terms(posterior: Distribution, prior: Distribution, z: Tensor) -> tuple[T
         ``(kl, elementwise)``: ``kl`` of shape ``(B,)`` (closed form) or ``(S, B)`` (Monte Carlo),
         and the elementwise KL of shape ``(B, D)`` or ``None``.
     """
-    p_params = _normal_params(prior)
+    p_params = diagonal_gaussian_params(prior)
     if isinstance(posterior, FullCovarianceGaussian) and p_params is not None:
         if is_standard_normal(prior):
             return at_least_float32(full_covariance_kl(posterior)), None
         return at_least_float32(full_covariance_kl(posterior, p_params[0], p_params[1])), None
-    q_params = _normal_params(posterior)
+    q_params = diagonal_gaussian_params(posterior)
     if q_params is not None and p_params is not None:
         if is_standard_normal(prior):
             elementwise = gaussian_kl(q_params[0], q_params[1])

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from lightning_vae.functional.math import bits_per_dim
+from lightning_vae.functional.math import at_least_float32, bits_per_dim
 from lightning_vae.objective import ELBOTerms
 
 Stage = Literal["val", "test"]
@@ -28,7 +28,9 @@ class EvalMetrics(nn.Module):
     """Per-stage means of the objective's terms and of the importance-weighted NLL.
 
     NaN enters the means (``nan_strategy="disable"``): a non-finite batch makes the epoch value NaN, never
-    optimistic; :meth:`nonfinite_report` names such batches at the end of the epoch.
+    optimistic; :meth:`nonfinite_report` names such batches at the end of the epoch. The means are kept in the
+    type of the values they receive (float64 for a float64 model, else float32): torchmetrics states ignore
+    ``module.double()``.
 
     Example::
 
@@ -51,6 +53,16 @@ class EvalMetrics(nn.Module):
             {f"{stage}_{term}": MeanMetric(nan_strategy="disable") for stage in ("val", "test") for term in terms}
         )
         self._losses: list[tuple[int, Tensor]] = []
+        self._state_dtype: torch.dtype | None = None
+
+    def _match_dtype(self, value: Tensor) -> None:
+        """Put every mean's states in ``value``'s type (at least float32), once per change of type."""
+        dtype = at_least_float32(value).dtype
+        if dtype != self._state_dtype:
+            for metric in self.means.values():
+                assert isinstance(metric, MeanMetric)
+                metric.set_dtype(dtype)
+            self._state_dtype = dtype
 
     def metric(self, stage: Stage, term: str) -> MeanMetric:
         """The mean of ``term`` in ``stage``."""
@@ -71,6 +83,7 @@ class EvalMetrics(nn.Module):
     def update(self, stage: Stage, terms: ELBOTerms, n: int, batch_idx: int) -> dict[str, MeanMetric]:
         """Add one batch of ``n`` examples; return the updated metrics by log name (``"val/elbo"``, ``"val/kl/z1"``)."""
         self._losses.append((batch_idx, terms.loss.detach()))
+        self._match_dtype(terms.loss)
         updated = {}
         for term in EVAL_TERMS:
             metric = self.metric(stage, term)
@@ -87,6 +100,7 @@ class EvalMetrics(nn.Module):
 
     def update_nll(self, stage: Stage, values: Tensor) -> MeanMetric:
         """Add the importance-weighted NLL of each example of a batch."""
+        self._match_dtype(values)
         metric = self.metric(stage, "nll_iw")
         metric.update(values)
         return metric

@@ -18,17 +18,18 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from lightning_vae.adapters import is_compiled
 from lightning_vae.building import build, check_checkpoint_classes, save_hparams
-from lightning_vae.checkpoints import load_checkpoint, migrate_state_dict
-from lightning_vae.checks import check_choice, check_int, check_type
+from lightning_vae.checkpoints import load_checkpoint, migrate_state_dict, use_safe_checkpoint_io
+from lightning_vae.checks import check_choice, check_float, check_int, check_type
 from lightning_vae.data.common import Batch, read_batch
 from lightning_vae.distributions.likelihoods import Likelihood
 from lightning_vae.distributions.priors import Prior
-from lightning_vae.functional.nll import iw_nll
+from lightning_vae.functional.nll import IW_CHUNK_SIZE, iw_nll
 from lightning_vae.models.base import LatentVariableModel, ModelOutput, as_model_input, per_example
 from lightning_vae.models.vae import LikelihoodName, PriorName, VAEModel
 from lightning_vae.objective import ELBO, ELBOTerms, FreeBitsMode, Objective, RunFacts, make_objective, model_pass
@@ -37,7 +38,7 @@ from lightning_vae.training.faults import (
     NonFiniteError,
     NonFiniteGuard,
     NonFinitePolicy,
-    all_ranks_finite,
+    agree_over_ranks,
     refuse_sharding,
 )
 from lightning_vae.training.metrics import EvalMetrics, Stage
@@ -105,7 +106,8 @@ class VAE(LightningModule):
     The annealing protocol: callbacks may set the objective's declared weights (:attr:`beta`, :attr:`free_bits`
     and :attr:`capacity` of the ELBO, read and set through the module) between steps. Batches are read by
     :meth:`read_batch` (data and context; override it for another batch layout). Data are checked against the
-    likelihood (see :class:`~lightning_vae.training.faults.DataCheck`).
+    likelihood (finite, within its range) on every batch on the CPU, and on accelerators on the first 10 batches
+    and every 25th after (:class:`~lightning_vae.training.faults.DataCheck`).
 
     Args:
         encoder: Network ``x -> (loc, log_var)`` (or a distribution with event shape ``(D,)``).
@@ -134,6 +136,9 @@ class VAE(LightningModule):
             such steps (no parameter or optimizer-state change), at most ``max_nonfinite_skips`` in a row. See
             :mod:`lightning_vae.training.faults`.
         max_nonfinite_skips: With ``on_nonfinite="skip"``, the most non-finite steps in a row.
+        divergence_ratio: Stop with a :class:`~lightning_vae.training.faults.DivergenceError` when a finite training
+            loss exceeds this many times the run's scale (the absolute loss of its first step, at least 1 nat);
+            ``None`` turns the check off.
         iw_chunk_size: Most (sample, example) pairs decoded at once for the importance-weighted NLL.
         model: A :class:`~lightning_vae.models.LatentVariableModel` to train instead of building one from
             ``encoder`` and ``decoder`` (then leave those and the other model arguments out).
@@ -175,7 +180,8 @@ class VAE(LightningModule):
         compile: bool | dict[str, Any] = False,
         on_nonfinite: NonFinitePolicy = "raise",
         max_nonfinite_skips: int = 10,
-        iw_chunk_size: int = 2048,
+        divergence_ratio: float | None = 1e4,
+        iw_chunk_size: int = IW_CHUNK_SIZE,
         model: LatentVariableModel | None = None,
         objective: str | Objective | None = None,
     ) -> None:
@@ -196,7 +202,10 @@ class VAE(LightningModule):
         self.objective = self._make_objective(objective, elbo_args)
         self.n_eval_samples = check_int("n_eval_samples", n_eval_samples, low=0)
         check_choice("on_nonfinite", on_nonfinite, NonFinitePolicy)
-        self.guard = NonFiniteGuard(on_nonfinite, check_int("max_nonfinite_skips", max_nonfinite_skips, low=1))
+        ratio = None if divergence_ratio is None else check_float("divergence_ratio", divergence_ratio, low=1.0)
+        self.guard = NonFiniteGuard(
+            on_nonfinite, check_int("max_nonfinite_skips", max_nonfinite_skips, low=1), divergence_ratio=ratio
+        )
         self.iw_chunk_size = check_int("iw_chunk_size", iw_chunk_size, low=1)
         if not isinstance(compile, (bool, Mapping)):
             raise TypeError(f"Expected `compile` to be a bool or a dict of torch.compile arguments, got {compile!r}")
@@ -385,11 +394,11 @@ class VAE(LightningModule):
         return self.objective.training_terms(self.model, data, False, check).loss
 
     # ------------------------------------------------------------------ training
-    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor] | None:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         """Minimise the objective's loss; return ``{"loss", "kl"}`` (the raw KL of the step, detached, for callbacks).
 
-        Returns ``None`` (Lightning then skips the backward pass and the optimizer step) for a non-finite step
-        under ``on_nonfinite="skip"``.
+        Under ``on_nonfinite="skip"`` a non-finite loss is returned too (never ``None``, which Lightning refuses
+        under distributed training): its gradients are dropped before the optimizer step, on every process alike.
         """
         data = self.read_batch(batch)
         trainer = self._trainer
@@ -397,8 +406,7 @@ class VAE(LightningModule):
         check = self._prepare(data.x, lambda: self._where(batch_idx))
         terms = self.objective.training_terms(self.model, data, report, check)
         step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
-        if self.guard.observe(self, data.x, terms, step=step, batch_idx=batch_idx, epoch=epoch):
-            return None
+        self.guard.observe(self, data.x, terms, step=step, batch_idx=batch_idx, epoch=epoch)
         if report:
             self._log_step(terms, data.x.shape[0])
         return {"loss": terms.loss, "kl": terms.kl.detach()}
@@ -441,7 +449,14 @@ class VAE(LightningModule):
         if self.n_eval_samples > 1:
             # The same chunked estimator as ImportanceWeightedNLL: memory bounded by iw_chunk_size for any k.
             context = self._input(data.context) if getattr(self.model, "conditional", False) else None
-            values = iw_nll(self, x, n_samples=self.n_eval_samples, chunk_size=self.iw_chunk_size, context=context)
+            values = iw_nll(
+                self,
+                x,
+                n_samples=self.n_eval_samples,
+                chunk_size=self.iw_chunk_size,
+                between_chunks=self._stop_if_asked,
+                context=context,
+            )
             self.log(f"{stage}/nll_iw", self.eval_metrics.update_nll(stage, values))
         inference = out.groups.inference
         per_dim = terms.kl_per_dim_groups or {}
@@ -452,9 +467,16 @@ class VAE(LightningModule):
         first = groups[self.model.group_names[0]]
         return {"loss": terms.loss, **first, "groups": groups}
 
+    def _stop_if_asked(self) -> None:
+        """Between the chunks of a long importance-weighted estimate: honour a SIGTERM as Lightning's loops do."""
+        if self._trainer is not None and self.trainer.received_sigterm:
+            raise SIGTERMException
+
     def _end_eval_epoch(self, stage: Stage) -> None:
         report = self.eval_metrics.nonfinite_report(stage)
-        if report is not None and not (self._trainer is not None and self.trainer.sanity_checking):
+        if report is not None:
+            if self._trainer is not None and self.trainer.sanity_checking:
+                report = f"Sanity check (before training): {report}"
             if self.guard.policy == "raise":
                 raise NonFiniteError(report)
             rank_zero_warn(report)
@@ -493,8 +515,11 @@ class VAE(LightningModule):
 
     # ------------------------------------------------------------------ the run: faults, strategy, facts
     def setup(self, stage: str) -> None:
-        """Refuse strategies that shard the parameters (:func:`~lightning_vae.training.faults.refuse_sharding`)."""
+        """Read checkpoints safely (:func:`~lightning_vae.checkpoints.use_safe_checkpoint_io`: weights-only, CRCs
+        checked, on resume too); refuse strategies that shard the parameters
+        (:func:`~lightning_vae.training.faults.refuse_sharding`)."""
         if self._trainer is not None:
+            use_safe_checkpoint_io(self.trainer)
             refuse_sharding(self.trainer)
 
     def on_fit_start(self) -> None:
@@ -503,9 +528,9 @@ class VAE(LightningModule):
         if self.guard.policy == "skip" and self.trainer.world_size > 1:
             rank_zero_warn(
                 "on_nonfinite='skip' under several processes: a step is skipped on every rank when any "
-                "rank's loss is non-finite (one all-reduce per step)."
+                "rank's loss or the averaged gradients are non-finite (one all-reduce per step)."
             )
-            self.guard.agree = all_ranks_finite
+            self.guard.agree = agree_over_ranks
 
     def on_train_start(self) -> None:
         # The training loader exists from here on: the objective learns the dataset size and the process count.
@@ -520,19 +545,22 @@ class VAE(LightningModule):
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         # Under 16-bit mixed precision the gradient scaler owns non-finite gradients (it skips those steps itself).
-        if getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is None:
-            self.guard.check_gradients(self)
+        scaled = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is not None
+        self.guard.check_step(self, scaled=scaled)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse to write non-finite weights; record the sizes and the objective's state a reloaded model needs."""
+        """Refuse to write non-finite weights or optimizer state; record the sizes, the objective's state and the
+        divergence rule's scale a reloaded model needs."""
         self.guard.flush(self)
         self.guard.check_parameters(self)
+        self.guard.check_optimizer_states(checkpoint)
         shape = self.model.data_shape
         checkpoint["lightning_vae"] = {
             "latent_dim": getattr(self.model, "latent_dim", None),
             "data_shape": None if shape is None else list(shape),
             "objective": self.objective.state(),
+            "guard": self.guard.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -551,6 +579,8 @@ class VAE(LightningModule):
             self.objective.load_state(objective_state)
         except (TypeError, ValueError) as err:
             raise ValueError(f"The checkpoint's objective state {objective_state!r} is refused: {err}") from None
+        if isinstance(state.get("guard"), dict):
+            self.guard.load_state_dict(state["guard"])
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]

@@ -334,3 +334,97 @@ def test_a_nan_inner_loss_ends_the_inner_loop_without_touching_the_encoder(tmp_p
     assert spy.log[0]["steps"] == 2 and aggressive.skipped_inner_steps == 1  # stopped at the NaN step
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert _adam_state_finite(aggressive)
+
+
+# ------------------------------------------------------------------------------------------------ the outer step
+class _OverflowInOuterStep(Callback):
+    """After the aggressive callback: an encoder weight's gradient is inf whenever the outer step computes one."""
+
+    def __init__(self) -> None:
+        self.outer = False
+        self.injected = 0
+
+    def setup(self, trainer, pl_module, stage):
+        next(pl_module.encoder.parameters()).register_hook(self._hook)
+
+    def _hook(self, grad: torch.Tensor) -> torch.Tensor:
+        if not self.outer:
+            return grad
+        self.injected += 1
+        return torch.full_like(grad, float("inf"))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.outer = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.outer = False
+
+
+def test_under_16_bit_mixed_precision_an_encoder_overflow_does_not_skip_the_decoder_step(tmp_path):
+    """The outer step's scaler unscales every gradient of the optimiser before on_before_optimizer_step: an inf
+    there in the encoder's (dropped anyway) skipped the decoder's step and halved the run's scale."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10))
+    aggressive = AggressiveEncoderTraining(max_inner_steps=2, check_every=10, mi_batches=1, max_epochs=1)
+    overflow, spy = _OverflowInOuterStep(), Spy()
+    trainer = Trainer(
+        **trainer_kwargs(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0),
+        plugins=[plugin],
+        callbacks=[Before(spy), aggressive, After(spy, aggressive), overflow],
+    )
+    model = tiny_vae()
+    trainer.fit(model, _vae_data())
+    assert overflow.injected == 0  # no encoder gradient in the outer steps: nothing to overflow
+    assert all(step["outer"] == {"enc": False, "dec": True} for step in spy.log) and len(spy.log) == 3
+    assert plugin.scaler.get_scale() == 2.0**10  # never lowered (too few steps to grow)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(p.requires_grad for p in model.encoder.parameters())  # given back after each step
+
+
+#: Elements of encoder parameters in the buckets DDP all-reduced, and the encoder's parameters, in this process.
+_DDP_ENCODER_ELEMENTS: list[int] = []
+_ENCODER_IDS: set[int] = set()
+
+
+def _counting_allreduce_hook(state, bucket):  # unannotated: DDP checks the annotations it finds
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    _DDP_ENCODER_ELEMENTS.append(sum(p.numel() for p in bucket.parameters() if id(p) in _ENCODER_IDS))
+    return allreduce_hook(state, bucket)
+
+
+class _DumpState(Callback):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_fit_start(self, trainer, pl_module):
+        _ENCODER_IDS.update(id(p) for p in pl_module.encoder.parameters())
+        trainer.strategy.model.register_comm_hook(None, _counting_allreduce_hook)  # DDP's own all-reduce, counted
+
+    def on_train_end(self, trainer, pl_module):
+        state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        torch.save({"state": state, "sent": sum(_DDP_ENCODER_ELEMENTS)}, f"{self.path}.rank{trainer.global_rank}")
+
+
+def test_under_ddp_the_outer_step_neither_sends_the_encoder_gradients_nor_lets_the_ranks_drift(tmp_path):
+    """The outer steps' gradients are averaged over the ranks without the encoder's (computed and all-reduced by DDP,
+    then dropped, before); every weight stays identical on both ranks."""
+    dump = str(tmp_path / "ddp")
+    trainer = Trainer(
+        **trainer_kwargs(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0, devices=2),
+        strategy="ddp_spawn",
+        callbacks=[
+            AggressiveEncoderTraining(max_inner_steps=2, check_every=2, mi_batches=1),
+            _DumpState(dump),
+            DestroyProcessGroupAtExit(),
+        ],
+    )
+    model = ProtocolModule()
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    trainer.fit(model, train_loader(128, batch_size=16))
+    ranks = [torch.load(f"{dump}.rank{r}") for r in range(2)]
+    assert ranks[0]["sent"] == ranks[1]["sent"] == 0
+    for name, value in ranks[0]["state"].items():
+        torch.testing.assert_close(ranks[1]["state"][name], value, rtol=0, atol=0, msg=name)
+    assert all(not torch.equal(initial[k], v) for k, v in ranks[0]["state"].items() if k.startswith("decoder"))

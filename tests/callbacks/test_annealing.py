@@ -248,7 +248,7 @@ def test_short_class_names_on_the_command_line(tmp_path: Path, monkeypatch: pyte
     assert cli.model.free_bits == 0.25
 
 
-ANNEALING_CONFIGS = sorted((ROOT / "configs" / "annealing").glob("*.yaml"))
+ANNEALING_CONFIGS = sorted((ROOT / "configs" / "cli" / "annealing").glob("*.yaml"))
 
 
 def test_every_schedule_has_a_config() -> None:
@@ -274,7 +274,7 @@ def test_annealing_configs_build_their_callbacks(config: Path, tmp_path: Path, m
     )
     # `callbacks+:` appends: the base config's callbacks stay, the schedule's come after them.
     wanted = yaml.safe_load(config.read_text())["trainer"]["callbacks+"]
-    base = yaml.safe_load((ROOT / "configs" / "shapes.yaml").read_text())["trainer"]["callbacks"]
+    base = yaml.safe_load((ROOT / "configs" / "cli" / "shapes.yaml").read_text())["trainer"]["callbacks"]
     ours = [
         cb
         for cb in cli.trainer.callbacks

@@ -31,7 +31,7 @@ def test_predict_with_the_writer_exports_posterior_means_in_dataset_order(checkp
     build_cli(
         args=[
             "predict",
-            f"--config={ROOT / 'configs' / 'shapes.yaml'}",
+            f"--config={ROOT / 'configs' / 'cli' / 'shapes.yaml'}",
             *DATA_ARGS,
             "--model.encoder.init_args.image_size=28",
             "--model.decoder.init_args.image_size=28",

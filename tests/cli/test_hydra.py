@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support.hydra import CONFIG_DIR, SMALL_SHAPES, env_without_config_dir
+from support.paths import ROOT
 
 from lightning_vae.cli import hydra as entry
 from lightning_vae.cli.hydra import CONFIG_DIR_ENV, find_config_dir
@@ -21,7 +22,7 @@ def _command() -> list[str]:
 
 
 def _copy_configs(target: Path, beta: float) -> Path:
-    """A copy of configs/ as a user of an installed wheel would keep it, with the shapes experiment's β changed."""
+    """A copy of configs/hydra/ as a user of an installed wheel keeps it, with the shapes experiment's β changed."""
     shutil.copytree(CONFIG_DIR, target)
     experiment = target / "experiment" / "shapes.yaml"
     experiment.write_text(experiment.read_text().replace("  beta: 1.0\n", f"  beta: {beta}\n"))
@@ -54,7 +55,8 @@ def test_the_shipped_configs_are_the_checkouts_configs() -> None:
     """One source: configs/ of the checkout is the package's folder (a link), so the two cannot differ."""
     from lightning_vae.configs import packaged_dir
 
-    assert CONFIG_DIR.resolve() == packaged_dir() == (CONFIG_DIR.parent / "lightning_vae" / "configs").resolve()
+    assert CONFIG_DIR.parent.resolve() == packaged_dir() == (ROOT / "lightning_vae" / "configs").resolve()
+    assert CONFIG_DIR.name == "hydra"
     hydra_tree = packaged_dir() / "hydra"
     assert (hydra_tree / "train.yaml").is_file() and (hydra_tree / "experiment" / "shapes.yaml").is_file()
 

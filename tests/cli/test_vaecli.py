@@ -20,9 +20,9 @@ from lightning_vae.cli import CLIError, build_cli, main
 
 
 def _lightning_cli_configs() -> list[Path]:
-    """Every YAML under configs/ written for LightningCLI (top-level `model` and `trainer`, no Hydra `defaults`)."""
+    """Every YAML under configs/cli/ written for LightningCLI (top-level `model` and `trainer`, no Hydra `defaults`)."""
     found = []
-    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+    for path in sorted((ROOT / "configs" / "cli").rglob("*.yaml")):
         content = yaml.safe_load(path.read_text())
         if isinstance(content, dict) and "model" in content and "trainer" in content and "defaults" not in content:
             found.append(path)
@@ -126,9 +126,9 @@ def test_bad_cli_values_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     with pytest.raises(SystemExit):
         build_cli(
-            args=["fit", "--config=configs/cli/shapes.yaml", "--model.likelihood=poisson", "--trainer.fast_dev_run=true"]
+            args=["fit", "--config=shapes", "--model.likelihood=poisson", "--trainer.fast_dev_run=true"]
         )
-    with pytest.raises(ValueError, match=r"`beta` to be a finite float > 0, got -1.0"):
+    with pytest.raises(ValueError, match=r"`beta` to be a finite float >= 0, got -1.0"):
         build_cli(
             args=[
                 "fit",
@@ -208,7 +208,7 @@ def test_evaluation_with_other_data_or_no_record_fails_with_a_message(
         build_cli(args=["test", f"--ckpt_path={plain}"])
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match=r"^lightning-vae: .*garbage\.ckpt.*not a PyTorch checkpoint"):
+    with pytest.raises(SystemExit, match=r"^lightning-vae test: .*garbage\.ckpt.*not a PyTorch checkpoint"):
         main(["test", f"--ckpt_path={garbage}"])
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(checkpoint_28.read_bytes()[:1000])

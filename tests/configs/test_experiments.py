@@ -38,7 +38,7 @@ def _skip_without_mnist(cfg) -> None:
 
 def test_every_experiment_has_a_lightning_cli_twin_and_back() -> None:
     assert {"shapes", "shapes_beta_vae", "mnist_mlp", "mnist_conv", "mnist_collapse"} <= set(EXPERIMENTS)
-    assert sorted(CLI_CONFIGS) == EXPERIMENTS, "each configs/hydra/experiment/<name>.yaml needs configs/<name>.yaml"
+    assert sorted(CLI_CONFIGS) == EXPERIMENTS, "each configs/hydra/experiment/<name>.yaml needs configs/cli/<name>.yaml"
 
 
 @pytest.mark.parametrize("name", sorted(set(EXPERIMENTS) & set(CLI_CONFIGS)))
@@ -131,7 +131,8 @@ def test_the_main_job_watches_for_collapse(overrides: list[str], tmp_path: Path,
     cfg = compose_cfg(overrides, tmp_path)
     assert "PosteriorCollapseMonitor" in {type(c).__name__ for c in instantiate_group(cfg.callbacks, Callback, "c")}
     monkeypatch.chdir(ROOT)
-    cli = VAECLI(VAE, LightningDataModule, subclass_mode_data=True, run=False, args=["--config", "configs/cli/shapes.yaml"])
+    args = ["--config", "configs/cli/shapes.yaml"]
+    cli = VAECLI(VAE, LightningDataModule, subclass_mode_data=True, run=False, args=args)
     assert "PosteriorCollapseMonitor" in {type(c).__name__ for c in cli.trainer.callbacks}
 
 

@@ -193,7 +193,7 @@ def test_a_malformed_override_is_a_parse_error(tmp_path: Path) -> None:
 
 def test_a_bad_value_fails_at_instantiation_with_the_module_message(tmp_path: Path) -> None:
     cfg = compose_cfg(["model.beta=-1"], tmp_path)
-    with pytest.raises(InstantiationException, match=r"`beta` to be a finite float > 0, got -1"):
+    with pytest.raises(InstantiationException, match=r"`beta` to be a finite float >= 0, got -1"):
         instantiate(cfg.model)
     cfg = compose_cfg(["model/likelihood=gaussian", "model.likelihood=poisson"], tmp_path)
     with pytest.raises(InstantiationException, match=r"`likelihood` to be one of .* got 'poisson'"):

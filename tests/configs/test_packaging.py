@@ -72,7 +72,7 @@ def test_the_wheel_carries_every_config(wheel: Path) -> None:
         shipped = {n for n in archive.namelist() if n.startswith("lightning_vae/configs/") and n.endswith(".yaml")}
     in_source = {f"lightning_vae/configs/{p.relative_to(CONFIGS).as_posix()}" for p in CONFIGS.rglob("*.yaml")}
     assert shipped == in_source and len(shipped) > 60
-    assert "lightning_vae/configs/train.yaml" in shipped and "lightning_vae/configs/shapes.yaml" in shipped
+    assert "lightning_vae/configs/hydra/train.yaml" in shipped and "lightning_vae/configs/cli/shapes.yaml" in shipped
 
 
 def test_one_copy_of_the_configs_in_git() -> None:
@@ -148,8 +148,9 @@ def test_the_installed_package_finds_its_configs_from_an_empty_folder(installed:
     assert "lightning-vae fit --config shapes" in message and "When loading a checkpoint" not in message
     assert yaml.safe_load(report["hydra"]["out"])["task_name"] == "shapes_beta_vae"
     copy = tmp_path / "my_configs"
-    assert (copy / "train.yaml").is_file() and (copy / "experiment" / "shapes.yaml").is_file()
-    assert not (copy / "__init__.py").exists()
+    assert (copy / "hydra" / "train.yaml").is_file() and (copy / "hydra" / "experiment" / "shapes.yaml").is_file()
+    assert (copy / "cli" / "shapes.yaml").is_file()
+    assert not (copy / "__init__.py").exists() and not (copy / "hydra" / "__init__.py").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my_configs"]  # printing and composing wrote nothing
 
 
@@ -158,11 +159,11 @@ def test_copy_to_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*.yaml")) == sorted(
         p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")
     )
-    (target / "shapes.yaml").write_text("edited: true\n")
+    (target / "cli" / "shapes.yaml").write_text("edited: true\n")
     with pytest.raises(ValueError, match="exists and is not empty; name a new folder, or pass --force"):
         copy_to(target)
     copy_to(target, force=True)
-    assert "edited" not in (target / "shapes.yaml").read_text()
+    assert "edited" not in (target / "cli" / "shapes.yaml").read_text()
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="to name a folder, got the file"):
         copy_to(tmp_path / "file")

@@ -60,6 +60,24 @@ def test_own_sample_log_prob_from_the_noise_matches_the_solved_one() -> None:
     torch.testing.assert_close(q.log_prob(z), _reference(q).log_prob(z.clone()), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_samples_and_covariance_keep_float32_under_autocast(dtype: torch.dtype) -> None:
+    """Under autocast (as in mixed-precision training) ``z = loc + L ε`` is still the float32 product: a bfloat16
+    one moved z by 0.04 and the log-density at z, recomputed, by 0.2 nats."""
+    loc, log_var, lower = _params(64, 6, seed=3, dtype=torch.float32)
+    q = FullCovarianceGaussian(5.0 * loc, log_var, 3.0 * lower)
+    with torch.autocast("cpu", dtype=dtype):
+        z = q.rsample((8,))
+        covariance = q.covariance_matrix
+    assert z.dtype == torch.float32 and covariance.dtype == torch.float32
+    eps = q._last_sample[1].double()
+    tril = q.scale_tril.double()
+    expected = q.loc.double() + (tril @ eps.unsqueeze(-1)).squeeze(-1)  # float64 reference from the same noise
+    torch.testing.assert_close(z.double(), expected, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(covariance.double(), tril @ tril.transpose(-1, -2), atol=1e-4, rtol=1e-6)
+    torch.testing.assert_close(q.log_prob(z), q.log_prob(z.clone()), atol=1e-3, rtol=0)  # from ε vs solved
+
+
 def test_samples_have_the_covariance() -> None:
     torch.manual_seed(0)
     q = FullCovarianceGaussian(*_params(1, 3))

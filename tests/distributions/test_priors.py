@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Normal
+from torch.distributions import Independent, Normal
 
 from lightning_vae.distributions import (
     DiagonalGaussian,
@@ -48,6 +48,73 @@ def test_vamp_prior_is_the_mean_of_pseudo_posteriors() -> None:
     torch.testing.assert_close(prior(enc).log_prob(z), expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="needs the encoder"):
         prior()
+
+
+class _NormalEncoder(torch.nn.Module):
+    """An encoder returning ``Independent(Normal(loc, exp(log_var / 2)), 1)``: a diagonal Gaussian by another type."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> Independent:
+        loc, log_var = self.inner(x)
+        return Independent(_normal(loc, log_var), 1)
+
+
+def test_vamp_prior_of_a_normal_encoder_is_the_scale_safe_mixture_of_its_pseudo_posteriors() -> None:
+    enc = MLPEncoder((1, 4, 4), latent_dim=3, hidden_sizes=(8,))
+    prior = VampPrior((1, 4, 4), n_components=6)
+    z = torch.randn(7, 3)
+    p = prior(_NormalEncoder(enc))
+    assert isinstance(p, DiagonalGaussianMixture)
+    loc, log_var = enc(prior.pseudo_inputs)
+    per_component = torch.stack([_normal(loc[k], log_var[k]).log_prob(z).sum(-1) for k in range(6)])
+    expected = torch.logsumexp(per_component, 0) - math.log(6)
+    torch.testing.assert_close(p.log_prob(z), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(p.log_prob(z), prior(enc).log_prob(z), atol=1e-5, rtol=1e-5)
+
+
+def test_vamp_prior_of_a_normal_encoder_has_finite_gradients_at_a_sharp_pseudo_posterior() -> None:
+    """Pseudo-posteriors at log-variance -60 (scale 9e-14): ``MixtureSameFamily`` of ``Normal`` gave NaN there."""
+    linear = torch.nn.Linear(4, 4, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.eye(4))
+
+    def encoder(u: torch.Tensor) -> Independent:
+        out = linear(u)
+        return Independent(Normal(out[:, :2], torch.exp(0.5 * out[:, 2:])), 1)
+
+    prior = VampPrior((4,), n_components=2)
+    with torch.no_grad():
+        prior.pseudo_inputs.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0], [3.0, -2.0, -60.0, -60.0]]))
+    z = torch.tensor([[0.5, -1.0], [2.0, 0.1]], requires_grad=True)
+    value = prior(encoder).log_prob(z)
+    value.sum().backward()
+    assert torch.isfinite(value).all()
+    for t in (z, prior.pseudo_inputs, linear.weight):
+        assert torch.isfinite(t.grad).all(), t.grad
+
+
+def test_mixture_residual_beyond_the_float32_range_gives_finite_gradients() -> None:
+    """A component 1e33 away at the log-variance floor: ``(z - loc)·exp(-log_var/2)`` overflows float32 (the
+    documented limit is 1e32); its responsibility is 0, so every gradient is that of the near component alone."""
+    prior = MixtureOfGaussiansPrior(2, n_components=2)
+    with torch.no_grad():
+        prior.locs.copy_(torch.tensor([[0.0, 0.0], [1e33, -1e33]]))
+        prior.log_vars.copy_(torch.tensor([[0.0, 0.0], [-300.0, -300.0]]))
+        prior.logits.copy_(torch.tensor([0.3, -0.2]))
+    z = torch.tensor([[0.3, -0.2], [1.0, 2.0]], requires_grad=True)
+    value = prior().log_prob(z)
+    value.sum().backward()
+    # The far component contributes nothing: log p(z) = log w_0 + log N(z; 0, I), in float64 by torch.distributions.
+    log_w0 = torch.log_softmax(torch.tensor([0.3, -0.2], dtype=torch.float64), 0)[0]
+    expected = log_w0 + Normal(torch.zeros(2, dtype=torch.float64), 1.0).log_prob(z.detach().double()).sum(-1)
+    torch.testing.assert_close(value.double(), expected, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(z.grad.double(), -z.detach().double())
+    for t in (prior.locs, prior.log_vars, prior.logits):
+        assert torch.isfinite(t.grad).all(), t.grad
+    assert torch.all(prior.locs.grad[1] == 0) and torch.all(prior.log_vars.grad[1] == 0)
 
 
 def test_standard_normal_prior_needs_its_size_before_sampling() -> None:

@@ -60,3 +60,21 @@ def test_mutual_information_of_a_large_batch_keeps_no_b_by_b_matrix() -> None:
         """
     )
     assert growth < 250, f"peak memory grew by {growth:.0f} MB\n{out}"
+
+
+def test_one_default_chunk_size_for_the_importance_weighted_nll() -> None:
+    """The metric, the functions and VAE's val/nll_iw decode the same number of (sample, example) pairs at once by
+    default (the metric's default once took 10000: ~1.15 GB more than VAE's 2048 at k = 5000)."""
+    import inspect
+
+    from lightning_vae import VAE
+    from lightning_vae.functional.nll import iw_log_likelihood, iw_nll
+    from lightning_vae.metrics import ImportanceWeightedNLL
+
+    defaults = {
+        "VAE": inspect.signature(VAE).parameters["iw_chunk_size"].default,
+        "ImportanceWeightedNLL": ImportanceWeightedNLL().chunk_size,
+        "iw_nll": inspect.signature(iw_nll).parameters["chunk_size"].default,
+        "iw_log_likelihood": inspect.signature(iw_log_likelihood).parameters["chunk_size"].default,
+    }
+    assert set(defaults.values()) == {2048}, defaults

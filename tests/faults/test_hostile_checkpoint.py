@@ -136,3 +136,75 @@ def test_hydra_config_beside_a_checkpoint_is_checked(clean_checkpoint: dict, tmp
     with pytest.raises(ValueError, match=r"os\.system.*refused"):
         load_datamodule(None, run / "checkpoints" / "last.ckpt")
     assert not target.exists()
+
+
+# ---------------------------------------------------------------------------------------- resume reads data only
+class _Payload:
+    """Runs ``Path.touch(target)`` if it is ever unpickled."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def _resume_payload(clean_checkpoint: dict, tmp_path: Path) -> tuple[Path, Path]:
+    target = tmp_path / "pwned"
+    hostile = copy.deepcopy(clean_checkpoint)
+    hostile["loops"]["fit_loop"]["state_dict"]["payload"] = _Payload(target)  # restored by Lightning's loops
+    path = tmp_path / "hostile.ckpt"
+    torch.save(hostile, path)
+    return path, target
+
+
+def test_resume_never_unpickles_even_when_torch_is_told_to(
+    clean_checkpoint: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns torch.load's default into a full unpickle; an explicit
+    ``weights_only=True`` keeps it safe. Resume goes through the trainer's checkpoint IO, which every VAE run gets."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    path, target = _resume_payload(clean_checkpoint, tmp_path)
+    data = TensorDataModule(torch.rand(16, 1, 8, 8), batch_size=8)
+    trainer = Trainer(**trainer_kwargs(tmp_path, max_epochs=2, limit_val_batches=0))  # a plain Trainer
+    with pytest.raises(ValueError, match=r"hostile\.ckpt.*weights-only load refuses"):
+        trainer.fit(tiny_vae(likelihood="bernoulli"), datamodule=data, ckpt_path=path, weights_only=False)
+    assert not target.exists(), "resume unpickled the payload"
+    for evaluate in ("validate", "test"):
+        with pytest.raises(ValueError, match="weights-only"):
+            getattr(trainer, evaluate)(tiny_vae(likelihood="bernoulli"), datamodule=data, ckpt_path=path)
+    assert not target.exists()
+
+
+def test_hydra_resume_never_unpickles(clean_checkpoint: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omegaconf import open_dict
+    from support.hydra import compose_cfg
+
+    from lightning_vae.cli.hydra import train
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    path, target = _resume_payload(clean_checkpoint, tmp_path)
+    cfg = compose_cfg(["data.n_train=16", "data.n_val=8", "data.batch_size=8", "trainer.max_epochs=2"], tmp_path)
+    with open_dict(cfg):
+        cfg.ckpt_path = str(path)
+    with pytest.raises(ValueError, match="weights-only"):
+        train(cfg)
+    assert not target.exists()
+
+
+def test_every_torch_load_in_the_package_says_weights_only_true() -> None:
+    """Read from the source: each ``torch.load(...)`` call passes ``weights_only=True`` itself (torch's default
+    can be turned off from the environment)."""
+    import ast
+
+    import lightning_vae
+
+    calls = []
+    for file in Path(lightning_vae.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("torch.load", "pl_load", "load"):
+                if ast.unparse(node.func) == "load" and "torch" not in ast.unparse(node):
+                    continue
+                keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                calls.append((file.name, node.lineno, keywords.get("weights_only")))
+    assert calls and all(value == "True" for _, _, value in calls), calls

@@ -80,10 +80,19 @@ def test_sigkill_then_resume_is_bit_identical(uninterrupted: Path, tmp_path: Pat
     killed = _run(tmp_path, "run", *kill.split())
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     folder = tmp_path / "run"
+    if "during_save" in kill:  # what the cut write left: a temporary file, and the step-14 checkpoint of its future
+        assert any(p.name.endswith(".tmp") for p in (folder / "checkpoints").iterdir())
     last = torch.load(folder / "checkpoints/last.ckpt", weights_only=True)  # complete, loadable
     assert last["global_step"] == 12  # the checkpoint before the kill (steps 14's write was cut in half)
     resumed = _run(tmp_path, "run", resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    # nothing of the killed run is left: no half-written temporary file, no checkpoint of its lost future
+    left = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    assert left == sorted(p.name for p in (uninterrupted / "checkpoints").iterdir()), left
+    assert not any(name.endswith(".tmp") or "-v1" in name for name in left), left
+    # last.ckpt holds the last step (23 is not a multiple of every_n_train_steps=2)
+    assert torch.load(folder / "checkpoints/last.ckpt", weights_only=True)["global_step"] == MAX_STEPS
 
     full, ours = _weights(uninterrupted / "checkpoints/last.ckpt"), _weights(folder / "checkpoints/last.ckpt")
     assert full.keys() == ours.keys()
@@ -92,3 +101,22 @@ def test_sigkill_then_resume_is_bit_identical(uninterrupted: Path, tmp_path: Pat
     betas_full, betas_ours = _betas(uninterrupted / "beta.jsonl"), _betas(folder / "beta.jsonl")
     assert sorted(betas_full) == list(range(MAX_STEPS))
     assert all(betas_ours[step] == betas_full[step] for step in betas_full), "β differs at some step"
+
+
+def test_the_last_steps_are_saved_when_every_n_train_steps_does_not_divide_them(tmp_path: Path) -> None:
+    """10 steps, a checkpoint every 4: last.ckpt holds step 10, not 8 (the entry points' callbacks)."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from support.modules import tiny_vae, trainer_kwargs
+
+    from lightning_vae.cli.runs import entry_point_callbacks
+    from lightning_vae.data import TensorDataModule
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=4, save_last=True)
+    trainer = Trainer(
+        **trainer_kwargs(tmp_path, max_steps=10, max_epochs=-1, limit_val_batches=0, enable_checkpointing=True),
+        callbacks=[checkpoint, *entry_point_callbacks()],
+    )
+    trainer.fit(tiny_vae(), datamodule=TensorDataModule(torch.rand(24, 1, 8, 8).round(), batch_size=4))
+    last = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == 10 and checkpoint.last_model_path == str(tmp_path / "checkpoints/last.ckpt")

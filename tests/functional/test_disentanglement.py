@@ -65,3 +65,17 @@ def test_mig_properties_and_errors():
         mutual_information_gap(torch.randn(10, 2), torch.zeros(10, 1, dtype=torch.long))
     with pytest.raises(ValueError, match="same N"):
         mutual_information_gap(torch.randn(10, 2), torch.zeros(9, 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize(("scale", "offset"), [(1.0, 0.37), (7.0, 5.0), (0.1, -1.3), (3.0, 0.0)])
+def test_float32_codes_are_binned_against_float32_edges_as_numpy(scale: float, offset: float) -> None:
+    """disentanglement_lib bins with np.histogram's edges, which NumPy builds in the codes' type: quantised float32
+    codes that sit on a float32 edge go to the bin above it (float64 edges put some of them one bin lower)."""
+    grid = np.arange(101) / 100 * scale + offset
+    rng = np.random.default_rng(7)
+    factors = np.stack([np.arange(101), rng.integers(0, 4, 101)], 1)
+    codes = np.stack([grid, rng.permutation(grid), np.round(rng.normal(size=101), 2)], 1).astype(np.float32)
+    expected = np.stack([np.digitize(c, np.histogram(c, 20)[1][:-1]) - 1 for c in codes.T], 1)
+    np.testing.assert_array_equal(discretize(torch.from_numpy(codes), 20).numpy(), expected)
+    got = mutual_information_gap(torch.from_numpy(codes), torch.from_numpy(factors), n_bins=20)
+    assert got.item() == pytest.approx(_mig_reference(codes, factors, 20), rel=1e-9)

@@ -7,7 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy import stats
+from support.log_weights import FixedLogWeights, reference_log_mean_exp
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 from lightning_vae.functional.nll import iw_log_likelihood, iw_nll
@@ -112,3 +115,43 @@ def test_iw_validates_its_arguments():
         iw_log_likelihood(x, model.encode(x), lambda x, z: z.sum(-1).reshape(-1), n_samples=2)
     with pytest.raises(TypeError, match="log_joint"):
         iw_nll(torch.nn.Linear(2, 2), x)
+
+
+# ---------------------------------------------------------------- accumulation over many passes
+def test_many_passes_at_large_log_weights_lose_nothing():
+    """k = 5000 one-sample passes at log-weights near -1e4 (the exact log p(x) of a model whose q is its posterior,
+    shifted): a float32 running total drops the passes' increments once they fall below half its spacing."""
+    q = Independent(Normal(torch.zeros(1, 3), torch.ones(1, 3)), 1)
+    seen: list[torch.Tensor] = []
+
+    def log_joint(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # log p(x, z) = log q(z|x) - 1e4
+        value = q.log_prob(z) - 1e4
+        seen.append(value - q.log_prob(z))
+        return value
+
+    got = iw_log_likelihood(torch.zeros(1, 1), q, log_joint, n_samples=5000, chunk_size=1)
+    assert got.dtype == torch.float32
+    reference = reference_log_mean_exp(torch.cat(seen))  # float64, over the very log-weights it was fed
+    assert abs(got.double() - reference).item() <= 1e-3  # float32's spacing at 1e4 is 9.8e-4
+    assert abs(got.item() + 1e4) <= 2e-3
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    k=st.integers(1, 400),
+    batch=st.integers(1, 4),
+    chunk=st.integers(1, 900),
+    centre=st.floats(-1e5, 1e3),
+    spread=st.floats(0.0, 50.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_iw_nll_equals_a_float64_logsumexp_at_any_chunking_and_scale(k, batch, chunk, centre, spread, seed):
+    generator = torch.Generator().manual_seed(seed)
+    weights = (centre + spread * torch.randn(k, batch, generator=generator, dtype=torch.float64)).float()
+    model = FixedLogWeights(weights)
+    got = iw_nll(model, torch.zeros(batch, 1), n_samples=k, chunk_size=chunk)
+    assert model.used == k and max(model.passes) <= max(1, chunk // batch)
+    reference = -reference_log_mean_exp(weights)
+    # Only the float32 result's own rounding: half a spacing of the value, plus the log-weights' float64 sums.
+    tolerance = reference.abs() * 2.0**-24 + 1e-9 * (1 + reference.abs())
+    assert torch.all((got.double() - reference).abs() <= tolerance), (got, reference)

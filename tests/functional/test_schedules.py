@@ -93,19 +93,44 @@ def test_cyclical_hand_values() -> None:
     assert cyclical_schedule(12.5 / 3, 100, shape="cosine") == pytest.approx(0.25, abs=1e-12)
 
 
+def ramp_ends(n_iter: int, n_cycle: int, ratio: float) -> np.ndarray:
+    """Steps ``int(i + c·P)`` of the reference's loop at ``i = R·P`` exactly (the last step of a ramp)."""
+    period = n_iter / n_cycle
+    ends = np.zeros(n_iter, dtype=bool)
+    for c in range(n_cycle):
+        i = ratio * period
+        if i == int(i) and int(i + c * period) < n_iter:
+            ends[int(i + c * period)] = True
+    return ends
+
+
+CYCLES = [(100, 4, 0.5), (1000, 4, 0.5), (400, 2, 0.8), (120, 1, 0.25)]
+#: Periods that are not whole: the reference starts cycle c at int(c·P), the step before c·P.
+UNEVEN_CYCLES = [(1000, 3, 0.5), (100, 3, 0.5), (10, 3, 1.0), (7, 4, 0.5), (1000, 7, 0.3), (50, 6, 0.75)]
+
+
 @pytest.mark.parametrize("shape", ["linear", "sigmoid", "cosine"])
-@pytest.mark.parametrize(("n_iter", "n_cycle", "ratio"), [(100, 4, 0.5), (1000, 4, 0.5), (400, 2, 0.8), (120, 1, 0.25)])
+@pytest.mark.parametrize(("n_iter", "n_cycle", "ratio"), CYCLES + UNEVEN_CYCLES)
 def test_cyclical_matches_reference_code(shape: str, n_iter: int, n_cycle: int, ratio: float) -> None:
     reference = fu_cycle(n_iter, n_cycle, ratio, shape)
     ours = np.array([cyclical_schedule(t, n_iter, n_cycle, ratio, shape) for t in range(n_iter)])
-    # At a step where tau = R exactly, the reference's accumulated float `v` lands on either side of 1, so it
-    # writes f(1) or leaves 1; the paper's formula (tau <= R) gives f(1). Compare those steps with the formula.
-    period = n_iter / n_cycle
-    edge = np.array([(t % period) / period == ratio for t in range(n_iter)])
+    # At a step where u = 1 exactly, the reference's accumulated float `v` lands on either side of 1, so it
+    # writes f(1) or leaves 1; the paper's formula (u <= 1) gives f(1). Compare those steps with the formula.
+    edge = ramp_ends(n_iter, n_cycle, ratio)
     np.testing.assert_allclose(ours[~edge], reference[~edge], atol=1e-9)
     f_one = {"linear": 1.0, "sigmoid": 1.0 / (1.0 + math.exp(-6.0)), "cosine": 1.0}[shape]
     np.testing.assert_allclose(ours[edge], f_one, atol=1e-12)
     assert (~edge).sum() >= n_iter - n_cycle
+
+
+def test_a_cycle_of_a_period_that_is_not_whole_starts_at_the_step_before() -> None:
+    """T = 1000, M = 3: P = 333.3, so the second cycle starts at step 333 (reference: 0.0 there), not 334."""
+    assert fu_cycle(1000, 3, 0.5, "linear")[333] == 0.0
+    assert cyclical_schedule(333, 1000, 3) == 0.0
+    assert cyclical_schedule(332, 1000, 3) == 1.0
+    assert cyclical_schedule(666, 1000, 3) == 0.0  # int(2 · 333.3) = 666
+    schedule = Schedule("cyclical", length=1000, n_cycles=3, ratio=0.5)  # what KLAnnealing calls
+    assert [schedule(t) for t in (332, 333, 334)] == [1.0, 0.0, pytest.approx(1 / (0.5 * 1000 / 3))]
 
 
 def test_cyclical_single_cycle_is_monotonic_schedule() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.special import log_expit, log_softmax, logsumexp
 from torch import nn
+from torch.distributions import Independent, Normal
 
 from lightning_vae.distributions import (
     BernoulliLikelihood,
@@ -40,8 +42,9 @@ from lightning_vae.distributions import (
     StandardNormalPrior,
     VampPrior,
 )
-from lightning_vae.distributions.posteriors import LOG_VAR_RANGE
+from lightning_vae.distributions.posteriors import LOG_VAR_RANGE, as_posterior
 from lightning_vae.functional import gaussian_kl
+from lightning_vae.objective.terms import kl_terms
 
 SETTINGS = settings(
     max_examples=30,
@@ -445,6 +448,87 @@ def test_vamp_prior_property(dtype: torch.dtype, data: st.DataObject) -> None:
     grad_bound = _diag_mixture_grad_bound64(_f64(z), np.zeros(k), _f64(loc), log_vars64)
     if grad_bound < float(torch.finfo(dtype).max) / 4:
         _assert_grads_finite({"z": z, "pseudo_inputs": prior.pseudo_inputs}, f"vamp prior {dtype}")
+
+
+#: What an encoder may return: the pair (as a tuple or a list), the package's posterior, or a torch Normal.
+ENCODER_RETURNS = ["tuple", "list", "diagonal", "normal"]
+
+
+class _ReturningEncoder(_SplitEncoder):
+    """:class:`_SplitEncoder` returning ``(loc, log_var)`` as one of :data:`ENCODER_RETURNS`."""
+
+    def __init__(self, latent_dim: int, returns: str) -> None:
+        super().__init__(latent_dim)
+        self.returns = returns
+
+    def forward(self, u: torch.Tensor) -> Any:  # type: ignore[override]
+        loc, log_var = super().forward(u)
+        if self.returns == "tuple":
+            return loc, log_var
+        if self.returns == "list":
+            return [loc, log_var]
+        if self.returns == "diagonal":
+            return DiagonalGaussian(loc, log_var)
+        return Independent(Normal(loc, torch.exp(0.5 * log_var)), 1)
+
+
+def _prior(name: str, d: int, k: int, data: st.DataObject, spread: float, log_var: tuple[float, float]) -> nn.Module:
+    """A prior of each kind with its parameters (or pseudo-inputs) drawn over wide ranges."""
+    if name == "standard_normal":
+        return StandardNormalPrior(d)
+    if name == "learnable":
+        prior: nn.Module = LearnableGaussianPrior(d)
+        with torch.no_grad():
+            prior.loc.copy_(torch.from_numpy(data.draw(_array((d,), -spread, spread))))
+            prior.log_var.copy_(torch.from_numpy(data.draw(_array((d,), -300.0, 300.0))))
+        return prior
+    if name == "mixture":
+        prior = MixtureOfGaussiansPrior(d, n_components=k)
+        with torch.no_grad():
+            prior.logits.copy_(torch.from_numpy(data.draw(_array((k,), -50.0, 50.0))))
+            prior.locs.copy_(torch.from_numpy(data.draw(_array((k, d), -spread, spread))))
+            prior.log_vars.copy_(torch.from_numpy(data.draw(_array((k, d), -300.0, 300.0))))
+        return prior
+    prior = VampPrior((2 * d,), n_components=k)
+    with torch.no_grad():
+        prior.pseudo_inputs[:, :d] = torch.from_numpy(data.draw(_array((k, d), -spread, spread)))
+        prior.pseudo_inputs[:, d:] = torch.from_numpy(data.draw(_array((k, d), *log_var)))
+    return prior
+
+
+@pytest.mark.parametrize("returns", ENCODER_RETURNS)
+@pytest.mark.parametrize("prior_name", ["standard_normal", "learnable", "mixture", "vamp"])
+@SETTINGS
+@given(data=st.data())
+def test_every_prior_gives_finite_gradients_whatever_the_encoder_returns(
+    prior_name: str, returns: str, data: st.DataObject
+) -> None:
+    """The KL term of the objective (closed form or Monte Carlo, as the objective picks) and its gradients with
+    respect to the encoder (its input and weights), the prior's parameters and VampPrior's pseudo-inputs.
+
+    A ``Normal``'s scale is ``exp(log_var / 2)`` of the encoder's output, so its log-variances are drawn where
+    that scale is a positive float32 (pseudo-inputs) and where torch's own ``Normal.log_prob`` has a finite
+    gradient at the posterior's samples (the encoded batch); the package's clamped forms take any value.
+    """
+    n, d, k = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 3)), data.draw(st.integers(1, 4))
+    spread = data.draw(st.sampled_from([3.0, 1e3, 1e7]))
+    normal = returns == "normal"
+    encoder = _ReturningEncoder(d, returns)
+    prior = _prior(prior_name, d, k, data, spread, (-170.0, 80.0) if normal else (-300.0, 300.0))
+    batch_log_var = (-40.0, 40.0) if normal else (-300.0, 300.0)
+    u = _leaf(
+        np.concatenate([data.draw(_array((n, d), -spread, spread)), data.draw(_array((n, d), *batch_log_var))], 1),
+        torch.float32,
+    )
+    q = as_posterior(encoder(u))
+    z = q.rsample((1,))
+    kl, _ = kl_terms(q, prior(encoder), z)
+    kl.sum().backward()
+    what = f"{prior_name} prior, encoder returning {returns}"
+    assert torch.isfinite(kl).all(), f"{what}: non-finite KL {kl}"
+    grads: dict[str, torch.Tensor | None] = {"encoder input": u, "encoder weight": encoder.linear.weight}
+    grads |= {name: param for name, param in prior.named_parameters()}
+    _assert_grads_finite(grads, what)
 
 
 def test_priors_build_and_evaluate_without_host_reads(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,9 +40,10 @@ class QuietTrainer:
 
 
 def _quiet(vae: VAE) -> VAE:
-    """``vae`` in the middle of an epoch, its shapes fixed."""
+    """``vae`` in the middle of an epoch, its shapes fixed, the divergence rule's scale set."""
     vae._trainer = QuietTrainer()  # type: ignore[assignment]
     vae._shapes_fixed = True
+    vae.guard.load_state_dict({"scale": 1000.0, "calibrated": 1})
     return vae
 
 
@@ -103,15 +104,24 @@ def test_other_encoder_outputs_train_in_float32_and_agree_with_the_general_path(
 
 def test_a_non_finite_loss_raises_with_the_diagnosis() -> None:
     vae = _quiet(make_vae("bernoulli"))
-    vae.data_check.seen = 11  # not a data-checked batch: the loss shows the NaN
     x = torch.rand(4, 1, 8, 8).round()
-    x[2, 0, 3, 3] = float("nan")
+    with torch.no_grad():
+        vae.model.decoder.head.bias[5] = float("nan")  # the data pass their check: the loss shows the fault
     with pytest.raises(NonFiniteError) as err:
         vae.training_step(x, 17)
     message = str(err.value)
     assert "global step 123 (epoch 4, batch 17)" in message
-    assert "the data batch holds 1 NaN/inf values" in message
+    assert "parameters ['model.decoder.head.bias']" in message and "already non-finite" in message
     assert "reconstruction term" in message and "resume from the last checkpoint" in message
+
+
+def test_nan_data_in_any_cpu_batch_is_named_by_the_data_check() -> None:
+    vae = _quiet(make_vae("bernoulli"))
+    vae.data_check.seen = 17  # not on the accelerator schedule: the CPU checks every batch
+    x = torch.rand(4, 1, 8, 8).round()
+    x[2, 0, 3, 3] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"1 NaN or infinite values.*global step 123, epoch 4, batch 17"):
+        vae.training_step(x, 17)
 
 
 def test_a_non_finite_kl_names_the_latent_dimension() -> None:

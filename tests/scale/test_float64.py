@@ -97,6 +97,26 @@ def test_a_float64_run_trains_and_evaluates_in_float64(tmp_path: Path, name: str
     assert value.dtype == torch.float64 and torch.isfinite(value)
 
 
+@pytest.mark.parametrize("precision", ["64-true", "32-true"])
+def test_evaluation_values_are_reported_in_the_module_type(tmp_path: Path, precision: str) -> None:
+    """val/* and collapse/* of a float64 run are float64 (the torchmetrics means kept float32 states, the monitor's
+    Python numbers became float32), and float32 in a float32 run; a later validate keeps the type."""
+    torch.manual_seed(0)
+    vae = tiny_vae(n_eval_samples=3)
+    data = torch.rand(16, *SHAPE).round()
+    monitor = PosteriorCollapseMonitor(log_images=False, iw_samples=3)
+    trainer = Trainer(**trainer_kwargs(tmp_path, precision=precision, max_epochs=1), callbacks=[monitor])
+    dm = TensorDataModule(data, val=data[:8], batch_size=4)
+    trainer.fit(vae, datamodule=dm)
+    expected = torch.float64 if precision == "64-true" else torch.float32
+    keys = ("val/loss", "val/elbo", "val/recon", "val/kl", "val/nll_iw", "val/bits_per_dim")
+    keys += ("collapse/active_units", "collapse/mutual_info", "collapse/collapsed_dims", "collapse/nll_iw")
+    for stage in ("fit", "validate"):
+        metrics = trainer.callback_metrics
+        assert {key: metrics[key].dtype for key in keys} == dict.fromkeys(keys, expected), stage
+        trainer.validate(vae, datamodule=dm, verbose=False)
+
+
 @pytest.mark.parametrize("likelihood", sorted(DATA))
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()) or "plain")
 def test_fast_and_general_paths_agree_in_float64(likelihood: str, settings: dict) -> None:
