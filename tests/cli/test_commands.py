@@ -46,7 +46,7 @@ def test_a_command_line_that_cannot_run_exits_with_its_message(tmp_path: Path, m
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", "no_such_config"])
     message = str(exit_info.value.code)
-    assert message.startswith("lightning-vae: Expected `--config` to be a YAML file or the name of a shipped config")
+    assert message.startswith("lightning-vae fit: Expected `--config` to be a YAML file or the name of a shipped")
     with pytest.raises(SystemExit) as exit_info:
         main(["test", "--data=lightning_vae.data.ShapesDataModule"])
     assert str(exit_info.value.code).startswith("lightning-vae test: no model. Pass --ckpt_path")  # one prefix
