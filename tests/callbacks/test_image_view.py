@@ -142,3 +142,18 @@ def test_validation_and_state_key() -> None:
     assert a.state_key == "ReconstructionLogger{'tag': 'images/a'}" and a.state_key != b.state_key
     clone = pickle.loads(pickle.dumps(LatentTraversalLogger(n_dims=2, limit=1.5)))
     assert (clone.n_dims, clone.limit, clone.tag) == (2, 1.5, "images/traversals")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ImageView keeps the examples of the sanity check and then takes the first validation batch again",
+)
+def test_the_sanity_check_does_not_repeat_examples(tmp_path: Path) -> None:
+    images = (torch.arange(12).float() / 12).view(12, 1, 1, 1).expand(12, 1, 4, 4)  # example i holds i / 12
+    view = ReconstructionLogger(n_images=5, nrow=3)
+    trainer = Trainer(
+        **trainer_kwargs(tmp_path, max_epochs=1, logger=False, callbacks=[view], limit_val_batches=3)
+    )
+    vae = VAE(MLPEncoder((1, 4, 4), 2, hidden_sizes=(8,)), MLPDecoder(2, (1, 4, 4), hidden_sizes=(8,)))
+    trainer.fit(vae, datamodule=TensorDataModule(images, val=images, batch_size=2))  # sanity check: 2 batches
+    assert (view._fixed[:, 0, 0, 0] * 12).round().tolist() == [0, 1, 2, 3, 4]  # the first five, each once

@@ -9,14 +9,11 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
-from support.images import LATENT, decode_png, events, fit, last_image, quantize, reference_grid
+from support.images import LATENT, decode_png, events, fit, last_image, quantize, reference_grid, stacked_vae
 from support.modules import trainer_kwargs
 
-from lightning_vae import VAE
 from lightning_vae.callbacks import LatentTraversalLogger, PriorSampleLogger, ReconstructionLogger
-from lightning_vae.callbacks.views import latent_traversal
 from lightning_vae.data import TensorDataModule
-from lightning_vae.models import StackedVAEModel
 
 
 def test_traversal_rows_follow_the_most_active_dimensions(tmp_path: Path) -> None:
@@ -43,40 +40,13 @@ def test_traversal_rows_follow_the_most_active_dimensions(tmp_path: Path) -> Non
 
 
 # ---------------------------------------------------------------------------------------- several latent groups
-def _stacked() -> VAE:
-    torch.manual_seed(0)
-    return VAE(model=StackedVAEModel((1, 4, 4), latent_sizes=(4, 2), hidden_sizes=((8,), (8,)))).eval()
-
-
-def test_a_chosen_group_of_a_stacked_model_is_traversed_with_the_groups_below_from_their_prior_means() -> None:
-    vae, x = _stacked(), torch.rand(16, 1, 4, 4).round()
-    model = vae.model
-    for group in ("z2", "z1"):
-        torch.manual_seed(1)
-        images, dims, activity = latent_traversal(vae, x, n_dims=2, n_steps=5, limit=2.0, group=group)
-        torch.manual_seed(1)  # the same sample of z1, on which z2's posterior is conditioned
-        with torch.no_grad():
-            z1_sample = model.inference(x, 1).z["z1"][0]
-            means = {"z1": model.bottom_up[0](x.flatten(1))[0], "z2": model.bottom_up[1](z1_sample)[0]}
-        np.testing.assert_allclose(activity.numpy(), means[group].double().numpy().var(axis=0, ddof=1), rtol=1e-4)
-        z = means[group][0].repeat(10, 1)
-        for row, d in enumerate(dims.tolist()):
-            z[row * 5 : row * 5 + 5, d] = torch.linspace(-2.0, 2.0, 5)
-        with torch.no_grad():
-            # By hand: z1 is the traversed values, or for a traversal of z2 the mean of p(z1 | z2); then p(x | z1).
-            z1 = z if group == "z1" else model.top_down[0](z)[0]
-            expected = torch.sigmoid(model.decoder(z1)).view(10, 1, 4, 4)
-        torch.testing.assert_close(images, expected, rtol=1e-5, atol=1e-6)
-        assert not torch.allclose(images[0], images[4], atol=1e-3)  # the two ends of a row differ
-
-
 def test_traversal_logger_on_a_stacked_model_writes_a_grid_per_group(tmp_path: Path) -> None:
     images = torch.rand(32, 1, 4, 4).round()
     logger = CSVLogger(tmp_path, name="csv", version=0)
     views = [LatentTraversalLogger(n_dims=2, n_steps=5, n_examples=16), LatentTraversalLogger(group="z1", tag="t/z1")]
     views += [PriorSampleLogger(n_images=6, nrow=3), ReconstructionLogger(n_images=4, nrow=2)]
     trainer = Trainer(**trainer_kwargs(tmp_path, max_epochs=1, logger=logger, callbacks=views))
-    trainer.fit(_stacked().train(), datamodule=TensorDataModule(images, val=images, batch_size=16))
+    trainer.fit(stacked_vae().train(), datamodule=TensorDataModule(images, val=images, batch_size=16))
     folder = Path(logger.log_dir)
     top = decode_png(next((folder / "images/traversals").glob("*.png")).read_bytes())
     assert top.shape[:2] == (2 * (4 + 2) + 2, 5 * (4 + 2) + 2)  # 2 rows of 5 images of 4x4, 2-pixel padding
@@ -86,7 +56,7 @@ def test_traversal_logger_on_a_stacked_model_writes_a_grid_per_group(tmp_path: P
     assert decode_png(next((folder / "images/reconstructions").glob("*.png")).read_bytes()).shape[:2] == (26, 14)
     with pytest.raises(ValueError, match=r"`group` of LatentTraversalLogger to be one of .*\('z2', 'z1'\), got 'z3'"):
         Trainer(**trainer_kwargs(tmp_path, callbacks=[LatentTraversalLogger(group="z3")])).validate(
-            _stacked(), datamodule=TensorDataModule(images, val=images, batch_size=16), verbose=False
+            stacked_vae(), datamodule=TensorDataModule(images, val=images, batch_size=16), verbose=False
         )
     with pytest.raises(TypeError, match=r"Expected `group` to be a latent group's name or None, got 1 \(int\)"):
         LatentTraversalLogger(group=1)  # type: ignore[arg-type]

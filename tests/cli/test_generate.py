@@ -1,4 +1,5 @@
-"""After training: `lightning-vae sample` and `lightning-vae reconstruct` (generate.py) from a checkpoint."""
+"""After training: `lightning-vae sample`, `lightning-vae reconstruct` and `lightning-vae export` (generate.py) from a
+checkpoint."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ import pytest
 import torch
 import yaml
 from support.checkpoints import DATA, loaded, train_checkpoint, val_images
+from support.export import LATENT, SHAPE
+from support.export import train_checkpoint as train_export_checkpoint
 from support.images import decode_png, quantize, reference_grid
 
-from lightning_vae.cli import main
+from lightning_vae import VAE
+from lightning_vae.cli import generate, main
+from lightning_vae.data import ShapesDataModule
+from lightning_vae.export import load_exported
+from lightning_vae.nets import ConvEncoder, PixelCNNDecoder
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +112,49 @@ def test_the_console_script_samples(checkpoint: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"wrote a 122x32 grid of 4 images to {out}" in result.stdout
     assert decode_png(out.read_bytes()).shape == (32, 122, 1)
+
+
+# ---------------------------------------------------------------------------------------- export
+@pytest.fixture(scope="module")
+def export_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_export_checkpoint(tmp_path_factory.mktemp("trained_for_export"))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "torch_export"])
+def test_the_export_command(fmt: str, export_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    out = tmp_path / "exported"
+    assert generate.main(["export", f"--ckpt_path={export_checkpoint}", f"--format={fmt}", f"--output={out}"]) == out
+    printed = capsys.readouterr().out
+    assert (
+        "lightning-vae export: wrote encoder" in printed and "checked against PyTorch at batch sizes 1 and 3" in printed
+    )
+    vae = VAE.load_from_checkpoint(export_checkpoint, map_location="cpu").eval()
+    run = load_exported(next(out.glob("decoder.*")))
+    z = torch.randn(7, LATENT)
+    with torch.no_grad():
+        expected = vae.likelihood.mean(vae.decode(z))
+    torch.testing.assert_close(torch.as_tensor(run(z)), expected, rtol=0, atol=1e-5)
+
+
+def test_the_export_command_reports_errors_without_usage_text(
+    export_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from lightning.pytorch import Trainer
+    from support.modules import trainer_kwargs
+
+    trainer = Trainer(**trainer_kwargs(tmp_path, max_steps=1, limit_val_batches=0))
+    trainer.fit(
+        VAE(ConvEncoder(1, 28, latent_dim=LATENT), PixelCNNDecoder(LATENT, SHAPE, n_layers=2)),
+        ShapesDataModule(image_size=28, n_train=16, n_val=16, batch_size=16),
+    )
+    trainer.save_checkpoint(tmp_path / "pixelcnn.ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        generate.main(["export", f"--ckpt_path={tmp_path / 'pixelcnn.ckpt'}", f"--output={tmp_path / 'x'}"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("lightning-vae export: error: The decoder PixelCNNDecoder")
+    assert "usage:" not in err
+    with pytest.raises(SystemExit):
+        generate.main(["export", f"--ckpt_path={export_checkpoint}", "--format=tflite"])  # argparse's own text
+    assert "invalid choice: 'tflite'" in capsys.readouterr().err

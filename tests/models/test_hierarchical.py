@@ -1,4 +1,5 @@
-"""Stacked (Burda et al. 2015) and Ladder (Sønderby et al. 2016) models against independent references."""
+"""Stacked (Burda et al. 2015) and Ladder (Sønderby et al. 2016) models against independent references: what both
+hierarchical models share (the ladder's own inference is in test_ladder.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from lightning_vae.callbacks import ExactResume
 from lightning_vae.data import TensorDataModule
 from lightning_vae.distributions import DiagonalGaussian
 from lightning_vae.models import LadderVAEModel, StackedVAEModel
-from lightning_vae.models.ladder import precision_weighted
 from lightning_vae.objective import elbo_groups
 
 SHAPE = (1, 6, 6)
@@ -72,29 +72,6 @@ def test_the_iwae_bound_is_above_the_elbo_and_grows_with_k(name: str) -> None:
                 values.append(float(terms.elbo if k == 1 else terms.iwae))
             bounds[k] = sum(values) / len(values)
     assert bounds[1] < bounds[5] < bounds[50], bounds
-
-
-def test_ladder_posteriors_merge_the_evidence_with_the_generative_prior() -> None:
-    model = _models()["ladder"]
-    x = torch.rand(4, *SHAPE).round()
-    inference, generative = model(x, n_samples=2)
-    evidence = model._evidence(x)
-    for i in (2, 1):
-        prior = generative.priors[f"z{i}"]  # from the generative network, given the same sample above
-        loc, log_var = evidence[i - 1]
-        # Product of two Gaussians, in float64 from precisions.
-        p_a, p_b = (-log_var.double()).exp(), (-prior.log_var.double()).exp()
-        var = 1 / (p_a + p_b)
-        mean = (loc.double() * p_a + prior.loc.double() * p_b) * var
-        q = inference.posteriors[f"z{i}"]
-        torch.testing.assert_close(q.loc.double(), mean, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(q.log_var.double(), var.log(), rtol=1e-4, atol=1e-4)
-
-
-def test_precision_weighting_stays_finite_at_extreme_scales() -> None:
-    loc, log_var = precision_weighted(torch.tensor([1.0]), torch.tensor([-80.0]), torch.tensor([5.0]),
-                                      torch.tensor([80.0]))  # fmt: skip
-    assert loc.item() == pytest.approx(1.0) and log_var.item() == pytest.approx(-80.0)
 
 
 @pytest.mark.parametrize("name", ["stacked", "ladder"])

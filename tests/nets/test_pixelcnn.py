@@ -66,6 +66,20 @@ def test_constructor_validates_its_arguments():
         MaskedConv2d(1, 1, 3, "C")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("factory", "error", "match"),
+    [
+        (lambda: MaskedConv2d(1, 1, 4, "A"), ValueError, r"`kernel_size` to be odd, got 4"),
+        (lambda: MaskedConv2d(1, 1, 3, "C"), ValueError, r"`mask_type` to be one of \('A', 'B'\), got 'C'"),
+        (lambda: PixelCNNDecoder(2, (1, 8, 8), n_layers=2, dilations=[1, 0]), ValueError, r"`dilations` to be"),
+        (lambda: PixelCNNDecoder(2, (1, 8, 8), n_layers=2, dilations=[1]), ValueError, r"`dilations` to hold 2"),
+    ],
+)
+def test_arguments_are_checked(factory, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        factory()
+
+
 def _pixelcnn_vae(shape=(1, 6, 6), latent=3) -> VAE:
     torch.manual_seed(0)
     return VAE(

@@ -1,4 +1,6 @@
-"""The ELBO objective's training form: the diagonal-Gaussian arithmetic for models that declare ``fast_path``.
+"""The ELBO objective (objective/elbo.py): its terms against torch.distributions, free bits and the capacity form,
+the IWAE loss, numerics at the edges, and its training form: the diagonal-Gaussian arithmetic for models that declare
+``fast_path``.
 
 One training-step path (``VAE.training_step`` → ``objective.training_terms``): for a single diagonal-Gaussian group
 under ``N(0, I)`` the ELBO computes its terms from the encoder's ``(loc, log_var)``; these tests hold it to the
@@ -8,6 +10,7 @@ the same run.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -18,11 +21,13 @@ from lightning.pytorch import Trainer
 from support.modules import DistributionEncoder, tiny_vae, trainer_kwargs
 from support.objective import DATA, make_vae, step
 from torch import Tensor, nn
+from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from lightning_vae import VAE
 from lightning_vae.data import Batch, TensorDataModule
+from lightning_vae.distributions import BernoulliLikelihood, DiagonalGaussian, StandardNormal
 from lightning_vae.nets import MLPDecoder, MLPEncoder
-from lightning_vae.objective import ELBO, IWAE, ELBOSettings, make_objective
+from lightning_vae.objective import ELBO, IWAE, ELBOSettings, elbo, make_objective
 from lightning_vae.training.faults import NonFiniteError
 
 
@@ -191,3 +196,116 @@ def test_the_training_form_keeps_the_checks() -> None:
         ELBO().training_terms(bad, Batch(torch.rand(2, 1, 8, 8).round()), report=False, check=True)
     terms = ELBO().training_terms(model, Batch(torch.rand(2, 1, 8, 8).round()), report=True, check=True)
     assert terms.elbo is not None and terms.kl_per_dim is not None
+
+
+# ---------------------------------------------------------------- the ELBO's terms against torch.distributions
+def _batch(b: int = 16, d: int = 6, dx: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.randint(0, 2, (b, dx)).float(), torch.randn(b, d), torch.randn(b, d)
+
+
+def test_elbo_terms_match_torch_distributions() -> None:
+    x, loc, log_var = _batch()
+    q = DiagonalGaussian(loc, log_var)
+    z = q.rsample((1,))
+    logits = torch.randn(1, 16, 10)
+    terms = elbo(x, q, z, logits, BernoulliLikelihood(), StandardNormal(6), beta=2.5)
+    recon = -Bernoulli(logits=logits[0]).log_prob(x).sum(-1).mean()
+    kl = kl_divergence(
+        Independent(Normal(loc, torch.exp(0.5 * log_var)), 1), Independent(Normal(0.0, torch.ones(6)), 1)
+    )
+    torch.testing.assert_close(terms.recon, recon)
+    torch.testing.assert_close(terms.kl, kl.mean())
+    torch.testing.assert_close(terms.elbo, -(recon + kl.mean()))
+    torch.testing.assert_close(terms.loss, recon + 2.5 * kl.mean())
+    torch.testing.assert_close(terms.kl_per_dim.sum(), kl.mean())
+    assert terms.iwae is None and terms.log_weights.shape == (1, 16)
+
+
+def test_free_bits_keeps_the_raw_kl_reported() -> None:
+    x, loc, log_var = _batch()
+    q = DiagonalGaussian(0.01 * loc, log_var.clamp(-0.01, 0.01))
+    lik, p = BernoulliLikelihood(), StandardNormal(6)
+    z = q.rsample((1,))
+    plain = elbo(x, q, z, torch.zeros(1, 16, 10), lik, p)
+    fb = elbo(x, q, z, torch.zeros(1, 16, 10), lik, p, free_bits=0.5)
+    torch.testing.assert_close(fb.kl, plain.kl)  # raw KL unchanged
+    torch.testing.assert_close(fb.kl_penalty, torch.tensor(6 * 0.5))  # every dimension under λ
+    torch.testing.assert_close(fb.elbo, plain.elbo)
+
+
+def test_capacity_form() -> None:
+    x, loc, log_var = _batch()
+    q = DiagonalGaussian(loc, log_var)
+    terms = elbo(
+        x,
+        q,
+        q.rsample((1,)),
+        torch.zeros(1, 16, 10),
+        BernoulliLikelihood(),
+        StandardNormal(6),
+        capacity=2.0,
+        capacity_gamma=10.0,
+    )
+    torch.testing.assert_close(terms.loss, terms.recon + 10.0 * (terms.kl - 2.0).abs())
+
+
+def test_iwae_loss_is_the_negative_bound_at_beta_one() -> None:
+    vae = tiny_vae(n_samples=5)
+    terms, _ = vae.compute_terms(torch.rand(8, 1, 8, 8).round())
+    torch.testing.assert_close(terms.loss, -terms.iwae)
+    manual = torch.logsumexp(terms.log_weights, 0) - math.log(5)
+    torch.testing.assert_close(terms.iwae, manual.mean())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_extreme_encoder_outputs_give_finite_loss_and_gradients(dtype: torch.dtype) -> None:
+    x = torch.randint(0, 2, (4, 10)).float()
+    loc = torch.tensor([[0.0, 5.0, -5.0]] * 4, dtype=dtype, requires_grad=True)
+    log_var = torch.tensor([[1e4, -1e4, 0.0]] * 4, dtype=dtype, requires_grad=True)
+    logits = (torch.randn(1, 4, 10) * 1e4).to(dtype).requires_grad_(True)
+    q = DiagonalGaussian(loc, log_var)
+    terms = elbo(x, q, q.rsample((1,)), logits, BernoulliLikelihood(), StandardNormal(3), free_bits=0.1)
+    terms.loss.backward()
+    assert torch.isfinite(terms.loss)
+    for t in (loc, log_var, logits):
+        assert torch.isfinite(t.grad).all()
+
+
+def test_elbo_validates_its_arguments() -> None:
+    x, loc, log_var = _batch()
+    q = DiagonalGaussian(loc, log_var)
+    args = (x, q, q.rsample((3,)), torch.zeros(3, 16, 10), BernoulliLikelihood(), StandardNormal(6))
+    with pytest.raises(ValueError, match="single-sample ELBO.*got 3"):
+        elbo(*args, free_bits=0.5)
+    with pytest.raises(ValueError, match="`beta` to be a finite float >= 0"):
+        elbo(*args, beta=-1.0)
+    with pytest.raises(ValueError, match=r"shape \(k, B, D\)"):
+        elbo(x, q, q.rsample(), torch.zeros(16, 10), BernoulliLikelihood(), StandardNormal(6))
+
+
+@pytest.mark.parametrize("settings", [{}, {"beta": 0.3}, {"free_bits": 0.2}, {"capacity": 1.0}, {"n": 4}])
+def test_unreported_steps_give_the_same_loss_and_gradients(settings: dict) -> None:
+    """``report=False`` (training steps that log nothing) changes no loss and no gradient: bit for bit."""
+    from lightning_vae.distributions import BernoulliLikelihood, DiagonalGaussian, StandardNormal
+    from lightning_vae.objective import elbo_groups
+
+    n = settings.pop("n", 1)
+    results = []
+    for report in (True, False):
+        torch.manual_seed(0)
+        loc = torch.randn(6, 3, requires_grad=True)
+        log_var = torch.randn(6, 3, requires_grad=True)
+        q = DiagonalGaussian(loc, log_var)
+        z = q.rsample((n,))
+        logits = z @ torch.ones(3, 5)
+        x = torch.rand(6, 5).round()
+        terms = elbo_groups(x, {"z": q}, {"z": z}, logits, BernoulliLikelihood(), {"z": StandardNormal(3)},
+                            report=report, **settings)  # fmt: skip
+        terms.loss.backward()
+        results.append((terms, loc.grad, log_var.grad))
+    (full, *grads_full), (lean, *grads_lean) = results
+    torch.testing.assert_close(lean.loss, full.loss, rtol=0, atol=0)
+    for a, b in zip(grads_full, grads_lean):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert full.elbo is not None and full.kl_per_dim is not None
+    assert lean.elbo is None and lean.kl_per_dim is None and lean.kl_elementwise is not None

@@ -1,5 +1,6 @@
 """References and a short run for the image tests: a grid laid out cell by cell, a PNG reader written from the
-specification, 8-bit rounding, a small VAE on shapes, a fit with image views and its TensorBoard events."""
+specification, 8-bit rounding, a small VAE on shapes, a small stacked VAE, a fit with image views and its
+TensorBoard events."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_vae import VAE
 from lightning_vae.data import ShapesDataModule
+from lightning_vae.models import StackedVAEModel
 from lightning_vae.nets import MLPDecoder, MLPEncoder
 from support.modules import trainer_kwargs
 
@@ -63,6 +65,12 @@ def quantize(images: torch.Tensor) -> np.ndarray:
 def small_vae() -> VAE:
     shape = (1, SIDE, SIDE)
     return VAE(MLPEncoder(shape, latent_dim=LATENT, hidden_sizes=(32,)), MLPDecoder(LATENT, shape, hidden_sizes=(32,)))
+
+
+def stacked_vae() -> VAE:
+    """Two latent groups (z2 of 2 above z1 of 4) on 4x4 images, in eval mode."""
+    torch.manual_seed(0)
+    return VAE(model=StackedVAEModel((1, 4, 4), latent_sizes=(4, 2), hidden_sizes=((8,), (8,)))).eval()
 
 
 def shapes(n_val: int = 64) -> ShapesDataModule:

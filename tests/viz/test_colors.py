@@ -1,5 +1,5 @@
 """kl_heatmap and colorize (viz/colors.py): brighter cells for larger KL, the viridis end points, the gap before the
-colour bar, the bands and names of latent groups; the pixel font (viz/font.py)."""
+colour bar, the bands and names of latent groups."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from lightning_vae.viz import colorize, kl_heatmap
-from lightning_vae.viz.font import text_mask
 
 
 def test_heatmap_colours_follow_the_kl():
@@ -41,11 +40,3 @@ def test_heatmap_by_group_has_a_band_per_group_a_white_line_between_and_the_name
     for bad in ([("z", 2)], [("a", 3), ("b", 0)]):
         with pytest.raises(ValueError, match="adding up to the 3 rows"):
             kl_heatmap(history, groups=bad)
-
-
-def test_font_draws_known_glyphs_and_a_question_mark_for_others() -> None:
-    assert text_mask("").shape == (5, 0)
-    assert text_mask("ab", scale=2).shape == (10, 14)
-    torch.testing.assert_close(text_mask("Z"), text_mask("z"))  # capitals as small letters
-    torch.testing.assert_close(text_mask("é"), text_mask("?"))
-    assert not torch.equal(text_mask("z"), text_mask("2"))

@@ -1,23 +1,22 @@
-"""The `lightning-vae` LightningCLI: every config runs, overrides apply, checkpoints reload alone, user paths work."""
+"""VAECLI and build_cli (cli/vaecli.py): every shipped config runs, overrides apply, checkpoints reload alone, user
+networks work, what is missing is named, checkpoints follow the run's folder, the data must fit the model, and a run
+shorter than an epoch validates and says so."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from lightning.pytorch import Trainer
-from support.cli import SHAPES_TWO_STEPS
+from support.cli import print_config, train_checkpoint_28
 from support.modules import tiny_vae, trainer_kwargs
 from support.paths import ROOT, require_mnist
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_vae import VAE
-from lightning_vae.cli import CLIError, build_cli, main, prepare_args
+from lightning_vae.cli import CLIError, build_cli, main
 
 
 def _lightning_cli_configs() -> list[Path]:
@@ -123,21 +122,6 @@ def test_user_networks_trained_through_the_cli_reload_alone(tmp_path: Path, monk
     torch.testing.assert_close(loaded.encode(x).mean, cli.model.encode(x).mean, rtol=0, atol=0)
 
 
-def test_console_script_prints_a_summary(tmp_path: Path) -> None:
-    exe = Path(sys.executable).with_name("lightning-vae")
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "lightning_vae.cli"]
-    result = subprocess.run(
-        [*command, *SHAPES_TWO_STEPS, f"--trainer.default_root_dir={tmp_path}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "ELBO" in result.stdout and "KL" in result.stdout
-    assert "tensorboard --logdir" in result.stdout and "checkpoint:" in result.stdout
-
-
 def test_bad_cli_values_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     with pytest.raises(SystemExit):
@@ -157,46 +141,9 @@ def test_bad_cli_values_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyP
         )
 
 
-# ---------------------------------------------------------------------------------------- a user's own pipeline
-def _print_config(args: list[str], capsys: pytest.CaptureFixture) -> dict:
-    with pytest.raises(SystemExit) as exit_info:
-        build_cli(args=[*args, "--print_config"])
-    assert exit_info.value.code in (0, None)
-    return yaml.safe_load(capsys.readouterr().out)
-
-
-def test_a_user_data_module_keeps_its_own_defaults(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
-    monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
-    printed = _print_config(["fit", "--data.class_path", "support.modules.UserDataModule"], capsys)
-    assert printed["data"] == {
-        "class_path": "support.modules.UserDataModule",
-        "init_args": {"root": "/data/mine", "batch_size": 7, "n_val": 3},
-    }
-    # the same through a user's YAML that names only the class
-    config = tmp_path / "mine.yaml"
-    config.write_text("data:\n  class_path: support.modules.UserDataModule\n")
-    printed = _print_config(["fit", f"--config={config}"], capsys)
-    assert printed["data"]["init_args"] == {"root": "/data/mine", "batch_size": 7, "n_val": 3}
-    # on top of a shipped config: its ShapesDataModule arguments (batch_size 128, n_val 2000) are not carried over
-    for args in (
-        ["--config=shapes", "--data.class_path", "support.modules.UserDataModule"],
-        ["--config=shapes", "--data=support.modules.UserDataModule", "--data.init_args.batch_size=9"],
-        ["--config=shapes", f"--config={config}"],
-    ):
-        printed = _print_config(["fit", *args], capsys)
-        assert printed["data"]["class_path"] == "support.modules.UserDataModule", args
-        expected = {"root": "/data/mine", "batch_size": 9 if "--data.init_args.batch_size=9" in args else 7, "n_val": 3}
-        assert printed["data"]["init_args"] == expected, args
-    # the same class again keeps the config's arguments and takes the override
-    printed = _print_config(["fit", "--config=shapes", "--data=ShapesDataModule", "--data.init_args.n_val=5"], capsys)
-    assert printed["data"]["init_args"]["n_train"] == 20000 and printed["data"]["init_args"]["n_val"] == 5
-
-
 def test_print_config_has_no_stray_optimizer_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
-    printed = _print_config(["fit", "--config=configs/cli/shapes.yaml"], capsys)
+    printed = print_config(["fit", "--config=configs/cli/shapes.yaml"], capsys)
     assert "optimizer" not in printed and "lr_scheduler" not in printed  # the optimizer is the model's argument
     assert printed["model"]["optimizer"]["class_path"] == "torch.optim.Adam"
 
@@ -217,32 +164,6 @@ def test_fit_without_a_config_says_what_to_pass(
         )
     with pytest.raises(CLIError, match=r"lightning-vae test: no model\. Pass --ckpt_path CKPT"):
         build_cli(args=["test", "--data=lightning_vae.data.ShapesDataModule"])
-
-
-def test_config_by_short_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # no configs/ here: the shipped ones are found by name
-    shipped = ROOT / "lightning_vae" / "configs" / "cli"
-    for given in ("shapes", "shapes.yaml", "configs/cli/shapes.yaml"):
-        assert Path(prepare_args(["fit", "--config", given])[2]).resolve() == shipped / "shapes.yaml"
-    assert Path(prepare_args(["fit", "--config=annealing/cyclical"])[1].split("=", 1)[1]).parent.name == "annealing"
-    own = tmp_path / "shapes"  # a file of the user's wins over a shipped name
-    own.write_text("seed_everything: 1\n")
-    assert prepare_args(["fit", "-c", "shapes"])[2] == "shapes"
-    with pytest.raises(CLIError, match=r"got 'nope' \(no such file\)\. Shipped configs: .*mnist_mlp.*shapes"):
-        prepare_args(["fit", "--config", "nope"])
-    cli = build_cli(
-        args=[
-            "fit",
-            "--config",
-            "shapes_beta_vae",
-            "--trainer.fast_dev_run=true",
-            "--data.init_args.n_train=64",
-            "--data.init_args.n_val=64",
-            "--trainer.enable_progress_bar=false",
-            f"--trainer.default_root_dir={tmp_path}",
-        ]
-    )
-    assert cli.model.beta > 1
 
 
 def test_checkpoints_follow_default_root_dir_unless_a_folder_is_given(
@@ -267,52 +188,9 @@ def test_checkpoints_follow_default_root_dir_unless_a_folder_is_given(
 
 
 # ---------------------------------------------------------------------------------------- evaluating a checkpoint
-SMALL_28 = [
-    "--config=configs/cli/shapes.yaml",
-    "--data.init_args.image_size=28",
-    "--model.encoder.init_args.image_size=28",
-    "--model.decoder.init_args.image_size=28",
-    "--data.init_args.n_train=128",
-    "--data.init_args.n_val=48",
-    "--data.init_args.batch_size=32",
-    "--trainer.enable_progress_bar=false",
-]
-
-
 @pytest.fixture(scope="module")
 def checkpoint_28(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A conv VAE on 28-px shapes (not the 32 px of the default config), trained two steps through the CLI."""
-    root = tmp_path_factory.mktemp("trained28")
-    here = os.getcwd()
-    os.chdir(root)  # the config's checkpoint folder is relative to the working directory
-    try:
-        cli = build_cli(args=["fit", *SMALL_28, "--trainer.max_steps=2", f"--trainer.default_root_dir={root}"])
-    finally:
-        os.chdir(here)
-    return root / cli.trainer.checkpoint_callback.best_model_path
-
-
-@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
-def test_evaluation_without_a_config_uses_the_checkpoints_data(
-    subcommand: str, checkpoint_28: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    cli = build_cli(
-        args=[
-            subcommand,
-            f"--ckpt_path={checkpoint_28}",
-            "--data.init_args.n_val=20",  # still overrides the recorded arguments
-            "--trainer.enable_progress_bar=false",
-            "--trainer.limit_test_batches=1",
-        ]
-    )
-    assert type(cli.datamodule).__name__ == "ShapesDataModule" and cli.datamodule.hparams.image_size == 28
-    assert cli.datamodule.hparams.n_train == 128 and cli.datamodule.hparams.n_val == 20
-    if subcommand == "predict":
-        assert cli.trainer.predict_loop.predictions[0].shape == (20, 10)
-    else:
-        stage = "val" if subcommand == "validate" else "test"
-        assert torch.isfinite(cli.trainer.callback_metrics[f"{stage}/elbo"])
+    return train_checkpoint_28(tmp_path_factory.mktemp("trained28"))
 
 
 def test_evaluation_with_other_data_or_no_record_fails_with_a_message(

@@ -1,46 +1,26 @@
-"""The objective: terms against torch.distributions, free-bits gradients, IWAE properties, numerics."""
+"""The parts of the objective (objective/terms.py): kl_terms against torch.distributions (closed form or Monte
+Carlo by prior), free_bits_penalty's modes and gradients, the IWAE bound against NumPy and its properties, the
+float32 region under autocast, and the named terms."""
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import pytest
 import torch
 from support.modules import tiny_vae
-from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
+from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from lightning_vae.distributions import (
-    BernoulliLikelihood,
     DiagonalGaussian,
+    FullCovarianceGaussian,
     LearnableGaussianPrior,
     MixtureOfGaussiansPrior,
     StandardNormal,
     StandardNormalPrior,
 )
 from lightning_vae.functional import gaussian_kl
-from lightning_vae.objective import elbo, free_bits_penalty, kl_terms
-
-
-def _batch(b: int = 16, d: int = 6, dx: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return torch.randint(0, 2, (b, dx)).float(), torch.randn(b, d), torch.randn(b, d)
-
-
-def test_elbo_terms_match_torch_distributions() -> None:
-    x, loc, log_var = _batch()
-    q = DiagonalGaussian(loc, log_var)
-    z = q.rsample((1,))
-    logits = torch.randn(1, 16, 10)
-    terms = elbo(x, q, z, logits, BernoulliLikelihood(), StandardNormal(6), beta=2.5)
-    recon = -Bernoulli(logits=logits[0]).log_prob(x).sum(-1).mean()
-    kl = kl_divergence(
-        Independent(Normal(loc, torch.exp(0.5 * log_var)), 1), Independent(Normal(0.0, torch.ones(6)), 1)
-    )
-    torch.testing.assert_close(terms.recon, recon)
-    torch.testing.assert_close(terms.kl, kl.mean())
-    torch.testing.assert_close(terms.elbo, -(recon + kl.mean()))
-    torch.testing.assert_close(terms.loss, recon + 2.5 * kl.mean())
-    torch.testing.assert_close(terms.kl_per_dim.sum(), kl.mean())
-    assert terms.iwae is None and terms.log_weights.shape == (1, 16)
+from lightning_vae.objective import ELBOTerms, free_bits_penalty, iwae_bound, kl_terms
+from lightning_vae.objective.terms import float32_region
 
 
 def _free_bits_grads(free_bits: float, mode: str, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -82,34 +62,6 @@ def test_free_bits_on_total_kl() -> None:
     torch.testing.assert_close(g_fb, g_plain)
 
 
-def test_free_bits_keeps_the_raw_kl_reported() -> None:
-    x, loc, log_var = _batch()
-    q = DiagonalGaussian(0.01 * loc, log_var.clamp(-0.01, 0.01))
-    lik, p = BernoulliLikelihood(), StandardNormal(6)
-    z = q.rsample((1,))
-    plain = elbo(x, q, z, torch.zeros(1, 16, 10), lik, p)
-    fb = elbo(x, q, z, torch.zeros(1, 16, 10), lik, p, free_bits=0.5)
-    torch.testing.assert_close(fb.kl, plain.kl)  # raw KL unchanged
-    torch.testing.assert_close(fb.kl_penalty, torch.tensor(6 * 0.5))  # every dimension under λ
-    torch.testing.assert_close(fb.elbo, plain.elbo)
-
-
-def test_capacity_form() -> None:
-    x, loc, log_var = _batch()
-    q = DiagonalGaussian(loc, log_var)
-    terms = elbo(
-        x,
-        q,
-        q.rsample((1,)),
-        torch.zeros(1, 16, 10),
-        BernoulliLikelihood(),
-        StandardNormal(6),
-        capacity=2.0,
-        capacity_gamma=10.0,
-    )
-    torch.testing.assert_close(terms.loss, terms.recon + 10.0 * (terms.kl - 2.0).abs())
-
-
 def test_iwae_bound_is_above_the_elbo_and_grows_with_k() -> None:
     vae = tiny_vae()
     x = torch.rand(64, 1, 8, 8).round()
@@ -122,14 +74,6 @@ def test_iwae_bound_is_above_the_elbo_and_grows_with_k() -> None:
     assert bounds[2] <= bounds[10] <= bounds[50]
 
 
-def test_iwae_loss_is_the_negative_bound_at_beta_one() -> None:
-    vae = tiny_vae(n_samples=5)
-    terms, _ = vae.compute_terms(torch.rand(8, 1, 8, 8).round())
-    torch.testing.assert_close(terms.loss, -terms.iwae)
-    manual = torch.logsumexp(terms.log_weights, 0) - math.log(5)
-    torch.testing.assert_close(terms.iwae, manual.mean())
-
-
 def test_objective_runs_in_float32_under_autocast() -> None:
     vae = tiny_vae()
     x = torch.rand(8, 1, 8, 8).round()
@@ -140,62 +84,15 @@ def test_objective_runs_in_float32_under_autocast() -> None:
     assert torch.isfinite(terms.loss)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_extreme_encoder_outputs_give_finite_loss_and_gradients(dtype: torch.dtype) -> None:
-    x = torch.randint(0, 2, (4, 10)).float()
-    loc = torch.tensor([[0.0, 5.0, -5.0]] * 4, dtype=dtype, requires_grad=True)
-    log_var = torch.tensor([[1e4, -1e4, 0.0]] * 4, dtype=dtype, requires_grad=True)
-    logits = (torch.randn(1, 4, 10) * 1e4).to(dtype).requires_grad_(True)
-    q = DiagonalGaussian(loc, log_var)
-    terms = elbo(x, q, q.rsample((1,)), logits, BernoulliLikelihood(), StandardNormal(3), free_bits=0.1)
-    terms.loss.backward()
-    assert torch.isfinite(terms.loss)
-    for t in (loc, log_var, logits):
-        assert torch.isfinite(t.grad).all()
-
-
-def test_objective_validates_its_arguments() -> None:
-    x, loc, log_var = _batch()
-    q = DiagonalGaussian(loc, log_var)
-    args = (x, q, q.rsample((3,)), torch.zeros(3, 16, 10), BernoulliLikelihood(), StandardNormal(6))
-    with pytest.raises(ValueError, match="single-sample ELBO.*got 3"):
-        elbo(*args, free_bits=0.5)
-    with pytest.raises(ValueError, match="`beta` to be a finite float >= 0"):
-        elbo(*args, beta=-1.0)
-    with pytest.raises(ValueError, match=r"shape \(k, B, D\)"):
-        elbo(x, q, q.rsample(), torch.zeros(16, 10), BernoulliLikelihood(), StandardNormal(6))
+def test_free_bits_penalty_validates_its_arguments() -> None:
     with pytest.raises(ValueError, match="divide the latent size 6"):
         free_bits_penalty(torch.ones(16), torch.ones(16, 6), 0.5, "group", groups=4)
     with pytest.raises(ValueError, match="free_bits_mode='total'"):
         free_bits_penalty(torch.ones(16), None, 0.5, "dim")
-
-
-@pytest.mark.parametrize("settings", [{}, {"beta": 0.3}, {"free_bits": 0.2}, {"capacity": 1.0}, {"n": 4}])
-def test_unreported_steps_give_the_same_loss_and_gradients(settings: dict) -> None:
-    """``report=False`` (training steps that log nothing) changes no loss and no gradient: bit for bit."""
-    from lightning_vae.distributions import BernoulliLikelihood, DiagonalGaussian, StandardNormal
-    from lightning_vae.objective import elbo_groups
-
-    n = settings.pop("n", 1)
-    results = []
-    for report in (True, False):
-        torch.manual_seed(0)
-        loc = torch.randn(6, 3, requires_grad=True)
-        log_var = torch.randn(6, 3, requires_grad=True)
-        q = DiagonalGaussian(loc, log_var)
-        z = q.rsample((n,))
-        logits = z @ torch.ones(3, 5)
-        x = torch.rand(6, 5).round()
-        terms = elbo_groups(x, {"z": q}, {"z": z}, logits, BernoulliLikelihood(), {"z": StandardNormal(3)},
-                            report=report, **settings)  # fmt: skip
-        terms.loss.backward()
-        results.append((terms, loc.grad, log_var.grad))
-    (full, *grads_full), (lean, *grads_lean) = results
-    torch.testing.assert_close(lean.loss, full.loss, rtol=0, atol=0)
-    for a, b in zip(grads_full, grads_lean):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert full.elbo is not None and full.kl_per_dim is not None
-    assert lean.elbo is None and lean.kl_per_dim is None and lean.kl_elementwise is not None
+    with pytest.raises(ValueError, match=r"Expected `free_bits` to be >= 0 nats, got -0.1"):
+        free_bits_penalty(torch.ones(16), None, -0.1, "total")
+    with pytest.raises(ValueError, match=r"`free_bits_mode` to be one of \('dim', 'group', 'total', 'latent_group'\)"):
+        free_bits_penalty(torch.ones(16), torch.ones(16, 6), 0.5, "each")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- kl_terms: closed form or Monte Carlo by prior
@@ -286,3 +183,76 @@ def test_total_mode_clamps_the_total_kl(lam: float, held: bool) -> None:
     value, grad = _penalty_and_grad(LOC, lam, "total")
     assert value == pytest.approx(max(lam, total))
     torch.testing.assert_close(grad, torch.zeros_like(LOC) if held else LOC / 2)
+
+
+def test_latent_group_mode_clamps_the_batch_mean_kl_of_each_group() -> None:
+    # two groups with per-example KLs (0.1, 0.3) and (1.0, 3.0): batch means 0.2 and 2.0; λ = 0.5 holds the first
+    first = torch.tensor([0.1, 0.3], dtype=torch.float64, requires_grad=True)
+    second = torch.tensor([1.0, 3.0], dtype=torch.float64, requires_grad=True)
+    total = first + second
+    penalty = free_bits_penalty(total, None, 0.5, "latent_group", group_kls=[first, second])
+    assert penalty.item() == pytest.approx(0.5 + 2.0)
+    penalty.backward()
+    torch.testing.assert_close(first.grad, torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(second.grad, torch.full((2,), 0.5, dtype=torch.float64))
+    # without the groups' KLs (one group) it is the total mode
+    assert free_bits_penalty(total.detach(), None, 3.0, "latent_group").item() == pytest.approx(3.0)
+
+
+def test_zero_free_bits_is_the_mean_kl_in_every_mode() -> None:
+    kl, elementwise = torch.tensor([1.0, 2.0, 4.5]), torch.rand(3, 4)
+    for mode in ("dim", "group", "total", "latent_group"):
+        assert free_bits_penalty(kl, elementwise, 0.0, mode).item() == pytest.approx(2.5)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the IWAE bound, the float32 region, the terms
+def test_iwae_bound_matches_a_numpy_log_mean_exp() -> None:
+    g = torch.Generator().manual_seed(0)
+    log_weights = 30 * torch.randn(7, 5, generator=g) - 200  # far from 0: a naive exp would underflow
+    w = log_weights.double().numpy()
+    top = w.max(0)
+    reference = (top + np.log(np.exp(w - top).mean(0))).mean()
+    assert iwae_bound(log_weights).item() == pytest.approx(reference, rel=1e-6)
+    # one sample: the bound is the mean log-weight, the ELBO
+    assert iwae_bound(log_weights[:1]).item() == pytest.approx(w[0].mean(), rel=1e-6)
+    # equal weights: log mean exp of k copies is the value itself
+    assert iwae_bound(torch.full((9, 3), -4.0)).item() == pytest.approx(-4.0, abs=1e-6)
+
+
+def test_the_float32_region_turns_autocast_off_and_is_a_no_op_without_it() -> None:
+    cpu = torch.device("cpu")
+    with float32_region(cpu):
+        assert not torch.is_autocast_enabled("cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = torch.randn(4, 4)
+        assert (a @ a).dtype == torch.bfloat16
+        with float32_region(cpu):
+            assert not torch.is_autocast_enabled("cpu") and (a @ a).dtype == torch.float32
+        assert torch.is_autocast_enabled("cpu")  # restored on leaving
+
+
+def test_kl_terms_of_a_full_covariance_posterior_match_torch() -> None:
+    torch.manual_seed(0)
+    q = FullCovarianceGaussian(torch.randn(6, 3), torch.randn(6, 3), torch.randn(6, 3))
+    reference_q = MultivariateNormal(q.loc, scale_tril=q.scale_tril)
+    kl, elementwise = kl_terms(q, StandardNormal(3), q.rsample((1,)))
+    assert elementwise is None  # a full covariance does not factorise over dimensions
+    standard = MultivariateNormal(torch.zeros(3), torch.eye(3))
+    torch.testing.assert_close(kl, kl_divergence(reference_q, standard), rtol=1e-5, atol=1e-5)
+    p = LearnableGaussianPrior(3)
+    with torch.no_grad():
+        p.loc.normal_()
+        p.log_var.normal_()
+    prior = p()
+    kl, _ = kl_terms(q, prior, q.rsample((1,)))
+    diagonal = MultivariateNormal(p.loc.detach(), torch.diag(p.log_var.detach().exp()))
+    torch.testing.assert_close(kl.detach(), kl_divergence(reference_q, diagonal), rtol=1e-4, atol=1e-4)
+
+
+def test_elbo_terms_are_named_with_optional_reports() -> None:
+    t = torch.tensor
+    terms = ELBOTerms(t(1.0), t(-1.0), t(0.7), t(0.3), None, t(0.3), None, None)
+    assert terms.loss.item() == 1.0 and terms.recon.item() == pytest.approx(0.7)
+    assert terms.kl_groups is None and terms.kl_per_dim_groups is None and terms.extra is None
+    assert terms._replace(extra={"tc": t(0.1)}).extra["tc"].item() == pytest.approx(0.1)
+    assert ELBOTerms._fields[:4] == ("loss", "elbo", "recon", "kl")
