@@ -1,7 +1,8 @@
-"""DataModules: embedded shapes (the default), MNIST from IDX files, and a user's own tensors; ``read_batch``."""
+"""DataModules: embedded shapes (the default), MNIST from IDX files (and its semi-supervised split), and a user's own tensors; ``read_batch``."""
 
 from lightning_vae.data.common import BATCH_KEYS, CONTEXT_KEYS, Batch, read_batch
 from lightning_vae.data.mnist import MissingDataError, MNISTDataModule, load_mnist, read_idx
+from lightning_vae.data.semi_supervised import SemiSupervisedMNISTDataModule
 from lightning_vae.data.shapes import FACTOR_NAMES, FACTOR_SIZES, ShapesDataModule, ShapesDataset, render_shapes
 from lightning_vae.data.tensors import TensorDataModule, load_array
 
@@ -13,6 +14,7 @@ __all__ = [
     "FACTOR_SIZES",
     "MNISTDataModule",
     "MissingDataError",
+    "SemiSupervisedMNISTDataModule",
     "ShapesDataModule",
     "ShapesDataset",
     "TensorDataModule",
