@@ -15,12 +15,15 @@ monitor, annealing and the exports.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from lightning_vae.building import describe
 from lightning_vae.checks import check_int, check_shape, check_type
 from lightning_vae.distributions.likelihoods import Likelihood
 from lightning_vae.distributions.posteriors import as_posterior
@@ -29,7 +32,7 @@ from lightning_vae.models.base import Generative, Inference, LatentVariableModel
 from lightning_vae.models.vae import LikelihoodName, PriorName, make_likelihood, make_prior
 
 
-class ConditionalVAEModel(LatentVariableModel):
+class ConditionalVAEModel(HyperparametersMixin, LatentVariableModel):
     """One latent group ``"z"`` conditioned on a context: ``q(z | x, c)``, ``p(x | z, c)``, ``p(z)``.
 
     The context is either class labels (``n_classes`` given): integer labels ``(B,)``, one-hot encoded, or embedded
@@ -108,6 +111,32 @@ class ConditionalVAEModel(LatentVariableModel):
             raise ValueError("Expected a prior that needs no data (standard_normal, learnable, mixture), got the VampPrior")
         self.likelihood = make_likelihood(likelihood, self.data_shape)
         self.prior = make_prior(prior, int(latent_dim), self.data_shape, check_int("prior_components", prior_components, low=1))
+        self.record(
+            encoder=encoder,
+            decoder=decoder,
+            likelihood=likelihood,
+            prior=prior,
+            n_classes=n_classes,
+            embedding_dim=embedding_dim,
+            latent_dim=latent_dim,
+            data_shape=None if data_shape is None else list(data_shape),
+            prior_components=prior_components,
+        )
+
+    def record(self, **arguments: Any) -> None:
+        """Record the constructor's arguments (networks as ``class_path``/``init_args``) so a checkpoint rebuilds the
+        model alone; when a network cannot be described (it records nothing), record none: a reload then needs the
+        model passed again. A subclass with other arguments records them after ``super().__init__`` (as
+        :class:`~lightning_vae.models.M2Model` does)."""
+        described = {}
+        for name, value in arguments.items():
+            if isinstance(value, nn.Module):
+                value = describe(value)
+                if value is None:
+                    return
+            described[name] = value
+        self.hparams.clear()  # a subclass's record replaces its base's
+        self.save_hyperparameters(described, logger=False)
 
     @property
     def latent_dim(self) -> int | None:

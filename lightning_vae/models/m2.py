@@ -61,6 +61,15 @@ class M2Model(ConditionalVAEModel):
             encoder, decoder, likelihood, n_classes=n_classes, latent_dim=latent_dim, data_shape=data_shape
         )
         self.classifier = check_type("classifier", classifier, nn.Module, "a torch.nn.Module")
+        self.record(
+            encoder=encoder,
+            decoder=decoder,
+            classifier=classifier,
+            n_classes=n_classes,
+            likelihood=likelihood,
+            latent_dim=latent_dim,
+            data_shape=None if data_shape is None else list(data_shape),
+        )
 
     @property
     def log_prior_y(self) -> float:

@@ -216,7 +216,7 @@ class M2(Objective, name="m2"):
         per_dim = None
         if bound.elementwise is not None and bound.elementwise.dim() == 2:
             elem = bound.elementwise.detach()
-            rows_u = elem[n_l:].view(n_classes, n_u, -1)
+            rows_u = elem[n_l:].view(n_classes, n_u, elem.shape[-1])
             per_dim = torch.cat([elem[:n_l], torch.einsum("uc,cud->ud", q_u.detach(), rows_u)]).mean(0)
         return ELBOTerms(
             loss=loss,
