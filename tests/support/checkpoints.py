@@ -24,7 +24,7 @@ def train_checkpoint(root: Path) -> Path:
         cli = build_cli(
             args=[
                 "fit",
-                f"--config={ROOT / 'configs' / 'shapes.yaml'}",
+                f"--config={ROOT / 'configs' / 'cli' / 'shapes.yaml'}",
                 *DATA_ARGS,
                 "--model.encoder.init_args.image_size=28",
                 "--model.decoder.init_args.image_size=28",
