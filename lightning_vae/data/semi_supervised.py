@@ -98,6 +98,7 @@ class SemiSupervisedMNISTDataModule(MNISTDataModule):
         download: Download missing files when a network is available.
         num_workers: DataLoader workers.
         seed: Seed of the split, of the labelled draws and of binarisation.
+        train_subset: Keep only this many unlabelled examples (quick experiments); ``None`` for all.
 
     Example::
 
@@ -117,8 +118,9 @@ class SemiSupervisedMNISTDataModule(MNISTDataModule):
         download: bool = False,
         num_workers: int = 0,
         seed: int = 0,
+        train_subset: int | None = None,
     ) -> None:
-        super().__init__(data_dir, batch_size, val_size, binarize, download, num_workers, seed)
+        super().__init__(data_dir, batch_size, val_size, binarize, download, num_workers, seed, train_subset)
         self.save_hyperparameters()
         self.n_classes = 10
         self.n_labelled = check_int("n_labelled", n_labelled, low=self.n_classes, high=60000 - val_size - 1)
@@ -146,7 +148,10 @@ class SemiSupervisedMNISTDataModule(MNISTDataModule):
             if self.binarize == "static":
                 train_x = _static_binarize(train_x, self.seed)
             self.labelled = (train_x[mask], labels[train_idx][mask])
-            self.train_set = _Unlabelled(train_x[~mask])  # type: ignore[assignment]
+            unlabelled = train_x[~mask]
+            if self.train_subset is not None:
+                unlabelled = unlabelled[: self.train_subset]
+            self.train_set = _Unlabelled(unlabelled)  # type: ignore[assignment]
             val_x = images[val_idx]
             self.val_set = TensorDataset(_static_binarize(val_x, self.seed + 1) if binary else val_x, labels[val_idx])
         if stage in (None, "test", "predict") and self.test_set is None:

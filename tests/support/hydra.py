@@ -47,11 +47,11 @@ def needs_mnist(cfg: DictConfig) -> bool:
 
 
 def lightning_cli_configs() -> dict[str, Path]:
-    """LightningCLI YAMLs at the top of configs/ (``model`` and ``trainer`` sections, no Hydra ``defaults``)."""
+    """LightningCLI YAMLs at the top of configs/cli/ (``model`` and ``trainer`` sections, no Hydra ``defaults``)."""
     import yaml
 
     found = {}
-    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+    for path in sorted((CONFIG_DIR.parent / "cli").glob("*.yaml")):
         content = yaml.safe_load(path.read_text())
         if isinstance(content, dict) and "model" in content and "trainer" in content and "defaults" not in content:
             found[path.stem] = path
