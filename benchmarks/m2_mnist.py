@@ -111,7 +111,9 @@ def build(n_labelled: int, lr: float, hidden: int = 500, latent_dim: int = 50) -
 @torch.no_grad()
 def classifier_error(model: M2Model, x: Tensor, y: Tensor, batch: int = 2000) -> float:
     """The error of ``argmax q(y|x)`` on ``(x, y)``, in percent."""
-    wrong = sum(int((model.classify(x[i : i + batch]).argmax(-1) != y[i : i + batch]).sum()) for i in range(0, len(y), batch))
+    wrong = sum(
+        int((model.classify(x[i : i + batch]).argmax(-1) != y[i : i + batch]).sum()) for i in range(0, len(y), batch)
+    )
     return 100.0 * wrong / len(y)
 
 
@@ -280,7 +282,7 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     for ax, n in zip(axes[0], ns):
         mean, sd = PUBLISHED[n]
         ax.axhspan(mean - sd, mean + sd, color="tab:green", alpha=0.2, label="paper M2 (mean ± sd)")
-        for name, run in results["runs"].items():
+        for run in results["runs"].values():
             if run["n_labelled"] == n:
                 h = run["history"]
                 ax.plot([e["epoch"] for e in h], [e["test_error"] for e in h], marker=".", label=f"seed {run['seed']}")

@@ -139,5 +139,3 @@ class ImageView(Callback):
     def draw(self, trainer: Trainer, pl_module: Any) -> None:  # pragma: no cover - abstract
         """Draw the view and write it with :meth:`emit`."""
         raise NotImplementedError
-
-

@@ -23,8 +23,8 @@ class PriorSampleLogger(ImageView):
     The same latent noise is drawn at every epoch (``seed``), so the grid shows how the decoder's
     picture of the same points changes during training. For a model conditional on class labels (``n_classes``)
     the grid has one row per class, the same latent noise in every row (``n_images // n_classes`` columns, at
-    least one; :func:`~lightning_vae.callbacks.views.class_samples`); for a model conditional on features it draws nothing
-    (warned once): there is no context to sample at. The grid goes to every logger of the
+    least one; :func:`~lightning_vae.callbacks.views.class_samples`); for a model conditional on features it draws
+    nothing (warned once): there is no context to sample at. The grid goes to every logger of the
     trainer, or to PNG files in the run's folder (see :class:`~lightning_vae.viz.ViewWriter`).
 
     Args:

@@ -26,7 +26,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, cast
 
 import torch
 import yaml
@@ -344,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     low, high = args.value_range
     nrow = args.nrow
     if args.command == "sample" and args.condition == ["all"]:
-        nrow = images.shape[0] // int(model.model.n_classes)  # type: ignore[union-attr]  # one row per class
+        nrow = images.shape[0] // int(cast(Any, model).model.n_classes)  # one row per class
     grid = image_grid(images, nrow, (low, high))
     path = write_png(args.output, grid)
     print(

@@ -1,4 +1,5 @@
-"""DataModules: embedded shapes (the default), MNIST from IDX files (and its semi-supervised split), and a user's own tensors; ``read_batch``."""
+"""DataModules: embedded shapes (the default), MNIST from IDX files (and its semi-supervised split), a user's own
+tensors; ``read_batch``."""
 
 from lightning_vae.data.common import BATCH_KEYS, CONTEXT_KEYS, Batch, read_batch
 from lightning_vae.data.mnist import MissingDataError, MNISTDataModule, load_mnist, read_idx

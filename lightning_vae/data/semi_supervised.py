@@ -1,4 +1,4 @@
-"""MNIST for semi-supervised learning: ``n_labelled`` labelled training examples balanced per class, the rest unlabelled.
+"""MNIST for semi-supervised learning: ``n_labelled`` labelled training images balanced per class, the rest unlabelled.
 
 Each training batch holds ``batch_size`` unlabelled examples (label ``-1``) followed by ``labelled_batch_size``
 labelled ones, as one ``(x, y)`` batch: the layout :class:`lightning_vae.objective.M2` reads (any model or objective

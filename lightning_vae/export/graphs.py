@@ -150,7 +150,7 @@ class SamplerGraph(nn.Module):
     scale: Tensor
     cdf: Tensor
 
-    def __init__(self, decoder: DecoderGraph, prior: Distribution) -> None:
+    def __init__(self, decoder: nn.Module, prior: Distribution) -> None:
         super().__init__()
         self.decoder = decoder
         gaussian = _gaussian_parts(prior)

@@ -94,7 +94,7 @@ class ConditionalVAEModel(HyperparametersMixin, LatentVariableModel):
         latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "latent_dim", None)
         if latent_dim is None:
             raise ValueError(
-                "ConditionalVAEModel needs `latent_dim` (the encoder has no `latent_dim` attribute): pass latent_dim=..."
+                "ConditionalVAEModel needs `latent_dim` (the encoder has no `latent_dim` attribute): pass it"
             )
         check_int("latent_dim", latent_dim, low=1)
         shape = data_shape if data_shape is not None else getattr(encoder, "input_shape", None)
@@ -108,9 +108,13 @@ class ConditionalVAEModel(HyperparametersMixin, LatentVariableModel):
             else nn.Embedding(self.n_classes, check_int("embedding_dim", embedding_dim, low=1))
         )
         if prior == "vamp" or isinstance(prior, VampPrior):
-            raise ValueError("Expected a prior that needs no data (standard_normal, learnable, mixture), got the VampPrior")
+            raise ValueError(
+                "Expected a prior that needs no data (standard_normal, learnable, mixture), got the VampPrior"
+            )
         self.likelihood = make_likelihood(likelihood, self.data_shape)
-        self.prior = make_prior(prior, int(latent_dim), self.data_shape, check_int("prior_components", prior_components, low=1))
+        self.prior = make_prior(
+            prior, int(latent_dim), self.data_shape, check_int("prior_components", prior_components, low=1)
+        )
         self.record(
             encoder=encoder,
             decoder=decoder,
@@ -177,9 +181,7 @@ class ConditionalVAEModel(HyperparametersMixin, LatentVariableModel):
         dtype = self._dtype()
         if self.n_classes is None:
             if not context.is_floating_point():
-                raise TypeError(
-                    f"Expected a floating feature tensor as `context` (this model has no n_classes), got {context.dtype}"
-                )
+                raise TypeError(f"Expected a floating feature tensor as `context` (no n_classes), got {context.dtype}")
             return context.reshape(context.shape[0], -1).to(dtype)
         if context.is_floating_point():
             if context.dim() != 2 or context.shape[1] != self.n_classes:
@@ -192,7 +194,11 @@ class ConditionalVAEModel(HyperparametersMixin, LatentVariableModel):
         labels = context.reshape(-1) if context.dim() == 2 and context.shape[1] == 1 else context
         if labels.dim() != 1:
             raise ValueError(f"Expected labels of shape (B,), got shape {tuple(context.shape)}")
-        if labels.device.type == "cpu" and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.n_classes):
+        if (
+            labels.device.type == "cpu"
+            and labels.numel()
+            and (int(labels.min()) < 0 or int(labels.max()) >= self.n_classes)
+        ):
             raise ValueError(
                 f"Expected labels in [0, {self.n_classes}), got values in [{int(labels.min())}, {int(labels.max())}]"
             )

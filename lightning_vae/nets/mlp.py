@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from lightning.pytorch.core.mixins import HyperparametersMixin
 import torch
+from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
 from lightning_vae.checks import check_int, check_shape

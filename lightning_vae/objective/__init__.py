@@ -1,7 +1,8 @@
 """Objectives: the loss a :class:`~lightning_vae.VAE` minimises, as plug-ins with one contract.
 
 :class:`Objective` is the contract (``lightning_vae/objective/base.py``); :class:`ELBO` (β, free bits, capacity) and
-:class:`IWAE` are the built-in objectives (with :class:`M2`, the semi-supervised objective of Kingma et al. 2014), and :func:`elbo_groups` / :func:`elbo_diagonal_gaussian` the same
+:class:`IWAE` are the built-in objectives (with :class:`M2`, the semi-supervised objective of Kingma et al. 2014),
+and :func:`elbo_groups` / :func:`elbo_diagonal_gaussian` the same
 arithmetic as pure functions. Reduction rule (``docs/architecture.md``): every term is summed over data and latent
 dimensions and averaged over the batch, so every value is in nats per example. Free bits follow Kingma et al.
 (2016): the KL of each latent dimension (or group, or the total) is averaged over the batch *before* ``max(λ, ·)``.

@@ -69,7 +69,7 @@ class EvalMetrics(nn.Module):
         for term in (*EVAL_TERMS, "nll_iw", *(f"kl_{g}" for g in self.groups)):
             self.metric(stage, term).reset()
         for key, metric in self.extras.items():
-            if key.startswith(f"{stage}_"):
+            if key.startswith(f"{stage}_") and isinstance(metric, MeanMetric):
                 metric.reset()
         self._losses = []
 

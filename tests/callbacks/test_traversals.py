@@ -100,7 +100,9 @@ def test_a_conditional_model_is_traversed_at_one_class() -> None:
         ConditionalMLPEncoder((1, 4, 4), 3, 2, (8,)), ConditionalMLPDecoder(2, 3, (1, 4, 4), (8,)), n_classes=3
     )
     x, y = torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
-    images, dims, activity = latent_traversal(model, x, n_dims=2, n_steps=3, limit=2.0, context=y, condition=torch.tensor(2))
+    images, dims, activity = latent_traversal(
+        model, x, n_dims=2, n_steps=3, limit=2.0, context=y, condition=torch.tensor(2)
+    )
     with torch.no_grad():
         loc, _ = model.encoder(x, torch.eye(3)[y])  # the activity of q(z | x, y), each example with its own label
         expected_activity = loc.var(0)  # the variance over the examples (unbiased, as the activity statistic)

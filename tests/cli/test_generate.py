@@ -131,7 +131,17 @@ def conditional_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_sample_with_a_condition_draws_that_class(conditional_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "sevens.png"
-    main(["sample", f"--ckpt_path={conditional_checkpoint}", "--n=4", "--nrow=4", "--seed=1", "--condition=2", f"--output={out}"])
+    main(
+        [
+            "sample",
+            f"--ckpt_path={conditional_checkpoint}",
+            "--n=4",
+            "--nrow=4",
+            "--seed=1",
+            "--condition=2",
+            f"--output={out}",
+        ]
+    )
     model = loaded(conditional_checkpoint)
     torch.manual_seed(1)
     with torch.no_grad():

@@ -334,6 +334,13 @@ def test_a_conditional_model_exports_with_the_context_as_an_input(kind: str, tmp
         torch.testing.assert_close(torch.as_tensor(loc), q.mean, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(torch.as_tensor(log_var), q.variance.log(), atol=1e-5, rtol=1e-5)
         mean = model.likelihood.mean(model.generative({"z": z.unsqueeze(0)}, context=context).params[0])
-        torch.testing.assert_close(torch.as_tensor(load_exported(written["decoder"])(z, rows)), mean, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            torch.as_tensor(load_exported(written["decoder"])(z, rows)), mean, atol=1e-5, rtol=1e-5
+        )
         sample = torch.as_tensor(load_exported(written["sampler"])(noise, rows))  # standard normal prior: z = noise
-        torch.testing.assert_close(sample, model.likelihood.mean(model.generative({"z": noise.unsqueeze(0)}, context=context).params[0]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            sample,
+            model.likelihood.mean(model.generative({"z": noise.unsqueeze(0)}, context=context).params[0]),
+            atol=1e-5,
+            rtol=1e-5,
+        )
