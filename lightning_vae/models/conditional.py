@@ -218,8 +218,12 @@ class ConditionalVAEModel(HyperparametersMixin, LatentVariableModel):
         q = as_posterior(self.encoder(x, code))
         return Inference({"z": q}, {"z": q.rsample((n_samples,))})
 
-    def decode(self, z: Tensor, code: Tensor) -> Tensor:
-        """The likelihood's parameters for ``z`` ``(..., B, D)`` and context vectors ``code`` ``(B, C)``."""
+    def decode_coded(self, z: Tensor, code: Tensor) -> Tensor:
+        """The likelihood's parameters for ``z`` ``(..., B, D)`` and context vectors ``code`` ``(B, C)``.
+
+        Not named ``decode``: ``VAE.decode(z)`` is the unconditional single-group decoder, which this model has not
+        (it refuses, naming ``vae.model``); decode at a context through :meth:`generative`.
+        """
         lead = z.shape[:-1]
         flat_code = code.expand(*lead, code.shape[-1]).reshape(-1, code.shape[-1])
         params = self.decoder(z.reshape(-1, z.shape[-1]), flat_code)
@@ -231,7 +235,7 @@ class ConditionalVAEModel(HyperparametersMixin, LatentVariableModel):
         """The likelihood's parameters ``(k, B, *param_shape)`` given ``z`` and the context, and ``p(z)``."""
         samples = z["z"]
         code = self.code(self._require(context), samples.shape[-2])
-        return Generative(self.decode(samples, code), {"z": self.prior_distribution()})
+        return Generative(self.decode_coded(samples, code), {"z": self.prior_distribution()})
 
     def prior_sample(self, n: int) -> dict[str, Tensor]:
         """``n`` samples of ``z`` from the prior, ``(1, n, D)``."""

@@ -140,6 +140,11 @@ def test_a_context_is_required_and_checked() -> None:
         cvae(n_classes=3, prior="vamp")
 
 
+def test_the_unconditional_decode_of_vae_is_refused() -> None:
+    with pytest.raises(AttributeError, match="has no `decode`"):
+        VAE(model=cvae(n_classes=3)).decode(torch.zeros(2, 2))
+
+
 def test_samples_follow_the_class_asked_for() -> None:
     model = cvae(n_classes=3)
     torch.manual_seed(0)
