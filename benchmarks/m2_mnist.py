@@ -220,7 +220,7 @@ def summarise(args: argparse.Namespace) -> dict[str, Any]:
                 "n_labelled": n,
                 "seed": seed,
                 "epochs": len(history),
-                "cpu_seconds_per_epoch_mean": statistics.fmean(h["seconds"] for h in history),
+                "wall_seconds_per_epoch_mean": statistics.fmean(h["seconds"] for h in history),
                 "best_val_epoch": best["epoch"],
                 "test_error_at_best_val": best["test_error"],
                 "test_error_last": history[-1]["test_error"],
