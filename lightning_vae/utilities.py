@@ -65,6 +65,26 @@ def batch_data(pl_module: Any, batch: Any, optional: bool = False) -> Tensor | N
         ) from None
 
 
+def is_conditional(pl_module: Any) -> bool:
+    """Whether the module's model (or the module itself) declares ``conditional = True``."""
+    return bool(getattr(getattr(pl_module, "model", pl_module), "conditional", False))
+
+
+def batch_context(pl_module: Any, batch: Any) -> Tensor | None:
+    """The context of a batch for a conditional model (read as :func:`batch_data` reads the data), else ``None``.
+
+    Example::
+
+        >>> import torch
+        >>> batch_context(object(), (torch.zeros(2, 3), torch.ones(2))) is None  # not a conditional model
+        True
+    """
+    if not is_conditional(pl_module):
+        return None
+    read = getattr(pl_module, "read_batch", None)
+    return (read(batch) if callable(read) else read_batch(batch)).context  # type: ignore[no-any-return]
+
+
 def grads_finite(grads: list[Tensor]) -> bool:
     """Whether every gradient tensor is finite: one fused norm per tensor and one host read for the lot.
 

@@ -17,7 +17,7 @@ from lightning_vae.checks import check_float, check_int
 from lightning_vae.functional.collapse import ACTIVITY_THRESHOLD, KL_THRESHOLD
 from lightning_vae.functional.nll import iw_nll
 from lightning_vae.protocols import SupportsLogJoint, SupportsLogWeights, missing_members, require
-from lightning_vae.utilities import batch_data
+from lightning_vae.utilities import batch_context, batch_data
 from lightning_vae.viz import ViewWriter, colorize, kl_heatmap, kl_heatmap_caption
 
 
@@ -172,7 +172,10 @@ class PosteriorCollapseMonitor(Callback):
             self._group(name, pl_module.device).update(group)
         if self.iw_samples:
             x = batch_data(pl_module, batch)
-            self.nll.update(iw_nll(pl_module, x, n_samples=self.iw_samples, chunk_size=self.iw_chunk_size))
+            context = batch_context(pl_module, batch)  # a conditional model's: -log p(x | context)
+            self.nll.update(
+                iw_nll(pl_module, x, n_samples=self.iw_samples, chunk_size=self.iw_chunk_size, context=context)
+            )
 
     def _finish(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any] | None:
         groups = {name: stats.compute(self.kl_threshold) for name, stats in self.groups.items() if stats.updated}

@@ -21,7 +21,7 @@ from typing_extensions import override
 
 from lightning_vae.checks import check_int, check_type
 from lightning_vae.protocols import SupportsViews, require
-from lightning_vae.utilities import batch_data
+from lightning_vae.utilities import batch_context, batch_data
 from lightning_vae.viz import ViewWriter, check_value_range, image_grid, is_image
 
 __all__ = ["ImageView"]
@@ -53,6 +53,8 @@ class ImageView(Callback):
             raise ValueError(f"Expected `tag` to be a non-empty string, got {tag!r}")
         self.tag = tag
         self._fixed: Tensor | None = None
+        #: The contexts of the fixed examples, for a conditional model (``None`` otherwise).
+        self._fixed_context: Tensor | None = None
         self._warned: set[str] = set()
         self._out = ViewWriter(type(self).__name__)
 
@@ -86,6 +88,10 @@ class ImageView(Callback):
             return
         x = x[: self.n_examples - have].detach().cpu().clone()
         self._fixed = x if self._fixed is None else torch.cat([self._fixed, x])
+        context = batch_context(pl_module, batch)
+        if context is not None:
+            c = context[: x.shape[0]].detach().cpu().clone()
+            self._fixed_context = c if self._fixed_context is None else torch.cat([self._fixed_context, c])
 
     def due(self, trainer: Trainer) -> bool:
         """Whether to draw now: rank zero, not the sanity check, every n-th epoch, and views are written at all."""
@@ -133,5 +139,3 @@ class ImageView(Callback):
     def draw(self, trainer: Trainer, pl_module: Any) -> None:  # pragma: no cover - abstract
         """Draw the view and write it with :meth:`emit`."""
         raise NotImplementedError
-
-

@@ -10,8 +10,9 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_vae.callbacks.image_view import ImageView
-from lightning_vae.callbacks.views import prior_samples
+from lightning_vae.callbacks.views import class_samples, prior_samples
 from lightning_vae.checks import check_int
+from lightning_vae.utilities import is_conditional
 
 __all__ = ["PriorSampleLogger"]
 
@@ -20,7 +21,10 @@ class PriorSampleLogger(ImageView):
     """Log samples from the prior: z ~ p(z) from a fixed seed, shown as the likelihood mean.
 
     The same latent noise is drawn at every epoch (``seed``), so the grid shows how the decoder's
-    picture of the same points changes during training. The grid goes to every logger of the
+    picture of the same points changes during training. For a model conditional on class labels (``n_classes``)
+    the grid has one row per class, the same latent noise in every row (``n_images // n_classes`` columns, at
+    least one; :func:`~lightning_vae.callbacks.views.class_samples`); for a model conditional on features it draws
+    nothing (warned once): there is no context to sample at. The grid goes to every logger of the
     trainer, or to PNG files in the run's folder (see :class:`~lightning_vae.viz.ViewWriter`).
 
     Args:
@@ -68,4 +72,12 @@ class PriorSampleLogger(ImageView):
                 "autoregressive",
                 "PriorSampleLogger: the decoder is autoregressive, so each grid costs one decoder pass per pixel",
             )
+        if is_conditional(pl_module):
+            n_classes = getattr(pl_module.model, "n_classes", None)
+            if not isinstance(n_classes, int):
+                self._warn_once("features", "PriorSampleLogger: a model conditional on features has no class to show")
+                return
+            columns = max(1, self.n_images // n_classes)
+            self.emit(trainer, self.tag, class_samples(pl_module, columns, self.seed), columns)
+            return
         self.emit(trainer, self.tag, self.samples(pl_module), self.nrow)

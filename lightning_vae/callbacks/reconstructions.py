@@ -57,5 +57,7 @@ class ReconstructionLogger(ImageView):
     def draw(self, trainer: Trainer, pl_module: Any) -> None:
         if self._fixed is None:
             return
-        rows = reconstruction_rows(pl_module, self._fixed, self.nrow, fill=self.value_range[1])
+        rows = reconstruction_rows(
+            pl_module, self._fixed, self.nrow, fill=self.value_range[1], context=self._fixed_context
+        )
         self.emit(trainer, self.tag, rows, self.nrow)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
@@ -29,7 +30,9 @@ class LatentTraversalLogger(ImageView):
     For a model of several latent groups the traversal is in ``group`` (default the top group): the groups above
     it stay at the posterior means of the first example and the groups below it follow from their conditional
     prior means, top-down (see :func:`~lightning_vae.viz.latent_traversal`); a single-group model is traversed
-    through ``encode`` and ``decode``.
+    through ``encode`` and ``decode``. For a conditional model the activity is measured on ``q(z | x, c)`` with each
+    example's own context, and every image is decoded at one context: the class ``condition`` when given (a model
+    conditional on labels), else the first example's.
 
     Args:
         n_dims: Number of dimensions (rows) shown.
@@ -40,6 +43,8 @@ class LatentTraversalLogger(ImageView):
         value_range: Range of the data mapped to black..white.
         tag: Tag of the grid.
         group: The latent group traversed; ``None``: the model's top group (its first group name).
+        condition: For a model conditional on labels, the class every image is decoded at; ``None``: the first
+            example's context.
 
     Raises:
         ValueError: For counts below 1, ``n_examples < 2``, a ``limit`` that is not positive and finite, or a bad
@@ -67,6 +72,7 @@ class LatentTraversalLogger(ImageView):
         value_range: Sequence[float] = (0.0, 1.0),
         tag: str = "images/traversals",
         group: str | None = None,
+        condition: int | None = None,
     ) -> None:
         # The activity of a dimension is a variance over the examples: it needs two.
         super().__init__(every_n_epochs, check_int("n_examples", n_examples, low=2), value_range, tag)
@@ -74,6 +80,7 @@ class LatentTraversalLogger(ImageView):
         self.n_steps = check_int("n_steps", n_steps, low=1)
         self.limit = check_float("limit", limit, low=0.0, strict_low=True)
         self.group = None if group is None else check_type("group", group, str, "a latent group's name or None")
+        self.condition = None if condition is None else check_int("condition", condition, low=0)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -87,7 +94,11 @@ class LatentTraversalLogger(ImageView):
 
     def traversal(self, pl_module: Any, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(images (k * n_steps, *data), dims (k,), activity (D,))`` for examples ``x``; dims by falling activity."""
-        return latent_traversal(pl_module, x, self.n_dims, self.n_steps, self.limit, group=self.group)
+        context = None if self._fixed_context is None else self._fixed_context[: x.shape[0]].to(x.device)
+        condition = None if self.condition is None or context is None else torch.tensor(self.condition)
+        return latent_traversal(
+            pl_module, x, self.n_dims, self.n_steps, self.limit, group=self.group, context=context, condition=condition
+        )
 
     @override
     def draw(self, trainer: Trainer, pl_module: Any) -> None:

@@ -18,10 +18,25 @@ from lightning_vae.functional import posterior_mean_variance
 from lightning_vae.models.base import as_model_input
 from lightning_vae.viz.grid import interleave_rows
 
-__all__ = ["group_means", "latent_groups", "latent_traversal", "prior_samples", "reconstruction_rows"]
+__all__ = [
+    "class_samples",
+    "group_means",
+    "latent_groups",
+    "latent_traversal",
+    "prior_samples",
+    "reconstruction_rows",
+]
 
 
-def prior_samples(module: Any, n: int, seed: int = 0) -> Tensor:
+def _fork(module: Any) -> Any:
+    device = torch.device(getattr(module, "device", "cpu"))
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
+    return torch.random.fork_rng(devices=devices)
+
+
+def prior_samples(module: Any, n: int, seed: int = 0, context: Tensor | None = None) -> Tensor:
     """``n`` samples ``module.sample(n)`` drawn from a fixed ``seed``, leaving the global random state untouched.
 
     The same ``n`` and ``seed`` give the same latent noise on every call, so the samples of one
@@ -31,6 +46,7 @@ def prior_samples(module: Any, n: int, seed: int = 0) -> Tensor:
         module: Anything with ``sample(n)`` and ``device`` (as :class:`~lightning_vae.VAE`).
         n: Number of samples.
         seed: Seed of the latent noise.
+        context: For a conditional model, the context of each sample (``n`` rows, or one row for all).
 
     Raises:
         TypeError: For ``n`` or ``seed`` that is not an int.
@@ -46,16 +62,61 @@ def prior_samples(module: Any, n: int, seed: int = 0) -> Tensor:
     """
     check_int("n", n, low=1)
     check_int("seed", seed)
-    device = torch.device(getattr(module, "device", "cpu"))
-    devices = (
-        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    )
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
+    with _fork(module), torch.no_grad():
         torch.manual_seed(seed)
-        return module.sample(n).float()  # type: ignore[no-any-return]
+        if context is None:
+            return module.sample(n).float()  # type: ignore[no-any-return]
+        return module.sample(n, context=context.to(getattr(module, "device", context.device))).float()  # type: ignore[no-any-return]
 
 
-def reconstruction_rows(module: Any, x: Tensor, nrow: int = 8, fill: float = 1.0) -> Tensor:
+def class_samples(module: Any, n_per_class: int, seed: int = 0) -> Tensor:
+    """Samples of a class-conditional model, one row per class, the same latent noise in every row.
+
+    Row ``c`` holds ``n_per_class`` samples of ``p(x | z_j, y = c)`` (the likelihood's mean) for the same ``z_j``
+    in every row, so a column shows one "style" across the classes (Kingma et al. 2014, Fig. 1; Sohn et al. 2015).
+
+    Args:
+        module: A module whose ``model`` (or itself) is conditional on labels: ``n_classes``, ``prior_sample``,
+            ``generative(z, context=labels)`` and ``likelihood``.
+        n_per_class: Samples per class (columns).
+        seed: Seed of the latent noise.
+
+    Returns:
+        ``(n_classes * n_per_class, *data_shape)``, class by class.
+
+    Raises:
+        ValueError: For a model that is not conditional on class labels.
+
+    Example::
+
+        >>> import torch
+        >>> from lightning_vae.models import ConditionalVAEModel
+        >>> from lightning_vae.nets import ConditionalMLPDecoder, ConditionalMLPEncoder
+        >>> model = ConditionalVAEModel(
+        ...     ConditionalMLPEncoder((1, 4, 4), 3, 2), ConditionalMLPDecoder(2, 3, (1, 4, 4)), n_classes=3
+        ... )
+        >>> class_samples(model, n_per_class=5).shape
+        torch.Size([15, 1, 4, 4])
+    """
+    check_int("n_per_class", n_per_class, low=1)
+    model = _model(module)
+    n_classes = getattr(model, "n_classes", None)
+    if not getattr(model, "conditional", False) or not isinstance(n_classes, int):
+        raise ValueError(f"Expected a model conditional on class labels (with `n_classes`), got {type(model).__name__}")
+    with _fork(module), torch.no_grad():
+        torch.manual_seed(seed)
+        z = model.prior_sample(n_per_class)
+    device = next(iter(z.values())).device
+    labels = torch.arange(n_classes, device=device).repeat_interleave(n_per_class)
+    with torch.no_grad():
+        tiled = {name: v.repeat(1, n_classes, 1) for name, v in z.items()}  # (1, C * n, D): class-major
+        params = model.generative(tiled, context=labels).params[0]
+        return model.likelihood.mean(params).float()  # type: ignore[no-any-return]
+
+
+def reconstruction_rows(
+    module: Any, x: Tensor, nrow: int = 8, fill: float = 1.0, context: Tensor | None = None
+) -> Tensor:
     """Rows of ``nrow`` inputs, each followed by the row of their reconstructions ``module.reconstruct(x)``.
 
     Tile the result with :func:`~lightning_vae.viz.make_grid` and the same ``nrow``.
@@ -65,10 +126,12 @@ def reconstruction_rows(module: Any, x: Tensor, nrow: int = 8, fill: float = 1.0
         x: Inputs ``(N, *data_shape)``.
         nrow: Examples per row.
         fill: Value of the empty cells of a short last row.
+        context: For a conditional model, the context of each input.
     """
     with torch.no_grad():
         x = x.to(getattr(module, "device", x.device)).float()
-        recon = module.reconstruct(x).float().reshape(x.shape)
+        extra = {} if context is None else {"context": context.to(x.device)}
+        recon = module.reconstruct(x, **extra).float().reshape(x.shape)
     return interleave_rows(x, recon, nrow, fill=fill)
 
 
@@ -129,7 +192,14 @@ def _sweep(start: Tensor, dims: Tensor, n_steps: int, limit: float) -> Tensor:
 
 
 def latent_traversal(
-    module: Any, x: Tensor, n_dims: int = 8, n_steps: int = 9, limit: float = 3.0, group: str | None = None
+    module: Any,
+    x: Tensor,
+    n_dims: int = 8,
+    n_steps: int = 9,
+    limit: float = 3.0,
+    group: str | None = None,
+    context: Tensor | None = None,
+    condition: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Traverse the most active latent dimensions, one row each, from the posterior mean of ``x[0]``.
 
@@ -153,6 +223,10 @@ def latent_traversal(
         n_steps: Values per row.
         limit: The sweep covers ``[-limit, limit]``.
         group: The latent group traversed (several groups only); ``None``: the top group.
+        context: For a conditional model, the context of each example of ``x`` (the activity is measured on
+            ``q(z | x, context)``).
+        condition: For a conditional model, the one context every image of the traversal is decoded at (a fixed
+            class, say); ``None``: the first example's.
 
     Returns:
         ``(images, dims, activity)``: images ``(k * n_steps, *data_shape)`` row by row, the dimension
@@ -174,6 +248,8 @@ def latent_traversal(
     names = latent_groups(module)
     if group is not None:
         _check_group(module, group)
+    if context is not None:  # a conditional model: through its two paths, decoded at one context
+        return _conditional_traversal(_model(module), x, context, condition, n_dims, n_steps, limit)
     if len(names) < 2:  # one group: the module's own encode and decode
         with torch.no_grad():
             means = module.encode(x).mean.float()
@@ -197,3 +273,20 @@ def latent_traversal(
         params = model.generative(z).params[0]
         images = model.likelihood.mean(params)
     return images.float(), dims, activity
+
+
+def _conditional_traversal(
+    model: Any, x: Tensor, context: Tensor, condition: Tensor | None, n_dims: int, n_steps: int, limit: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The single-group traversal of a conditional model: activity on ``q(z | x, c)``, every image at one context."""
+    name = model.group_names[0]
+    x = as_model_input(model, x)
+    context = context.to(x.device)
+    with torch.no_grad():
+        means = model.inference(x, 1, context=context).posteriors[name].mean.float()
+        dims, activity = _traversal_dims(means, n_dims)
+        swept = _sweep(means[0], dims, n_steps, limit).to(x.dtype if x.is_floating_point() else torch.float32)
+        fixed = context[:1] if condition is None else condition.to(x.device).reshape(1, *context.shape[1:])
+        at = fixed.expand(swept.shape[0], *fixed.shape[1:])
+        params = model.generative({name: swept.unsqueeze(0)}, context=at).params[0]
+        return model.likelihood.mean(params).float(), dims, activity

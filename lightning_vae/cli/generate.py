@@ -1,6 +1,8 @@
 """What a user does after training, from the command line: PNG grids of samples and reconstructions, export.
 
     lightning-vae sample --ckpt_path last.ckpt --output samples.png --n 64 --seed 0
+    lightning-vae sample --ckpt_path cvae.ckpt --condition 7 --n 16      # a conditional model: 16 sevens
+    lightning-vae sample --ckpt_path cvae.ckpt --condition all --n 80    # one row per class
     lightning-vae reconstruct --ckpt_path last.ckpt --config configs/cli/shapes.yaml --output reconstructions.png
     lightning-vae export --ckpt_path last.ckpt --format onnx --output exported
 
@@ -23,7 +25,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, cast
 
 import torch
 import yaml
@@ -31,14 +33,14 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from torch import Tensor
 
 from lightning_vae.building import check_checkpoint_classes, resolve_class
-from lightning_vae.callbacks.views import prior_samples, reconstruction_rows
+from lightning_vae.callbacks.views import class_samples, prior_samples, reconstruction_rows
 from lightning_vae.checks import check_choice, choices
 from lightning_vae.cli.args import yaml_problem
 from lightning_vae.cli.errors import debug_requested
 from lightning_vae.cli.runs import checkpoint_data_config
 from lightning_vae.export import FORMATS, PARTS, ExportError, check_export, export_model
 from lightning_vae.targets import check_config
-from lightning_vae.utilities import batch_data
+from lightning_vae.utilities import batch_data, is_conditional
 from lightning_vae.viz import image_grid, write_png
 
 #: The subcommands this module adds to ``lightning-vae``.
@@ -59,13 +61,63 @@ def load_model(ckpt_path: str | os.PathLike, model_class: str = "lightning_vae.V
     return model.eval()
 
 
-def sample_images(model: Any, n: int = 64, seed: int = 0) -> Tensor:
+def sample_images(model: Any, n: int = 64, seed: int = 0, condition: Sequence[str] | None = None) -> Tensor:
     """``n`` prior samples in data space from a fixed seed (:func:`lightning_vae.viz.prior_samples`).
 
     With the same ``n`` and ``seed``, these are the images :class:`~lightning_vae.callbacks.PriorSampleLogger`
-    shows for the same weights.
+    shows for the same weights. A conditional model needs ``condition`` (:func:`parse_condition`); ``["all"]``
+    draws one row of ``n // n_classes`` samples per class, the same latent noise in every row.
+
+    Raises:
+        ValueError: For a conditional model without a condition, a condition for an unconditional model, or a
+            condition the model cannot take.
     """
-    return prior_samples(model, n, seed)
+    if not is_conditional(model):
+        if condition:
+            raise ValueError("the model is not conditional: leave out --condition")
+        return prior_samples(model, n, seed)
+    if not condition:
+        raise ValueError(
+            "the model is conditional: pass --condition (class labels, `all` for one row per class, or feature values)"
+        )
+    n_classes = getattr(model.model, "n_classes", None)
+    if list(condition) == ["all"]:
+        if not isinstance(n_classes, int):
+            raise ValueError("--condition all needs a model conditional on class labels")
+        return class_samples(model, max(1, n // n_classes), seed)
+    return prior_samples(model, n, seed, context=parse_condition(condition, n, n_classes))
+
+
+def parse_condition(values: Sequence[str], n: int, n_classes: int | None) -> Tensor:
+    """The context of ``n`` samples from ``--condition`` values.
+
+    With ``n_classes`` (labels): one label for every sample, or ``n`` labels, one each. Without (features): the values
+    are one feature vector, the same for every sample.
+
+    Raises:
+        ValueError: For values that are not labels in ``[0, n_classes)`` (or not numbers), or a count of labels
+            other than 1 or ``n``.
+
+    Example::
+
+        >>> parse_condition(["3"], 4, 10).tolist(), parse_condition(["0.5", "1"], 2, None).tolist()
+        ([3, 3, 3, 3], [[0.5, 1.0], [0.5, 1.0]])
+    """
+    if n_classes is None:
+        try:
+            vector = torch.tensor([float(v) for v in values])
+        except ValueError:
+            raise ValueError(f"Expected --condition to be feature values (numbers), got {list(values)}") from None
+        return vector.expand(n, -1).clone()
+    try:
+        labels = torch.tensor([int(v) for v in values])
+    except ValueError:
+        raise ValueError(f"Expected --condition to be class labels (integers) or `all`, got {list(values)}") from None
+    if bool((labels < 0).any()) or bool((labels >= n_classes).any()):
+        raise ValueError(f"Expected --condition labels in [0, {n_classes}), got {labels.tolist()}")
+    if labels.numel() not in (1, n):
+        raise ValueError(f"Expected one --condition label or one per sample ({n}), got {labels.numel()}")
+    return labels.expand(n).clone()
 
 
 def _data_from_mapping(
@@ -182,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=64, help="number of samples")
     sample.add_argument("--seed", type=int, default=0, help="seed of the latent noise")
     sample.add_argument("--output", default="samples.png", help="PNG file to write")
+    sample.add_argument(
+        "--condition",
+        nargs="+",
+        default=None,
+        metavar="VALUE",
+        help="a conditional model's context: a class label for every sample, one label per sample, `all` (one row "
+        "per class), or the values of one feature vector",
+    )
 
     recon = commands.add_parser("reconstruct", parents=[common], help="PNG grid of inputs and their reconstructions")
     recon.add_argument("--config", default=None, help="LightningCLI or Hydra config whose `data` section to use")
@@ -279,14 +339,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
     try:
         model: LightningModule = load_model(args.ckpt_path, args.model_class, args.device)
         if args.command == "sample":
-            images = sample_images(model, args.n, args.seed)
+            images = sample_images(model, args.n, args.seed, args.condition)
         else:
             datamodule = load_datamodule(args.config, args.ckpt_path, _parse_overrides(args.data_arg))
             images = reconstruction_images(model, first_examples(datamodule, args.split, args.n, model), args.nrow)
     except ValueError as err:
         _fail(args.command, err)
     low, high = args.value_range
-    grid = image_grid(images, args.nrow, (low, high))
+    nrow = args.nrow
+    if args.command == "sample" and args.condition == ["all"]:
+        nrow = images.shape[0] // int(cast(Any, model).model.n_classes)  # one row per class
+    grid = image_grid(images, nrow, (low, high))
     path = write_png(args.output, grid)
     print(
         f"lightning-vae {args.command}: wrote a {grid.shape[2]}x{grid.shape[1]} grid of {images.shape[0]} images "

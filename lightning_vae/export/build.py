@@ -15,7 +15,15 @@ from torch.distributions import Distribution
 from lightning_vae.adapters import default_validate_args
 from lightning_vae.checks import check_shape, choices
 from lightning_vae.distributions.posteriors import as_posterior
-from lightning_vae.export.graphs import DecoderGraph, EncoderGraph, ExportError, SamplerGraph
+from lightning_vae.export.graphs import (
+    ConditionalDecoderGraph,
+    ConditionalEncoderGraph,
+    ConditionalSamplerGraph,
+    DecoderGraph,
+    EncoderGraph,
+    ExportError,
+    SamplerGraph,
+)
 
 #: The export formats; and the graphs a model exports.
 ExportFormat = Literal["onnx", "torchscript", "torch_export"]
@@ -101,6 +109,36 @@ def _quiet_tracing() -> Iterator[None]:
         Distribution.set_default_validate_args(previous)
 
 
+def context_spec(model: Any) -> dict[str, Any] | None:
+    """What the graphs of a conditional model take as ``context``: ``{"size", "kind"}``, or ``None`` (unconditional).
+
+    ``kind`` is ``"one_hot"`` (one-hot rows of the class, a model conditional on labels) or ``"features"``.
+
+    Raises:
+        ExportError: For a conditional model whose context size cannot be told.
+    """
+    inner = getattr(model, "model", model)
+    if not getattr(inner, "conditional", False):
+        return None
+    n_classes = getattr(inner, "n_classes", None)
+    if isinstance(n_classes, int):
+        return {"size": n_classes, "kind": "one_hot"}
+    size = getattr(getattr(inner, "encoder", None), "context_dim", None)
+    if not isinstance(size, int) or not callable(getattr(inner, "code", None)):
+        raise ExportError(
+            f"Cannot tell the context size of the conditional model {type(inner).__name__}: give its encoder a "
+            "`context_dim` attribute"
+        )
+    return {"size": size, "kind": "features"}
+
+
+def example_context(spec: dict[str, Any], n: int, generator: torch.Generator) -> Tensor:
+    """``n`` example contexts of ``spec`` (:func:`context_spec`): one-hot rows of random classes, or normal features."""
+    if spec["kind"] == "one_hot":
+        return torch.eye(spec["size"])[torch.randint(spec["size"], (n,), generator=generator)]
+    return torch.randn(n, spec["size"], generator=generator)
+
+
 def build_graphs(
     model: Any, parts: Sequence[str] = PARTS, data_shape: Sequence[int] | None = None
 ) -> tuple[dict[str, nn.Module], dict[str, tuple[Tensor, ...]], dict[str, Any]]:
@@ -128,25 +166,39 @@ def build_graphs(
     shape = _data_shape(model, data_shape)
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(EXAMPLE_BATCH, *shape, generator=generator)
+    spec = context_spec(model)
+    # The context input of every graph of a conditional model, after the data, noise or latent.
+    context: tuple[Tensor, ...] = () if spec is None else (example_context(spec, EXAMPLE_BATCH, generator),)
     # The graphs hold float32 CPU copies in eval mode: the model itself is left as it was.
-    encoder = EncoderGraph(_cpu_copy(model.encoder)).eval()
+    inner = _cpu_copy(getattr(model, "model", model)) if spec is not None else None
+    encoder = (EncoderGraph(_cpu_copy(model.encoder)) if inner is None else ConditionalEncoderGraph(inner)).eval()
     with torch.no_grad(), _quiet_tracing():
         try:
-            as_posterior(encoder.encoder(x))  # the encoder's output checked once, outside tracing
-            loc, _ = encoder(x)
+            as_posterior(encoder.encoder(x, *context))  # the encoder's output checked once, outside tracing
+            loc, _ = encoder(x, *context)
         except Exception as err:  # noqa: BLE001 - reported with what was tried
             raise ValueError(f"The encoder does not take examples of shape {shape}: {err}") from err
     latent_dim = int(loc.shape[-1])
-    decoder = DecoderGraph(_cpu_copy(model.decoder), _cpu_copy(model.likelihood)).eval()
+    decoder: nn.Module = (
+        DecoderGraph(_cpu_copy(model.decoder), _cpu_copy(model.likelihood))
+        if inner is None
+        else ConditionalDecoderGraph(inner)
+    ).eval()
     noise = torch.randn(EXAMPLE_BATCH, latent_dim, generator=generator)
     graphs: dict[str, nn.Module] = {}
     examples: dict[str, tuple[Tensor, ...]] = {}
     manifest: dict[str, Any] = {"data_shape": list(shape), "latent_dim": latent_dim, "parts": {}}
+    context_io: dict[str, Any] = {} if spec is None else {"context": ["batch", spec["size"]]}
+    if spec is not None:
+        manifest["context"] = {
+            **spec,
+            "note": "one-hot rows of the class (float)" if spec["kind"] == "one_hot" else "the feature vector (float)",
+        }
     for part in parts:
         io: dict[str, Any]
         if part == "encoder":
-            graphs[part], examples[part] = encoder, (x,)
-            io = {"inputs": {"x": ["batch", *shape]}, "outputs": {"loc": ["batch", latent_dim]}}
+            graphs[part], examples[part] = encoder, (x, *context)
+            io = {"inputs": {"x": ["batch", *shape], **context_io}, "outputs": {"loc": ["batch", latent_dim]}}
             io["outputs"]["log_var"] = ["batch", latent_dim]
             richer = _richer_posterior(model)
             if richer is not None:
@@ -154,26 +206,37 @@ def build_graphs(
                 name = type(getattr(model, "model", model)).__name__
                 warnings.warn(f"Exporting the encoder of {name}: {richer}", stacklevel=2)
         elif part == "decoder":
-            graphs[part], examples[part] = decoder, (noise,)
-            io = {"inputs": {"z": ["batch", latent_dim]}, "outputs": {"mean": ["batch", *shape]}}
+            graphs[part], examples[part] = decoder, (noise, *context)
+            io = {"inputs": {"z": ["batch", latent_dim], **context_io}, "outputs": {"mean": ["batch", *shape]}}
         else:
             prior = _prior_of(model, x)
             if prior is None:
                 raise ExportError(
                     f"{type(model).__name__} has no `prior_distribution()`; export --parts encoder decoder"
                 )
-            sampler = SamplerGraph(decoder, prior).eval()
+            sampler: Any = SamplerGraph(decoder, prior).eval()
+            if inner is not None:
+                sampler = ConditionalSamplerGraph(sampler, decoder).eval()  # type: ignore[arg-type]
             graphs[part] = sampler
-            io = {"inputs": {"noise": ["batch", latent_dim]}, "outputs": {"sample": ["batch", *shape]}}
+            io = {"inputs": {"noise": ["batch", latent_dim], **context_io}, "outputs": {"sample": ["batch", *shape]}}
             if sampler.mixture:
-                examples[part] = (noise, torch.rand(EXAMPLE_BATCH, generator=generator))
+                examples[part] = (noise, *context, torch.rand(EXAMPLE_BATCH, generator=generator))
                 io["inputs"]["uniform"] = ["batch"]
                 io["note"] = "noise ~ N(0, I); uniform ~ U[0, 1) picks the mixture component"
             else:
-                examples[part] = (noise,)
+                examples[part] = (noise, *context)
                 io["note"] = "noise ~ N(0, I)"
         manifest["parts"][part] = io
     return graphs, examples, manifest
 
 
-__all__ = ["EXAMPLE_BATCH", "FORMATS", "PARTS", "ExportFormat", "Part", "build_graphs"]
+__all__ = [
+    "EXAMPLE_BATCH",
+    "FORMATS",
+    "PARTS",
+    "ExportFormat",
+    "Part",
+    "build_graphs",
+    "context_spec",
+    "example_context",
+]

@@ -29,8 +29,8 @@ class EncoderGraph(nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.encoder(x)
+    def forward(self, x: Tensor, *context: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.encoder(x, *context)
         if isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, Tensor) for t in out):
             # What DiagonalGaussian computes from (loc, log_var), without its shape checks (they would be traced).
             return out[0].float(), soft_clamp(out[1].float(), *LOG_VAR_RANGE)
@@ -59,6 +59,58 @@ class DecoderGraph(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.likelihood.mean(self.decoder(z))  # type: ignore[operator,no-any-return]
+
+
+class _CodedEncoder(nn.Module):
+    """A conditional model's encoder fed its context vector: ``(x, context) -> encoder(x, code(context))``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, context: Tensor) -> object:
+        return self.model.encoder(x, self.model.code(context))  # type: ignore[operator]
+
+
+class ConditionalEncoderGraph(EncoderGraph):
+    """``(x, context) -> (loc, log_var)`` of q(z | x, c) of a conditional model.
+
+    ``context`` is a float ``(B, C)``: one-hot rows of the class for a model conditional on labels (labels embedded
+    by the model go through its embedding here), the feature vector for a model conditional on features.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(_CodedEncoder(model))
+
+    def forward(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        return super().forward(x, context)  # named inputs: torch.export's dynamic shapes go by name
+
+
+class ConditionalDecoderGraph(nn.Module):
+    """``(z, context) -> likelihood mean`` of a conditional model (``context`` as :class:`ConditionalEncoderGraph`)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: Tensor, context: Tensor) -> Tensor:
+        model = self.model
+        return model.likelihood.mean(model.decoder(z, model.code(context)))  # type: ignore[operator,no-any-return]
+
+
+class ConditionalSamplerGraph(nn.Module):
+    """``(noise, context[, uniform]) -> sample``: a :class:`SamplerGraph`'s latent, decoded at ``context``."""
+
+    def __init__(self, sampler: SamplerGraph, decoder: ConditionalDecoderGraph) -> None:
+        super().__init__()
+        self.sampler, self.decoder = sampler, decoder
+
+    @property
+    def mixture(self) -> bool:
+        return bool(self.sampler.mixture)
+
+    def forward(self, noise: Tensor, context: Tensor, uniform: Tensor | None = None) -> Tensor:
+        return self.decoder(self.sampler.latent(noise, uniform), context)  # type: ignore[no-any-return]
 
 
 def _gaussian_parts(p: Distribution) -> tuple[Tensor, Tensor] | None:
@@ -98,7 +150,7 @@ class SamplerGraph(nn.Module):
     scale: Tensor
     cdf: Tensor
 
-    def __init__(self, decoder: DecoderGraph, prior: Distribution) -> None:
+    def __init__(self, decoder: nn.Module, prior: Distribution) -> None:
         super().__init__()
         self.decoder = decoder
         gaussian = _gaussian_parts(prior)
@@ -137,4 +189,12 @@ class SamplerGraph(nn.Module):
         return self.decoder(self.latent(noise, uniform))  # type: ignore[no-any-return]
 
 
-__all__ = ["DecoderGraph", "EncoderGraph", "ExportError", "SamplerGraph"]
+__all__ = [
+    "ConditionalDecoderGraph",
+    "ConditionalEncoderGraph",
+    "ConditionalSamplerGraph",
+    "DecoderGraph",
+    "EncoderGraph",
+    "ExportError",
+    "SamplerGraph",
+]

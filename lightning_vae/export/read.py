@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_vae.export.build import PARTS, _quiet_tracing, build_graphs
+from lightning_vae.export.build import PARTS, _quiet_tracing, build_graphs, example_context
 from lightning_vae.export.graphs import ExportError
 
 
@@ -65,8 +65,10 @@ def check_export(
                 inputs: tuple[Tensor, ...] = (torch.rand(n, *shape, generator=generator),)
             else:
                 inputs = (torch.randn(n, latent_dim, generator=generator),)
-                if part == "sampler" and "uniform" in manifest["parts"][part]["inputs"]:
-                    inputs += (torch.rand(n, generator=generator),)
+            if "context" in manifest:
+                inputs += (example_context(manifest["context"], n, generator),)
+            if part == "sampler" and "uniform" in manifest["parts"][part]["inputs"]:
+                inputs += (torch.rand(n, generator=generator),)
             with torch.no_grad(), _quiet_tracing():
                 expected = graphs[part](*inputs)
                 got = run(*inputs)

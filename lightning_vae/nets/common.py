@@ -8,7 +8,7 @@ from torch import nn
 
 from lightning_vae.checks import check_choice
 
-Activation = Literal["relu", "elu", "gelu", "silu", "tanh", "leaky_relu"]
+Activation = Literal["relu", "elu", "gelu", "silu", "tanh", "leaky_relu", "softplus"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -17,6 +17,7 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "tanh": nn.Tanh,
     "leaky_relu": nn.LeakyReLU,
+    "softplus": nn.Softplus,
 }
 
 

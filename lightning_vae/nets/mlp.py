@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
@@ -105,3 +106,133 @@ class MLPDecoder(HyperparametersMixin, nn.Module):
         if self.params_per_element == 1:
             return out.view(*z.shape[:-1], *self.output_shape)
         return out.view(*z.shape[:-1], self.params_per_element, *self.output_shape)
+
+
+class ConditionalMLPEncoder(HyperparametersMixin, nn.Module):
+    """``(x, c) -> (loc, log_var)``: the flattened data and a context vector through one MLP (q(z | x, c)).
+
+    The context ``c`` is what a conditional model makes of its context: a one-hot label, a label embedding or a
+    feature vector, ``(B, context_dim)``.
+
+    Args:
+        input_shape: Shape of one example, e.g. ``(1, 28, 28)``.
+        context_dim: Size of the context vector.
+        latent_dim: Size D of z.
+        hidden_sizes: Widths of the hidden layers.
+        activation: Nonlinearity between layers.
+
+    Example::
+
+        >>> import torch
+        >>> enc = ConditionalMLPEncoder((1, 28, 28), context_dim=10, latent_dim=8)
+        >>> loc, log_var = enc(torch.rand(4, 1, 28, 28), torch.eye(10)[:4])
+        >>> loc.shape, log_var.shape
+        (torch.Size([4, 8]), torch.Size([4, 8]))
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 28, 28),
+        context_dim: int = 10,
+        latent_dim: int = 20,
+        hidden_sizes: Sequence[int] = (400,),
+        activation: Activation = "relu",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.input_shape = check_shape("input_shape", input_shape)
+        self.context_dim = check_int("context_dim", context_dim, low=1)
+        self.latent_dim = check_int("latent_dim", latent_dim, low=1)
+        hidden = _hidden(hidden_sizes)
+        n_in = math.prod(self.input_shape) + self.context_dim
+        self.body = _mlp([n_in, *hidden], activation)
+        self.head = nn.Linear(hidden[-1] if hidden else n_in, 2 * latent_dim)
+
+    def forward(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"ConditionalMLPEncoder expects examples of shape (B, *{self.input_shape}), got {tuple(x.shape)}"
+            )
+        h = self.head(self.body(torch.cat([x.flatten(1), context.to(x.dtype)], dim=-1)))
+        loc, log_var = h.chunk(2, dim=-1)
+        return loc, log_var
+
+
+class ConditionalMLPDecoder(HyperparametersMixin, nn.Module):
+    """``(z, c) -> likelihood parameters``: the latent and a context vector through one MLP (p(x | z, c)).
+
+    Args:
+        latent_dim: Size D of z.
+        context_dim: Size of the context vector.
+        output_shape: Shape of one example.
+        hidden_sizes: Widths of the hidden layers.
+        activation: Nonlinearity between layers.
+        params_per_element: Parameters per data element (see :class:`MLPDecoder`).
+
+    Example::
+
+        >>> import torch
+        >>> ConditionalMLPDecoder(8, 10, (1, 28, 28))(torch.randn(4, 8), torch.eye(10)[:4]).shape
+        torch.Size([4, 1, 28, 28])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 20,
+        context_dim: int = 10,
+        output_shape: Sequence[int] = (1, 28, 28),
+        hidden_sizes: Sequence[int] = (400,),
+        activation: Activation = "relu",
+        params_per_element: int = 1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.latent_dim = check_int("latent_dim", latent_dim, low=1)
+        self.context_dim = check_int("context_dim", context_dim, low=1)
+        self.output_shape = check_shape("output_shape", output_shape)
+        self.params_per_element = check_int("params_per_element", params_per_element, low=1)
+        hidden = _hidden(hidden_sizes)
+        n_in = latent_dim + self.context_dim
+        self.body = _mlp([n_in, *hidden], activation)
+        self.head = nn.Linear(hidden[-1] if hidden else n_in, params_per_element * math.prod(self.output_shape))
+
+    def forward(self, z: Tensor, context: Tensor) -> Tensor:
+        out = self.head(self.body(torch.cat([z, context.to(z.dtype)], dim=-1)))
+        if self.params_per_element == 1:
+            return out.view(*z.shape[:-1], *self.output_shape)
+        return out.view(*z.shape[:-1], self.params_per_element, *self.output_shape)
+
+
+class MLPClassifier(HyperparametersMixin, nn.Module):
+    """``x -> logits (B, n_classes)``: a classifier ``q(y | x)`` over the flattened data.
+
+    Args:
+        input_shape: Shape of one example.
+        n_classes: Number of classes.
+        hidden_sizes: Widths of the hidden layers.
+        activation: Nonlinearity between layers.
+
+    Example::
+
+        >>> import torch
+        >>> MLPClassifier((1, 28, 28), n_classes=10)(torch.rand(4, 1, 28, 28)).shape
+        torch.Size([4, 10])
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 28, 28),
+        n_classes: int = 10,
+        hidden_sizes: Sequence[int] = (400,),
+        activation: Activation = "relu",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.input_shape = check_shape("input_shape", input_shape)
+        self.n_classes = check_int("n_classes", n_classes, low=2)
+        hidden = _hidden(hidden_sizes)
+        self.body = _mlp([math.prod(self.input_shape), *hidden], activation)
+        self.head = nn.Linear(hidden[-1] if hidden else math.prod(self.input_shape), n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x.flatten(1)))  # type: ignore[no-any-return]

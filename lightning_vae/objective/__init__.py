@@ -1,7 +1,8 @@
 """Objectives: the loss a :class:`~lightning_vae.VAE` minimises, as plug-ins with one contract.
 
 :class:`Objective` is the contract (``lightning_vae/objective/base.py``); :class:`ELBO` (β, free bits, capacity) and
-:class:`IWAE` are the built-in objectives, and :func:`elbo_groups` / :func:`elbo_diagonal_gaussian` the same
+:class:`IWAE` are the built-in objectives (with :class:`M2`, the semi-supervised objective of Kingma et al. 2014),
+and :func:`elbo_groups` / :func:`elbo_diagonal_gaussian` the same
 arithmetic as pure functions. Reduction rule (``docs/architecture.md``): every term is summed over data and latent
 dimensions and averaged over the batch, so every value is in nats per example. Free bits follow Kingma et al.
 (2016): the KL of each latent dimension (or group, or the total) is averaged over the batch *before* ``max(λ, ·)``.
@@ -17,6 +18,7 @@ from lightning_vae.objective.elbo import (
     elbo_groups,
     elbo_terms,
 )
+from lightning_vae.objective.m2 import M2, enumerate_classes, labelled_bound, unlabelled_bound
 from lightning_vae.objective.terms import (
     ELBOTerms,
     FreeBitsMode,
@@ -28,6 +30,7 @@ from lightning_vae.objective.terms import (
 __all__ = [
     "ELBO",
     "IWAE",
+    "M2",
     "OBJECTIVES",
     "ELBOSettings",
     "ELBOTerms",
@@ -38,9 +41,12 @@ __all__ = [
     "elbo_diagonal_gaussian",
     "elbo_groups",
     "elbo_terms",
+    "enumerate_classes",
     "free_bits_penalty",
     "iwae_bound",
     "kl_terms",
+    "labelled_bound",
     "make_objective",
     "model_pass",
+    "unlabelled_bound",
 ]

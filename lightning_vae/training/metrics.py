@@ -52,6 +52,8 @@ class EvalMetrics(nn.Module):
         self.means = nn.ModuleDict(
             {f"{stage}_{term}": MeanMetric(nan_strategy="disable") for stage in ("val", "test") for term in terms}
         )
+        #: Means of the objective's extra terms (``val/accuracy``, ...), made on first sight of a name.
+        self.extras = nn.ModuleDict()
         self._losses: list[tuple[int, Tensor]] = []
         self._state_dtype: torch.dtype | None = None
 
@@ -78,6 +80,9 @@ class EvalMetrics(nn.Module):
         """
         for term in (*EVAL_TERMS, "nll_iw", *(f"kl_{g}" for g in self.groups)):
             self.metric(stage, term).reset()
+        for key, metric in self.extras.items():
+            if key.startswith(f"{stage}_") and isinstance(metric, MeanMetric):
+                metric.reset()
         self._losses = []
 
     def update(self, stage: Stage, terms: ELBOTerms, n: int, batch_idx: int) -> dict[str, MeanMetric]:
@@ -97,6 +102,20 @@ class EvalMetrics(nn.Module):
                 metric.update(terms.kl_groups[group].reshape(1).expand(n))
                 updated[f"{stage}/kl/{group}"] = metric
         return updated
+
+    def update_extra(self, stage: Stage, name: str, value: Tensor, n: int) -> MeanMetric:
+        """Add a batch mean ``value`` of an objective's extra term over ``n`` examples (weighted by ``n``).
+
+        The mean of each extra term is a torchmetrics ``MeanMetric`` (sum states), so its epoch value under DDP is
+        that of one process (the objective's ``val/accuracy``, for instance), made the first time ``name`` comes.
+        """
+        key = f"{stage}_{name}"
+        if key not in self.extras:
+            self.extras[key] = MeanMetric(nan_strategy="disable").to(value.device)
+        metric = self.extras[key]
+        assert isinstance(metric, MeanMetric)
+        metric.update(value.detach().reshape(1).expand(n))
+        return metric
 
     def update_nll(self, stage: Stage, values: Tensor) -> MeanMetric:
         """Add the importance-weighted NLL of each example of a batch."""

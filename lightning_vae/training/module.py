@@ -444,8 +444,9 @@ class VAE(LightningModule):
         )
         for name, metric in self.eval_metrics.update(stage, terms, x.shape[0], batch_idx).items():
             self.log(name, metric, prog_bar=name.endswith("/elbo"))
-        for name, value in (terms.extra or {}).items():
-            self.log(f"{stage}/{name}", value.detach(), batch_size=x.shape[0], sync_dist=True)
+        for name, value in (terms.extra or {}).items():  # torchmetrics means: exact under DDP
+            metric = self.eval_metrics.update_extra(stage, name, value, x.shape[0])
+            self.log(f"{stage}/{name}", metric, metric_attribute=f"eval_metrics.extras.{stage}_{name}")
         if self.n_eval_samples > 1:
             # The same chunked estimator as ImportanceWeightedNLL: memory bounded by iw_chunk_size for any k.
             context = self._input(data.context) if getattr(self.model, "conditional", False) else None

@@ -60,3 +60,26 @@ def test_traversal_logger_on_a_stacked_model_writes_a_grid_per_group(tmp_path: P
         )
     with pytest.raises(TypeError, match=r"Expected `group` to be a latent group's name or None, got 1 \(int\)"):
         LatentTraversalLogger(group=1)  # type: ignore[arg-type]
+
+
+def test_a_conditional_model_is_traversed_at_one_class() -> None:
+    from lightning_vae.models import ConditionalVAEModel
+    from lightning_vae.nets import ConditionalMLPDecoder, ConditionalMLPEncoder
+
+    model = ConditionalVAEModel(
+        ConditionalMLPEncoder((1, 4, 4), 3, 2, (8,)), ConditionalMLPDecoder(2, 3, (1, 4, 4), (8,)), n_classes=3
+    )
+    x, y = torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    images, dims, activity = latent_traversal(
+        model, x, n_dims=2, n_steps=3, limit=2.0, context=y, condition=torch.tensor(2)
+    )
+    with torch.no_grad():
+        loc, _ = model.encoder(x, torch.eye(3)[y])  # the activity of q(z | x, y), each example with its own label
+        expected_activity = loc.var(0)  # the variance over the examples (unbiased, as the activity statistic)
+        torch.testing.assert_close(activity, expected_activity)
+        start = loc[0]
+        z = start.repeat(6, 1)
+        for row, d in enumerate(dims.tolist()):
+            z[row * 3 : row * 3 + 3, d] = torch.linspace(-2.0, 2.0, 3)
+        expected = torch.sigmoid(model.decoder(z, torch.eye(3)[[2] * 6])).view(6, 1, 4, 4)  # all at class 2
+    torch.testing.assert_close(images, expected)

@@ -3,6 +3,7 @@ checkpoint."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,68 @@ def test_the_export_command_reports_errors_without_usage_text(
     with pytest.raises(SystemExit):
         generate.main(["export", f"--ckpt_path={export_checkpoint}", "--format=tflite"])  # argparse's own text
     assert "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def conditional_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A class-conditional VAE (3 classes, 4x4 images) saved by a Trainer: it reloads from its own record."""
+    from lightning.pytorch import Trainer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_vae import VAE
+    from lightning_vae.models import ConditionalVAEModel
+    from lightning_vae.nets import ConditionalMLPDecoder, ConditionalMLPEncoder
+
+    root = tmp_path_factory.mktemp("conditional")
+    model = ConditionalVAEModel(
+        ConditionalMLPEncoder((1, 4, 4), 3, 2, (8,)), ConditionalMLPDecoder(2, 3, (1, 4, 4), (8,)), n_classes=3
+    )
+    loader = DataLoader(TensorDataset(torch.bernoulli(torch.rand(8, 1, 4, 4)), torch.randint(0, 3, (8,))), 4)
+    trainer = Trainer(default_root_dir=root, max_steps=1, logger=False, enable_progress_bar=False, accelerator="cpu")
+    trainer.fit(VAE(model=model), loader)
+    trainer.save_checkpoint(root / "cvae.ckpt")
+    return root / "cvae.ckpt"
+
+
+def test_sample_with_a_condition_draws_that_class(conditional_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sevens.png"
+    main(
+        [
+            "sample",
+            f"--ckpt_path={conditional_checkpoint}",
+            "--n=4",
+            "--nrow=4",
+            "--seed=1",
+            "--condition=2",
+            f"--output={out}",
+        ]
+    )
+    model = loaded(conditional_checkpoint)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        z = torch.randn(4, 2)
+        expected = torch.sigmoid(model.model.decoder(z, torch.eye(3)[[2] * 4])).view(4, 1, 4, 4)
+    reference = quantize(torch.from_numpy(reference_grid(expected.numpy(), 4, 2, 1.0)))
+    assert np.abs(decode_png(out.read_bytes()).astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_sample_all_classes_writes_one_row_per_class(conditional_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "classes.png"
+    main(["sample", f"--ckpt_path={conditional_checkpoint}", "--n=6", "--condition", "all", f"--output={out}"])
+    assert decode_png(out.read_bytes()).shape[:2] == (2 + 3 * 6, 2 + 2 * 6)  # 3 rows (classes) of 2 columns
+
+
+def test_condition_errors_are_reported(
+    conditional_checkpoint: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cases = [
+        ([f"--ckpt_path={conditional_checkpoint}"], "the model is conditional: pass --condition"),
+        ([f"--ckpt_path={conditional_checkpoint}", "--condition=3"], r"labels in \[0, 3\)"),
+        ([f"--ckpt_path={conditional_checkpoint}", "--condition", "0", "1"], "one per sample"),
+        ([f"--ckpt_path={conditional_checkpoint}", "--condition=seven"], "class labels"),
+        ([f"--ckpt_path={checkpoint}", "--condition=1"], "not conditional"),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit):
+            main(["sample", *args, "--n=4", f"--output={tmp_path / 'x.png'}"])
+        assert re.search(message, capsys.readouterr().err), message

@@ -46,7 +46,7 @@ def test_the_default_config_composes_and_instantiates(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("option", options("data"))
 def test_data_options(option: str, tmp_path: Path) -> None:
-    extra = small_mnist() if option == "mnist" else SMALL_SHAPES
+    extra = small_mnist() if option.startswith("mnist") else SMALL_SHAPES
     datamodule = instantiate(compose_cfg([f"data={option}", *extra], tmp_path).data)
     assert isinstance(datamodule, LightningDataModule)
 

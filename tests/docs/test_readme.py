@@ -353,7 +353,8 @@ def _run(command: list[str], workdir: Path, monkeypatch: pytest.MonkeyPatch) -> 
     if command[0] not in ("lightning-vae", "lightning-vae-hydra"):
         result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=900)
         return result.returncode, result.stderr[-3000:]
-    from lightning_vae import cli, hydra
+    from lightning_vae import cli
+    from lightning_vae.cli import hydra
 
     monkeypatch.chdir(workdir)
     code: Any = 0

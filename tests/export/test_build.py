@@ -16,7 +16,7 @@ from torch.distributions import Independent, Laplace
 
 from lightning_vae import VAE
 from lightning_vae.distributions import Prior
-from lightning_vae.export import EXAMPLE_BATCH, PARTS, ExportError, build_graphs, export_model
+from lightning_vae.export import EXAMPLE_BATCH, PARTS, ExportError, build_graphs, export_model, load_exported
 from lightning_vae.nets import ConvEncoder, MLPDecoder, MLPEncoder, PixelCNNDecoder
 
 
@@ -155,3 +155,43 @@ def test_a_model_without_the_networks_or_a_prior_is_refused() -> None:
     assert set(build_graphs(NoPrior(), ["encoder", "decoder"])[0]) == {"encoder", "decoder"}
     with pytest.raises(ExportError, match=r"NoPrior has no `prior_distribution\(\)`; export --parts encoder decoder"):
         build_graphs(NoPrior())
+
+
+@pytest.mark.parametrize("kind", ["labels", "embedded", "features"])
+def test_a_conditional_model_exports_with_the_context_as_an_input(kind: str, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from lightning_vae.models import ConditionalVAEModel
+    from lightning_vae.nets import ConditionalMLPDecoder, ConditionalMLPEncoder
+
+    size = {"labels": 3, "embedded": 4, "features": 5}[kind]
+    n_classes = None if kind == "features" else 3
+    model = ConditionalVAEModel(
+        ConditionalMLPEncoder((1, 4, 4), size, 2, (8,)),
+        ConditionalMLPDecoder(2, size, (1, 4, 4), (8,)),
+        n_classes=n_classes,
+        embedding_dim=4 if kind == "embedded" else None,
+    )
+    vae = VAE(model=model).eval()
+    written = export_model(vae, tmp_path, "onnx")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["context"]["size"] == (3 if n_classes else 5)
+    assert all("context" in manifest["parts"][part]["inputs"] for part in ("encoder", "decoder", "sampler"))
+    x, z, noise = torch.rand(3, 1, 4, 4), torch.randn(3, 2), torch.randn(3, 2)
+    context = torch.tensor([2, 0, 1]) if n_classes else torch.randn(3, 5)
+    rows = torch.eye(3)[context] if n_classes else context  # what the graphs take: one-hot rows, or the features
+    with torch.no_grad():
+        q = vae.encode(x, context)
+        loc, log_var = load_exported(written["encoder"])(x, rows)
+        torch.testing.assert_close(torch.as_tensor(loc), q.mean, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(torch.as_tensor(log_var), q.variance.log(), atol=1e-5, rtol=1e-5)
+        mean = model.likelihood.mean(model.generative({"z": z.unsqueeze(0)}, context=context).params[0])
+        torch.testing.assert_close(
+            torch.as_tensor(load_exported(written["decoder"])(z, rows)), mean, atol=1e-5, rtol=1e-5
+        )
+        sample = torch.as_tensor(load_exported(written["sampler"])(noise, rows))  # standard normal prior: z = noise
+        torch.testing.assert_close(
+            sample,
+            model.likelihood.mean(model.generative({"z": noise.unsqueeze(0)}, context=context).params[0]),
+            atol=1e-5,
+            rtol=1e-5,
+        )

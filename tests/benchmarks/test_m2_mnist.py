@@ -1,0 +1,64 @@
+"""benchmarks/m2_mnist.py (its --smoke run writes a complete results entry and resumes) and
+benchmarks/m2_class_sum.py (the three timed steps run and are reported)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+from support.paths import ROOT
+
+
+def _load(name: str):
+    key = f"lightning_vae_benchmark_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, ROOT / "benchmarks" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        sys.modules[key] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[key])
+    return sys.modules[key]
+
+
+def test_smoke_run_writes_results_with_commit_seeds_and_departures(tmp_path: Path, mnist_dir: Path) -> None:
+    script = _load("m2_mnist")
+    argv = [
+        "--smoke",
+        "--labels", "100",
+        "--seeds", "0",
+        "--data-dir", str(mnist_dir),
+        "--runs-dir", str(tmp_path / "runs"),
+        "--results", str(tmp_path / "results.json"),
+        "--figure", str(tmp_path / "m2.png"),
+    ]  # fmt: skip
+    results = script.main(argv)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    run = saved["runs"]["n100_seed0"]
+    assert run["epochs"] == 1 and 0.0 <= run["test_error_at_best_val"] <= 100.0
+    assert saved["by_labels"]["100"]["published"] == {"mean": 11.97, "sd": 1.71}
+    assert saved["by_labels"]["100"]["within_published_error_bar"] is None  # one seed: no claim
+    assert len(saved["commit"]) == 40 and saved["departures"] and saved["budget"]
+    # Running again resumes from last.ckpt: nothing left to train at the same --epochs, the history is kept.
+    again = script.main(argv)
+    assert again["runs"]["n100_seed0"]["history"] == run["history"]
+
+
+def test_the_timed_steps_run_and_report_their_ratios() -> None:
+    """Each step trains every network (the bound itself is checked against a per-class loop in
+    tests/objective/test_m2.py)."""
+    script = _load("m2_class_sum")
+    torch.manual_seed(0)
+    model = script.build()
+    x, y = torch.rand(5, 1, 28, 28), torch.tensor([-1, -1, -1, 4, 7])
+    for name, step in script.steps(model, x, y).items():
+        model.zero_grad(set_to_none=True)
+        step()
+        for part in (model.encoder, model.decoder, model.classifier):
+            grads = [p.grad for p in part.parameters()]
+            assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads), name
+    result = script.main(["--unlabelled", "2", "--labelled", "1", "--repeats", "1", "--warmup", "0"])
+    assert set(result["median_ms"]) == {"class_sum", "one_class", "class_loop"}
+    assert result["ratio_class_sum_to_one_class"] > 0
