@@ -12,13 +12,24 @@ Usage::
     python benchmarks/reproduce.py burda_vae_1l                    # the full protocol (resumes if interrupted)
     python benchmarks/reproduce.py burda_vae_1l --budget 7200      # train for at most 2 h this time, then evaluate
     python benchmarks/reproduce.py burda_vae_1l --epochs 100       # stop at epoch 100 of the paper's 3280
-    python benchmarks/reproduce.py burda_vae_1l --eval-only        # evaluate the run's last checkpoint
+    python benchmarks/reproduce.py burda_vae_1l --eval-only        # evaluate the run's last checkpoint, ship it
+    python benchmarks/reproduce.py burda_vae_1l --export-only      # copy the resume checkpoint into the repository
+    python benchmarks/reproduce.py burda_vae_1l --eval-only --weights benchmarks/weights/burda_vae_1l.safetensors
+    python benchmarks/reproduce.py burda_vae_1l --eval-only --weights ... --k 1000 --test-size 1000   # quick
     python benchmarks/reproduce.py burda_vae_1l --smoke            # a few steps, k = 10 on 100 test images (CI)
 
 A run keeps its checkpoints in ``benchmarks/runs/<experiment>/`` (``last.ckpt`` after every epoch, written by
 Lightning's ``ModelCheckpoint``); running the same command again resumes from ``last.ckpt`` with Lightning's
 ``ckpt_path`` (optimiser, learning-rate schedule, epoch counter, callbacks' states), so a long run can be stopped
 (``--budget``, ``--epochs``, or a kill) and continued later. ``--fresh`` starts over.
+
+What survives a change of machine is kept in the repository: ``benchmarks/checkpoints/<experiment>/resume.pt`` (the
+checkpoint without its pickled hyperparameters: weights, optimiser, schedule, loops, callbacks), written at the end
+of every training invocation, by every evaluation from the run folder and by ``--export-only``; a training
+invocation without a run folder (a fresh clone) starts from it. Every evaluation from the run folder also writes the
+evaluated weights to ``benchmarks/weights/<experiment>.safetensors`` with a JSON config beside them (epochs, the
+epoch of the weights, the history, the SHA-256, which the results entry repeats); ``--eval-only --weights FILE``
+evaluates such a file without any checkpoint (``pip install safetensors``, the package's ``weights`` extra).
 
 Results go to ``benchmarks/reproduction_results.json`` (one entry per experiment) and a figure of test NLL against
 epoch per experiment to ``benchmarks/figures/reproduction_<experiment>.png`` (needs matplotlib: a benchmark-only
@@ -56,6 +67,7 @@ from lightning_vae import VAE
 from lightning_vae.callbacks import KLAnnealing
 from lightning_vae.checkpoints import load_checkpoint, migrate_state_dict
 from lightning_vae.data import MNISTDataModule
+from lightning_vae.distributions import VampPrior
 from lightning_vae.metrics import ImportanceWeightedNLL
 from lightning_vae.models import StackedVAEModel
 from lightning_vae.nets import MLPDecoder, MLPEncoder
@@ -68,6 +80,22 @@ DEFAULT_MNIST_DIR = os.environ.get(
 #: longer than one checkout then survives a fresh clone).
 RUNS_DIR = Path(os.environ.get("LIGHTNING_VAE_RUNS_DIR", str(ROOT / "benchmarks" / "runs")))
 RESULTS_PATH = ROOT / "benchmarks" / "reproduction_results.json"
+#: Shipped final weights of every reported row (safetensors + a small JSON config), part of the repository.
+WEIGHTS_DIR = ROOT / "benchmarks" / "weights"
+#: Resume checkpoints kept in the repository (weights, optimiser, schedule, loop and callback states; no pickled
+#: code: they load with ``torch.load(weights_only=True)``), so a long run survives a change of machine.
+CHECKPOINTS_DIR = ROOT / "benchmarks" / "checkpoints"
+#: Keys of a Lightning checkpoint a resume needs; the rest (``hyper_parameters``: callables) is left out.
+RESUME_KEYS = (
+    "epoch",
+    "global_step",
+    "pytorch-lightning_version",
+    "state_dict",
+    "loops",
+    "callbacks",
+    "optimizer_states",
+    "lr_schedulers",
+)
 FIGURES_DIR = ROOT / "benchmarks" / "figures"
 #: Seed of the evaluation's importance samples (the test images are binarised by the data module's own seed).
 EVAL_SEED = 1234
@@ -192,14 +220,6 @@ def burda_stage_ends() -> list[int]:
     return ends
 
 
-PYTHAE_MILESTONES, PYTHAE_GAMMA = (200, 350, 500, 750, 1000), 10 ** (-1 / 5)
-
-
-def pythae_lr_factor(epoch: int) -> float:
-    """pythae's ``MultiStepLR(milestones=[200, 350, 500, 750, 1000], gamma=10^(-1/5))``, stepped once per epoch."""
-    return PYTHAE_GAMMA ** sum(1 for m in PYTHAE_MILESTONES if epoch >= m)
-
-
 # ---------------------------------------------------------------------------------------------------- experiments
 @dataclasses.dataclass(frozen=True)
 class Experiment:
@@ -207,7 +227,7 @@ class Experiment:
 
     Attributes:
         name: Registry key.
-        published: Published test NLL in nats.
+        published: Published test NLL in nats for the same data (``None`` where that figure could not be read).
         published_estimator: How the published figure was estimated (k, rounds).
         source: Where the figure and the protocol come from.
         protocol: The protocol as followed here, and where it departs from the source.
@@ -225,7 +245,7 @@ class Experiment:
     """
 
     name: str
-    published: float
+    published: float | None
     published_estimator: str
     source: str
     protocol: str
@@ -240,6 +260,7 @@ class Experiment:
     eval_every: int = 100
     eval_epochs: tuple[int, ...] = ()
     comparable: tuple[int, int] | None = None
+    reference: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _build_burda(train_mean: Tensor, n_samples: int) -> VAE:
@@ -268,25 +289,13 @@ def _build_burda_2l(train_mean: Tensor, n_samples: int) -> VAE:
     return VAE(model=model, n_samples=n_samples, optimizer=optimizer, lr_scheduler=scheduler)
 
 
-def _build_pythae(train_mean: Tensor) -> VAE:
-    encoder = MLPEncoder((1, 28, 28), latent_dim=40, hidden_sizes=(400,), activation="relu")
-    decoder = MLPDecoder(40, (1, 28, 28), hidden_sizes=(400,), activation="relu")
-    optimizer = functools.partial(torch.optim.Adam, lr=1e-4)
-    scheduler = functools.partial(torch.optim.lr_scheduler.LambdaLR, lr_lambda=pythae_lr_factor)
-    return VAE(encoder, decoder, likelihood="bernoulli", optimizer=optimizer, lr_scheduler=scheduler)
-
-
 def _build_vamp(train_mean: Tensor) -> VAE:
     optimizer = functools.partial(AdamNormGrad, lr=5e-4)
-    return VAE(
-        GatedEncoder(),
-        GatedDecoder(),
-        likelihood="bernoulli",
-        prior="vamp",
-        prior_components=500,
-        data_shape=(1, 28, 28),
-        optimizer=optimizer,
+    # As the paper's code builds it: pseudo-inputs u ~ N(0.05, 0.01), seen by the encoder as hardtanh(u, 0, 1).
+    prior = VampPrior(
+        (1, 28, 28), 500, latent_dim=40, pseudo_input_activation="hardtanh", init_mean=0.05, init_std=0.01
     )
+    return VAE(GatedEncoder(), GatedDecoder(), likelihood="bernoulli", prior=prior, optimizer=optimizer)
 
 
 _BURDA_SOURCE = (
@@ -323,10 +332,20 @@ def _burda(name: str, k: int, published: float, layers: int = 1) -> Experiment:
             "logits",
             _BURDA_2L,
         )
+    reference = {
+        "paper": "Burda, Grosse & Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016 (arXiv:1509.00519)",
+        "table": "Table 1",
+        "row": f"MNIST, {'one stochastic layer' if layers == 1 else 'two stochastic layers'}, "
+        f"{'VAE' if k == 1 else 'IWAE'}, k = {k}",
+        "column": "NLL (k = 5000 importance samples)",
+        "value": published,
+        "data": "MNIST binarised dynamically (as this row trains; the reference code samples the pixels anew)",
+    }
     return Experiment(
         name=name,
         published=published,
         published_estimator="k = 5000 on the 10,000 test images",
+        reference=reference,
         source=_BURDA_SOURCE.replace("one stochastic layer", "two stochastic layers") if layers == 2 else _BURDA_SOURCE,
         protocol=protocol,
         epochs=sum(length for length, _ in BURDA_STAGES),
@@ -345,49 +364,45 @@ EXPERIMENTS: dict[str, Experiment] = {
     "burda_iwae_1l_k50": _burda("burda_iwae_1l_k50", 50, 84.78),
     "burda_vae_2l": _burda("burda_vae_2l", 1, 85.33, layers=2),
     "burda_iwae_2l_k50": _burda("burda_iwae_2l_k50", 50, 82.90, layers=2),
-    "pythae_vae": Experiment(
-        name="pythae_vae",
-        published=89.78,
-        published_estimator="k = 200, mean of 5 rounds, on the 10,000 test images (pythae's own figure)",
-        source=(
-            "pythae (github.com/clementchadebec/benchmark_VAE) examples/scripts/reproducibility/vae.py and README.md "
-            "(VAE, Binary MNIST, 89.78 (0.01) against 89.9 of Rezende & Mohamed 2015)"
-        ),
-        protocol=(
-            "MNIST statically binarised (once, with a fixed seed: pythae uses Larochelle's fixed binarisation, "
-            "50,000/10,000/10,000, which is not available here); 50,000 training images, 10,000 validation; encoder "
-            "784-400 ReLU -> Gaussian (loc, log-variance) of 40, decoder 40-400 ReLU -> 784 Bernoulli logits (pythae: "
-            "sigmoid + BCE, the same likelihood); PyTorch default init; ELBO; Adam lr 1e-4 (default betas, eps), batch "
-            "100, 500 epochs, MultiStepLR milestones [200, 350, 500, 750, 1000] gamma 10^(-1/5) stepped per epoch; the "
-            "epoch with the best validation loss (negative ELBO) is evaluated, as pythae's trainer keeps it."
-        ),
-        epochs=500,
-        batch_size=100,
-        binarize="static",
-        val_size=10000,
-        build=_build_pythae,
-        select="best",
-        eval_every=50,
-        comparable=(200, 5),
-    ),
     "vamp_k500": Experiment(
         name="vamp_k500",
-        published=85.57,
-        published_estimator="k = 5000 on the 10,000 test images",
+        # 85.57 is the figure of the same row for *static* MNIST (Larochelle's fixed binarisation; pythae's
+        # reproduction table uses it for that data). The dynamic-MNIST column of the row could not be read here.
+        published=None,
+        published_estimator="k = 5000 on the 10,000 test images (the paper's code: S = 5000, MB = 100)",
+        reference={
+            "paper": "Tomczak & Welling, VAE with a VampPrior, AISTATS 2018 (arXiv:1705.07120)",
+            "table": "Table 2",
+            "row": "VAE (L = 1) + VampPrior",
+            "column": "dynamicMNIST",
+            "value": None,
+            "data": "MNIST binarised dynamically (the paper's code: dataset_name='dynamic_mnist')",
+            "not_this_data": {
+                "column": "staticMNIST",
+                "value": 85.57,
+                "why_not": "Larochelle's fixed binarisation (the paper's code reads it from binarized_mnist_*.amat), "
+                "not the data this row trains and tests on; the first round compared against it by mistake",
+            },
+            "note": "The dynamicMNIST figure of this row was not readable on the machine these results were made "
+            "on (no copy of the paper's table was reachable); the row reports its own figure and epochs only.",
+        },
         source=(
-            "Tomczak & Welling, VAE with a VampPrior, AISTATS 2018 (arXiv:1705.07120), Table 2, dynamic MNIST, VAE "
+            "Tomczak & Welling, VAE with a VampPrior, AISTATS 2018 (arXiv:1705.07120), Table 2, dynamicMNIST, VAE "
             "(L = 1) + VampPrior; protocol from the reference code github.com/jmtomczak/vae_vampprior (experiment.py "
-            "defaults, models/VAE.py, utils/training.py, utils/perform_experiment.py, utils/load_data.py)"
+            "defaults, models/Model.py, models/VAE.py, utils/training.py, utils/perform_experiment.py, "
+            "utils/load_data.py)"
         ),
         protocol=(
             "MNIST dynamically binarised per batch; 50,000 training images, 10,000 validation (binarised once); "
             "encoder 784-300-300 gated dense (h * sigmoid(g)) -> loc (linear), log-variance (hardtanh(-6, 2)) of 40, "
             "decoder 40-300-300 gated dense -> 784 Bernoulli logits; He-normal weights; VampPrior with K = 500 "
-            "pseudo-inputs (the package's VampPrior: free pseudo-inputs initialised at 0.5 + 0.05 N(0, 1); the paper's "
-            "code passes them through hardtanh(0, 1) and initialises them at N(-0.05, 0.01)); KL warm-up beta = "
-            "epoch / 100 over 100 epochs; AdamNormGrad (Adam on per-tensor normalised gradients) lr 5e-4, batch 100, "
-            "up to 2000 epochs with early stopping after 50 epochs without a better validation ELBO; the best "
-            "validation epoch is evaluated."
+            "pseudo-inputs as the paper's code builds them: u ~ N(0.05, 0.01) (load_data.py sets these for MNIST), "
+            "seen by the encoder through hardtanh(0, 1) (Model.add_pseudoinputs; the package's VampPrior with "
+            "pseudo_input_activation='hardtanh'); KL warm-up beta = epoch / 100 over 100 epochs; AdamNormGrad (Adam "
+            "on per-tensor normalised gradients) lr 5e-4, batch 100, up to 2000 epochs with early stopping after 50 "
+            "epochs without a better validation ELBO; the best validation epoch is evaluated. Departures: the "
+            "validation and test images are binarised with this package's seed, not numpy's 777; the held-out "
+            "10,000 are a random 10,000, not the last."
         ),
         epochs=2000,
         batch_size=100,
@@ -614,6 +629,18 @@ def _paths(args: argparse.Namespace, name: str) -> tuple[Path, Path, Path]:
     return runs / name, results, figures
 
 
+def _shipped_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Folders of the shipped weights and of the resume checkpoints (under the smoke folder for --smoke)."""
+    smoke_root = RUNS_DIR / "smoke"
+    weights = Path(args.weights_dir) if args.weights_dir else (smoke_root / "weights" if args.smoke else WEIGHTS_DIR)
+    checkpoints = (
+        Path(args.checkpoints_dir)
+        if args.checkpoints_dir
+        else (smoke_root / "checkpoints" if args.smoke else CHECKPOINTS_DIR)
+    )
+    return weights, checkpoints
+
+
 def _data(exp: Experiment, args: argparse.Namespace) -> MNISTDataModule:
     dm = MNISTDataModule(
         data_dir=args.data_dir,
@@ -633,6 +660,118 @@ def _load_weights(model: VAE, path: Path) -> dict[str, Any]:
     migrate_state_dict(checkpoint)  # weights written before the networks moved under `model.`
     model.load_state_dict(checkpoint["state_dict"])
     return checkpoint
+
+
+# ---------------------------------------------------------------------------------------------------- shipped files
+def sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _relative(path: Path) -> str:
+    return os.path.relpath(path, ROOT) if path.resolve().is_relative_to(ROOT) else str(path)
+
+
+def save_weights(model: VAE, path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """Write ``model``'s state dict as safetensors to ``path`` and ``config`` (plus the digest) beside it as JSON.
+
+    Returns:
+        ``{"path", "sha256", "bytes", "config"}`` for the results entry.
+    """
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"experiment": str(config.get("experiment", ""))})
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+    digest = sha256(path)
+    config = {**config, "weights": path.name, "sha256": digest, "bytes": path.stat().st_size}
+    path.with_suffix(".json").write_text(json.dumps(config, indent=1) + "\n")
+    return {
+        "path": _relative(path),
+        "sha256": digest,
+        "bytes": path.stat().st_size,
+        "config": _relative(path.with_suffix(".json")),
+    }
+
+
+def load_weights_file(model: VAE, path: Path, expected_sha256: str | None = None) -> dict[str, Any]:
+    """Load shipped safetensors weights into ``model`` (strictly); return the JSON config written beside them.
+
+    Raises:
+        ValueError: If the file's digest differs from ``expected_sha256`` or from the one in its config.
+    """
+    from safetensors.torch import load_file
+
+    config_path = path.with_suffix(".json")
+    config: dict[str, Any] = json.loads(config_path.read_text()) if config_path.exists() else {}
+    digest = sha256(path)
+    for expected in (expected_sha256, config.get("sha256")):
+        if expected is not None and expected != digest:
+            raise ValueError(f"Expected {path} to have SHA-256 {expected}, got {digest}: the file changed")
+    model.load_state_dict(load_file(str(path)))
+    return config
+
+
+def save_resume(checkpoint: dict[str, Any], path: Path) -> None:
+    """Write the parts of a Lightning checkpoint a resume needs (no pickled code) to ``path``, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({k: checkpoint[k] for k in RESUME_KEYS if k in checkpoint}, tmp)
+    os.replace(tmp, path)
+
+
+def adopt_committed_resume(committed: Path, last: Path) -> bool:
+    """Copy the repository's resume checkpoint ``committed`` to the run folder's ``last`` when it is further on
+    (or ``last`` is missing, e.g. on a new machine). Returns whether it was copied."""
+    if not committed.exists():
+        return False
+    ahead = epochs_done(load_checkpoint(committed))
+    if last.exists() and epochs_done(load_checkpoint(last)) >= ahead:
+        return False
+    last.parent.mkdir(parents=True, exist_ok=True)
+    save_resume(load_checkpoint(committed), last)
+    print(f"resuming from the repository's {_relative(committed)} (after epoch {ahead})", flush=True)
+    return True
+
+
+def export_resume(checkpoint: dict[str, Any], name: str, checkpoints_dir: Path) -> dict[str, Any]:
+    """Write ``checkpoint``'s resume part to ``checkpoints_dir/name/resume.pt``; return the results entry's field."""
+    resume = checkpoints_dir / name / "resume.pt"
+    save_resume(checkpoint, resume)
+    print(f"wrote {_relative(resume)} (after epoch {epochs_done(checkpoint)})", flush=True)
+    return {"path": _relative(resume), "epochs_run": epochs_done(checkpoint)}
+
+
+def ship_weights(
+    exp: Experiment, model: VAE, last: dict[str, Any], epoch_of_weights: int, weights_dir: Path
+) -> dict[str, Any]:
+    """Write ``model``'s weights (the epoch about to be evaluated) with a config of the run ``last`` describes."""
+    callbacks = last.get("callbacks", {})
+    history = next((v.get("history", []) for k, v in callbacks.items() if k.startswith("TestNLLHistory")), [])
+    seconds = next((v.get("train_seconds", 0.0) for k, v in callbacks.items() if k.startswith("ProgressLine")), 0.0)
+    config = {
+        "experiment": exp.name,
+        "format": "safetensors state dict of lightning_vae.VAE as built by benchmarks/reproduce.py for this experiment",
+        "epochs_run": epochs_done(last),
+        "epochs_paper": exp.epochs,
+        "selection": exp.select,
+        "epoch_of_weights": epoch_of_weights,
+        "train_seconds": round(float(seconds), 1),
+        "history": history,
+        "torch": torch.__version__,
+    }
+    weights = save_weights(model, weights_dir / f"{exp.name}.safetensors", config)
+    print(f"wrote {weights['path']} (weights of epoch {epoch_of_weights})", flush=True)
+    return weights
 
 
 def epochs_done(checkpoint: dict[str, Any]) -> int:
@@ -677,15 +816,17 @@ def plot(entry: dict[str, Any], path: Path) -> Path | None:
         ax.plot(
             [entry["epoch_evaluated"]], [ours["nll"]], "r*", ms=12, label=f"ours, k = {ours['k']}: {ours['nll']:.2f}"
         )
-    ax.axhline(entry["published"], color="k", ls="--", lw=1, label=f"published: {entry['published']:.2f}")
+    if entry["published"] is not None:
+        ax.axhline(entry["published"], color="k", ls="--", lw=1, label=f"published: {entry['published']:.2f}")
     epochs = [p["epoch"] for p in history] + ([entry["epoch_evaluated"]] if ours else [])
     if epochs and max(epochs) / max(min(epochs), 1) > 20:
         ax.set_xscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("test NLL (nats)")
-    values = [p["nll"] for p in history] + ([ours["nll"]] if ours else []) + [entry["published"]]
+    published = [entry["published"]] if entry["published"] is not None else []
+    values = [p["nll"] for p in history] + ([ours["nll"]] if ours else []) + published
     # The range of the later half of the run: the first epochs' much higher values run off the top.
-    focus = [p["nll"] for p in history[len(history) // 2 :]] + ([ours["nll"]] if ours else []) + [entry["published"]]
+    focus = [p["nll"] for p in history[len(history) // 2 :]] + ([ours["nll"]] if ours else []) + published
     low, high = min(values), max(focus)
     ax.set_ylim(low - 1.0, high + 0.15 * (high - low) + 1.0)
     ax.set_title(f"{entry['experiment']}: {entry['epochs_run']} of {entry['epochs_paper']} epochs")
@@ -728,9 +869,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     eval_every = args.eval_every if args.eval_every is not None else exp.eval_every
     last = run_dir / "last.ckpt"
     best = run_dir / "best.ckpt"
+    weights_dir, checkpoints_dir = _shipped_dirs(args)
     if args.fresh:
         for path in (last, best, run_dir / "history.json", *run_dir.glob("epoch=*.ckpt")):
             path.unlink(missing_ok=True)
+    elif not args.weights:
+        adopt_committed_resume(checkpoints_dir / exp.name / "resume.pt", last)
+    if args.export_only:
+        if not last.exists():
+            raise FileNotFoundError(f"No checkpoint to export: {last} does not exist (train first)")
+        resume_entry = export_resume(load_checkpoint(last), exp.name, checkpoints_dir)
+        _, results_path, _ = _paths(args, exp.name)
+        results = json.loads(results_path.read_text()) if results_path.exists() else {}
+        if exp.name in results.get("experiments", {}):  # the row's figure stays; its resume file moved on
+            entry = results["experiments"][exp.name]
+            entry["resume_checkpoint"] = resume_entry
+            _update_results(results_path, entry)
+        return {"resume_checkpoint": resume_entry}
 
     progress = ProgressLine(paper_epochs)
     history = TestNLLHistory(
@@ -738,7 +893,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     budget = Budget(args.budget, started)
     stopped_early = False
-    if not args.eval_only:
+    if not (args.eval_only or args.weights):
         callbacks: list[Callback] = [progress, history, budget, FusedAdam()]
         # Saved at the end of each training epoch, after validation and after the callbacks above (Lightning runs
         # checkpoint callbacks last), so the checkpoint holds this epoch's history point and training time.
@@ -813,22 +968,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not last.exists():
             raise RuntimeError(f"Training wrote no checkpoint to {last}")
 
-    # Evaluate the checkpoint the protocol selects (the last epoch, or the best validation epoch).
-    if not last.exists():
-        raise FileNotFoundError(f"No checkpoint to evaluate: {last} does not exist (train first, without --eval-only)")
-    checkpoint = _load_weights(model, last)
-    epochs_run = epochs_done(checkpoint)
-    for key, state in checkpoint.get("callbacks", {}).items():
-        if key.startswith("ProgressLine"):
-            progress.load_state_dict(state)
-        elif key.startswith("TestNLLHistory"):
-            history.load_state_dict(state)
-        elif key.startswith("WarmupEarlyStopping") and state.get("stopped_epoch", 0) > 0:
-            stopped_early = True
-    evaluated, epoch_evaluated = last, epochs_run
-    if exp.select == "best" and best.exists():
-        evaluated = best
-        epoch_evaluated = epochs_done(_load_weights(model, best))
+    shipped: dict[str, Any] = {}
+    if args.weights:
+        # Shipped weights: no checkpoint, no training state; epochs and history come from the config beside them.
+        evaluated = Path(args.weights)
+        config = load_weights_file(model, evaluated)
+        epochs_run = int(config.get("epochs_run", 0))
+        epoch_evaluated = int(config.get("epoch_of_weights", epochs_run))
+        history.history = list(config.get("history", []))
+        progress.train_seconds = float(config.get("train_seconds", 0.0))
+        shipped["weights"] = {
+            "path": _relative(evaluated),
+            "sha256": config.get("sha256", sha256(evaluated)),
+            "bytes": evaluated.stat().st_size,
+            "config": _relative(evaluated.with_suffix(".json")),
+        }
+        resume = checkpoints_dir / exp.name / "resume.pt"
+        if resume.exists():
+            shipped["resume_checkpoint"] = {
+                "path": _relative(resume),
+                "epochs_run": epochs_done(load_checkpoint(resume)),
+            }
+    else:
+        # Evaluate the checkpoint the protocol selects (the last epoch, or the best validation epoch).
+        if not last.exists():
+            raise FileNotFoundError(
+                f"No checkpoint to evaluate: {last} does not exist (train first, without --eval-only)"
+            )
+        # Each file is read once, so the weights shipped, evaluated and described are one epoch's, while a
+        # training process may write the next epoch into the same folder.
+        checkpoint = _load_weights(model, last)
+        epochs_run = epochs_done(checkpoint)
+        for key, state in checkpoint.get("callbacks", {}).items():
+            if key.startswith("ProgressLine"):
+                progress.load_state_dict(state)
+            elif key.startswith("TestNLLHistory"):
+                history.load_state_dict(state)
+            elif key.startswith("WarmupEarlyStopping") and state.get("stopped_epoch", 0) > 0:
+                stopped_early = True
+        evaluated, epoch_evaluated = last, epochs_run
+        if exp.select == "best" and best.exists():
+            evaluated = best
+            epoch_evaluated = epochs_done(_load_weights(model, best))
+        if not args.no_export:
+            shipped["resume_checkpoint"] = export_resume(checkpoint, exp.name, checkpoints_dir)
+            if not args.no_eval:  # the weights shipped are the weights evaluated
+                shipped["weights"] = ship_weights(exp, model, checkpoint, epoch_evaluated, weights_dir)
     model.to("cuda" if args.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu")
 
     ours = None
@@ -840,9 +1025,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         ours = evaluate_nll(model, test_images, final_k, chunk_size=args.chunk_size, desc=f"k={final_k}")
+        published = "not read" if exp.published is None else f"{exp.published:.2f}"
         print(
             f"RESULT {exp.name}: test NLL {ours['nll']:.4f} nats (k = {final_k}, {ours['n_images']} images, "
-            f"standard error {ours['stderr']:.3f}), published {exp.published:.2f}",
+            f"standard error {ours['stderr']:.3f}, evaluation {ours['seconds']:.1f} s), published {published}",
             flush=True,
         )
         if exp.comparable is not None:
@@ -859,7 +1045,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             comparable = {"k": k, "rounds": rounds, "nll": mean, "values": values}
             print(
                 f"RESULT {exp.name} with the published estimator: {mean:.4f} nats (k = {k}, mean of {rounds} rounds), "
-                f"published {exp.published:.2f}",
+                f"published {published}",
                 flush=True,
             )
 
@@ -868,6 +1054,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "experiment": exp.name,
         "published": exp.published,
         "published_estimator": exp.published_estimator,
+        "reference": exp.reference,
         "source": exp.source,
         "protocol": exp.protocol,
         "ours": ours,
@@ -876,11 +1063,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "test_size": int(test_images.shape[0]),
         "epochs_run": epochs_run,
         "epochs_paper": paper_epochs,
+        "fraction_of_budget": round(epochs_run / paper_epochs, 4),
         "complete": epochs_run >= paper_epochs or stopped_early,
         "early_stopped": stopped_early,
         "selection": exp.select,
         "epoch_evaluated": epoch_evaluated,
-        "checkpoint": os.path.relpath(evaluated, ROOT) if evaluated.is_relative_to(ROOT) else str(evaluated),
+        "checkpoint": _relative(evaluated),
+        **shipped,
         "train_seconds": round(progress.train_seconds, 1),
         "seconds_per_epoch_last_invocation": (
             round(sum(progress.epoch_seconds) / len(progress.epoch_seconds), 2) if progress.epoch_seconds else None
@@ -924,7 +1113,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke-train", type=int, default=200, help="training images of --smoke")
     parser.add_argument("--smoke-test", type=int, default=100, help="test images of --smoke")
     parser.add_argument("--test-size", type=int, help="evaluate on the first N test images only (default all)")
-    parser.add_argument("--final-k", type=int, help="importance samples of the final evaluation (default 5000)")
+    parser.add_argument("--final-k", "--k", type=int, help="importance samples of the final evaluation (default 5000)")
+    parser.add_argument("--weights", help="evaluate these shipped safetensors weights (with --eval-only)")
+    parser.add_argument("--export-only", action="store_true", help="write the run's resume file to the repository")
+    parser.add_argument("--no-export", action="store_true", help="leave the repository's weights and resume file")
+    parser.add_argument("--weights-dir", help=f"shipped weights (default {os.path.relpath(WEIGHTS_DIR, ROOT)})")
+    parser.add_argument(
+        "--checkpoints-dir", help=f"resume checkpoints kept in git (default {os.path.relpath(CHECKPOINTS_DIR, ROOT)})"
+    )
     parser.add_argument("--eval-k", type=int, help="importance samples of the intermediate evaluations (default 100)")
     parser.add_argument("--eval-every", type=int, help="epochs between intermediate evaluations (0: only milestones)")
     parser.add_argument("--chunk-size", type=int, default=20_000, help="most (sample, image) pairs decoded at once")
@@ -962,6 +1158,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"Expected --budget to be a positive number of seconds, got {args.budget}")
     if args.eval_only and args.no_eval:
         parser.error("--eval-only and --no-eval exclude each other")
+    if args.weights is not None and not args.eval_only:
+        parser.error("--weights evaluates shipped weights: use it with --eval-only")
+    if args.weights is not None and not Path(args.weights).is_file():
+        parser.error(f"Expected --weights to be a safetensors file, got {args.weights!r}: no such file")
     if not (Path(args.data_dir) / "t10k-images-idx3-ubyte.gz").exists():
         parser.error(f"MNIST not found in {args.data_dir!r}: pass --data-dir or set MNIST_DIR")
     return args
@@ -971,7 +1171,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     args = parse_args(argv)
     if args.list:
         for exp in EXPERIMENTS.values():
-            print(f"{exp.name:20s} published {exp.published:6.2f}  {exp.epochs} epochs, batch {exp.batch_size}")
+            published = "  n/a " if exp.published is None else f"{exp.published:6.2f}"
+            print(f"{exp.name:20s} published {published}  {exp.epochs} epochs, batch {exp.batch_size}")
         for name, (value, reason) in NOT_AVAILABLE.items():
             print(f"{name:20s} published {value:6.2f}  not available: {reason}")
         return None

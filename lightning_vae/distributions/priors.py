@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, MixtureSameFamily
 
-from lightning_vae.checks import check_int, check_shape
+from lightning_vae.checks import check_choice, check_float, check_int, check_shape
 from lightning_vae.distributions.posteriors import (
     LOG_VAR_RANGE,
     DiagonalGaussian,
@@ -28,6 +29,8 @@ from lightning_vae.distributions.posteriors import (
 from lightning_vae.functional.math import at_least_float32, soft_clamp
 
 _LOG_2PI = math.log(2 * math.pi)
+#: What the VampPrior applies to its pseudo-inputs before the encoder.
+PseudoInputActivation = Literal["none", "hardtanh"]
 _EPS64 = torch.finfo(torch.float64).eps
 #: The size (N x K x D float32 elements: 64 MiB) from which a mixture's log-density is evaluated by matrix products.
 _EXPANDED_MIN_ELEMENTS = 2**24
@@ -248,10 +251,21 @@ class VampPrior(Prior):
     An encoder returning another distribution is mixed with
     ``torch.distributions.MixtureSameFamily``.
 
+    The pseudo-inputs are free parameters by default. ``pseudo_input_activation="hardtanh"`` passes them through
+    ``hardtanh(0, 1)`` before the encoder, as the paper's code does (``jmtomczak/vae_vampprior``, ``Model.py``:
+    the encoder sees ``clip(u, 0, 1)``, and a pseudo-input element outside ``[0, 1]`` gets no gradient). That code
+    initialises ``u`` at ``N(0.05, 0.01)`` (``init_mean=0.05, init_std=0.01``).
+
     Args:
         input_shape: Shape of one data example, e.g. ``(1, 28, 28)``.
         n_components: Number K of pseudo-inputs.
         latent_dim: Size of z (only used for bookkeeping; the encoder decides it).
+        pseudo_input_activation: ``"none"`` (the encoder sees ``u``) or ``"hardtanh"`` (it sees ``clip(u, 0, 1)``).
+        init_mean: Mean of the pseudo-inputs' normal initialisation.
+        init_std: Standard deviation of the pseudo-inputs' normal initialisation.
+
+    Raises:
+        ValueError: If ``pseudo_input_activation`` is not one of the names above, or ``init_std`` is negative.
 
     Example::
 
@@ -259,22 +273,46 @@ class VampPrior(Prior):
         >>> enc = MLPEncoder(input_shape=(1, 4, 4), latent_dim=2, hidden_sizes=(8,))
         >>> VampPrior((1, 4, 4), n_components=5)(enc).log_prob(torch.zeros(3, 2)).shape
         torch.Size([3])
+        >>> paper = VampPrior((1, 4, 4), 5, pseudo_input_activation="hardtanh", init_mean=0.05, init_std=0.01)
+        >>> bool(paper.encoder_inputs().min() >= 0)
+        True
     """
 
-    def __init__(self, input_shape: Sequence[int], n_components: int = 500, latent_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        n_components: int = 500,
+        latent_dim: int | None = None,
+        pseudo_input_activation: PseudoInputActivation = "none",
+        init_mean: float = 0.5,
+        init_std: float = 0.05,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         check_int("n_components", n_components, low=1)
         input_shape = check_shape("input_shape", input_shape)
         self.latent_dim = None if latent_dim is None else check_int("latent_dim", latent_dim, low=1)
+        self.pseudo_input_activation = check_choice(
+            "pseudo_input_activation", pseudo_input_activation, PseudoInputActivation
+        )
+        init_mean = check_float("init_mean", init_mean)
+        init_std = check_float("init_std", init_std, low=0.0)
         generator = torch.Generator().manual_seed(0)
-        # Start near the middle of [0, 1] data with a little spread (as in the paper's initialisation).
-        self.pseudo_inputs = nn.Parameter(0.5 + 0.05 * torch.randn(n_components, *input_shape, generator=generator))
+        # Default: near the middle of [0, 1] data with a little spread.
+        self.pseudo_inputs = nn.Parameter(
+            init_mean + init_std * torch.randn(n_components, *input_shape, generator=generator)
+        )
+
+    def encoder_inputs(self) -> Tensor:
+        """The pseudo-inputs as the encoder sees them (through ``hardtanh(0, 1)`` where that option is set)."""
+        if self.pseudo_input_activation == "hardtanh":
+            return nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
+        return self.pseudo_inputs
 
     def forward(self, encoder: nn.Module | None = None) -> Distribution:
         if encoder is None:
             raise ValueError("VampPrior needs the encoder: call it as `prior(encoder)`")
-        q = as_posterior(encoder(self.pseudo_inputs))
+        q = as_posterior(encoder(self.encoder_inputs()))
         logits = torch.zeros(self.pseudo_inputs.shape[0], device=self.pseudo_inputs.device)
         params = diagonal_gaussian_params(q)
         if params is not None:

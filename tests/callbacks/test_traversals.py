@@ -13,6 +13,7 @@ from support.images import LATENT, decode_png, events, fit, last_image, quantize
 from support.modules import trainer_kwargs
 
 from lightning_vae.callbacks import LatentTraversalLogger, PriorSampleLogger, ReconstructionLogger
+from lightning_vae.callbacks.views import latent_traversal
 from lightning_vae.data import TensorDataModule
 
 

@@ -117,6 +117,50 @@ def test_mixture_residual_beyond_the_float32_range_gives_finite_gradients() -> N
     assert torch.all(prior.locs.grad[1] == 0) and torch.all(prior.log_vars.grad[1] == 0)
 
 
+def _paper_vamp_log_p_z(enc: MLPEncoder, pseudo: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``VAE.log_p_z`` of jmtomczak/vae_vampprior in float64: ``hardtanh(0, 1)`` on the pseudo-inputs, the encoder's
+    Gaussians at them, ``log_Normal_diag`` summed over z, log-sum-exp minus ``log C``."""
+    enc64 = enc.double()
+    loc, log_var = enc64(torch.nn.functional.hardtanh(pseudo.double(), 0.0, 1.0))
+    z = z.double().unsqueeze(1)
+    log_normal = -0.5 * (log_var + (z - loc) ** 2 / log_var.exp() + math.log(2 * math.pi))
+    return torch.logsumexp(log_normal.sum(-1), 1) - math.log(pseudo.shape[0])
+
+
+def test_vamp_prior_with_hardtanh_is_the_papers_prior() -> None:
+    # Pseudo-inputs on both sides of [0, 1], so the clipping decides the density.
+    enc = MLPEncoder((1, 4, 4), latent_dim=3, hidden_sizes=(8,))
+    prior = VampPrior((1, 4, 4), n_components=6, pseudo_input_activation="hardtanh", init_mean=0.5, init_std=0.8)
+    assert bool((prior.pseudo_inputs < 0).any()) and bool((prior.pseudo_inputs > 1).any())
+    z = torch.randn(7, 3)
+    got = prior(enc).log_prob(z)
+    expected = _paper_vamp_log_p_z(enc, prior.pseudo_inputs.detach(), z)
+    enc.float()
+    torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-5)
+    # Without the option the encoder sees the unclipped pseudo-inputs: another density.
+    free = VampPrior((1, 4, 4), n_components=6, init_mean=0.5, init_std=0.8)
+    assert not torch.allclose(free(enc).log_prob(z), got, atol=1e-3)
+
+
+def test_vamp_prior_hardtanh_passes_no_gradient_outside_the_unit_interval() -> None:
+    enc = MLPEncoder((1, 4, 4), latent_dim=3, hidden_sizes=(8,))
+    prior = VampPrior((1, 4, 4), n_components=5, pseudo_input_activation="hardtanh", init_mean=0.5, init_std=0.8)
+    prior(enc).log_prob(torch.randn(9, 3)).sum().backward()
+    u, grad = prior.pseudo_inputs.detach(), prior.pseudo_inputs.grad
+    assert grad is not None
+    outside = (u < 0) | (u > 1)
+    assert bool(outside.any()) and bool((grad[outside] == 0).all())
+    assert bool((grad[~outside] != 0).any())
+
+
+def test_vamp_prior_initialisation_follows_its_arguments() -> None:
+    # The paper's code (load_data.py for MNIST): N(0.05, 0.01); 500 x 784 draws pin mean and spread down.
+    u = VampPrior((1, 28, 28), n_components=500, init_mean=0.05, init_std=0.01).pseudo_inputs.detach().double()
+    assert abs(float(u.mean()) - 0.05) < 1e-4 and abs(float(u.std()) - 0.01) < 1e-4
+    default = VampPrior((1, 28, 28), n_components=500).pseudo_inputs.detach().double()
+    assert abs(float(default.mean()) - 0.5) < 1e-3 and abs(float(default.std()) - 0.05) < 1e-3
+
+
 def test_standard_normal_prior_needs_its_size_before_sampling() -> None:
     with pytest.raises(ValueError, match="latent size"):
         StandardNormalPrior()()
@@ -152,6 +196,13 @@ def test_mixture_prior_clamps_component_log_variances_like_the_posterior() -> No
         (lambda: VampPrior(784), TypeError, r"`input_shape` to be a sequence of ints, got 784"),
         (lambda: VampPrior((1, 0, 4)), ValueError, r"`input_shape` to be a non-empty sequence of sizes >= 1"),
         (lambda: VampPrior((1, 4, 4), latent_dim=0), ValueError, r"`latent_dim` to be an int >= 1, got 0"),
+        (
+            lambda: VampPrior((1, 4, 4), pseudo_input_activation="sigmoid"),
+            ValueError,
+            r"`pseudo_input_activation` to be one of .*'hardtanh'.*, got 'sigmoid'",
+        ),
+        (lambda: VampPrior((1, 4, 4), init_std=-0.1), ValueError, r"`init_std` to be a finite float >= 0"),
+        (lambda: VampPrior((1, 4, 4), init_mean="0.5"), TypeError, r"`init_mean` to be a finite float, got '0.5'"),
     ],
 )
 def test_prior_arguments_are_checked(factory, error: type[Exception], match: str) -> None:

@@ -1,0 +1,101 @@
+"""benchmarks/pythae_side_by_side.py without pythae: the data file, the schedule, the weight layout, and this suite's
+evaluator against pythae's estimator re-implemented from its ``VAE.get_nll`` (float64) on the same weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from support.paths import ROOT
+
+
+def _load():
+    name = "lightning_vae_side_by_side_script"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "pythae_side_by_side.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+side = _load()
+
+
+def test_schedule_is_pythaes_multisteplr() -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[200, 350, 500, 750, 1000], gamma=10**-0.2)
+    for epoch in range(520):
+        assert side.lr_factor(epoch) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9)
+        optimizer.step()
+        scheduler.step()
+
+
+def test_data_file_is_one_static_draw_of_mnist(tmp_path: Path, mnist_dir: Path) -> None:
+    path = tmp_path / "binarized.npz"
+    info = side.write_data(mnist_dir, path, seed=7)
+    assert (info["n_train"], info["n_valid"], info["n_test"]) == (50_000, 10_000, 10_000)
+    data = side.load_data(path)
+    assert set(torch.unique(data["train"]).tolist()) == {0.0, 1.0} and data["test"].shape == (10_000, 1, 28, 28)
+    grey = side._read_idx_images(mnist_dir / "t10k-images-idx3-ubyte.gz").reshape(-1, 1, 28, 28) / 255.0
+    # Pixels at 0 stay 0 and at 1 stay 1; the mean matches the grey levels' mean (a Bernoulli draw of each pixel).
+    assert bool((data["test"][torch.from_numpy(grey == 0)] == 0).all())
+    assert bool((data["test"][torch.from_numpy(grey == 1)] == 1).all())
+    assert abs(float(data["test"].mean()) - float(grey.mean())) < 1e-3
+    # The same seed gives the same bits; another seed other bits.
+    assert side._sha256(path) == side.write_data(mnist_dir, tmp_path / "again.npz", seed=7)["sha256"]
+    other = side.load_data(Path(side.write_data(mnist_dir, tmp_path / "other.npz", seed=8)["path"]))
+    assert not torch.equal(other["train"], data["train"])
+
+
+def test_weight_layout_round_trips() -> None:
+    model = side.build_ours()
+    state = model.state_dict()
+    back = side.neutral_to_ours(side.ours_to_neutral(state))
+    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+    neutral = side.ours_to_neutral(state)
+    assert neutral["encoder.loc.weight"].shape == (40, 400) and neutral["decoder.out.weight"].shape == (784, 400)
+
+
+def _pythae_get_nll(neutral: dict[str, torch.Tensor], x: torch.Tensor, k: int, seed: int) -> float:
+    """pythae's ``VAE.get_nll`` (vae_model.py) re-implemented in float64: per image, k samples from q in batches of
+    100, BCE of sigmoid means, log p(z) and log q(z|x) without their log 2 pi (they cancel), log-mean-exp."""
+    w = {n: t.double() for n, t in neutral.items()}
+    gen = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for image in x.reshape(x.shape[0], -1).double():
+        h = torch.relu(image @ w["encoder.hidden.weight"].T + w["encoder.hidden.bias"])
+        mu = h @ w["encoder.loc.weight"].T + w["encoder.loc.bias"]
+        log_var = h @ w["encoder.log_var.weight"].T + w["encoder.log_var.bias"]
+        eps = torch.randn(k, mu.shape[0], generator=gen, dtype=torch.float64)
+        z = mu + eps * torch.exp(0.5 * log_var)
+        log_q = -0.5 * (log_var + (z - mu) ** 2 / torch.exp(log_var)).sum(-1)
+        log_p_z = -0.5 * (z**2).sum(-1)
+        probs = torch.sigmoid(
+            torch.relu(z @ w["decoder.hidden.weight"].T + w["decoder.hidden.bias"]) @ w["decoder.out.weight"].T
+            + w["decoder.out.bias"]
+        )
+        log_px = -F.binary_cross_entropy(probs, image.expand_as(probs), reduction="none").sum(-1)
+        total += float(torch.logsumexp(log_px + log_p_z - log_q, 0) - math.log(k))
+    return -total / x.shape[0]
+
+
+def test_this_suites_evaluator_agrees_with_pythaes_estimator_on_the_same_weights() -> None:
+    repro = side._ours_module()
+    model = side.build_ours()
+    with torch.no_grad():  # the pixel rate of the data in the output bias, as a trained model has it
+        model.model.decoder.head.bias.fill_(math.log(0.15 / 0.85))
+    x = torch.bernoulli(torch.full((20, 1, 28, 28), 0.15), generator=torch.Generator().manual_seed(1))
+    ours = repro.evaluate_nll(model, x, 1000, progress=False)["nll"]
+    reference = _pythae_get_nll(side.ours_to_neutral(model.state_dict()), x, 1000, seed=5)
+    # Two independent k = 1000 estimates of the same 20 likelihoods: Monte Carlo noise only.
+    assert ours == pytest.approx(reference, abs=0.05)
+    assert np.isfinite(ours) and ours > 0
