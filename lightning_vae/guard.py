@@ -133,17 +133,32 @@ class NonFiniteGuard:
         # "raise", read on the spot: only a non-finite loss gets here (a finite one returned above).
         raise NonFiniteError(self.describe(module, x, record) + self._advice())
 
-    def flush(self, module: nn.Module) -> None:
+    def pending_finite(self) -> Tensor | None:
+        """Whether each kept loss is finite (1.0 or 0.0), on the device, or ``None`` with nothing kept.
+
+        For a caller that copies it to the host with other values and hands the result to :meth:`flush`.
+        """
+        if not self.pending:
+            return None
+        return torch.isfinite(torch.stack([r.loss.float() for r in self.pending])).float()
+
+    def flush(self, module: nn.Module, finite: Tensor | None = None) -> None:
         """Read the kept device values of the steps since the last flush (deferred mode).
+
+        Args:
+            module: The module, for the message.
+            finite: :meth:`pending_finite` already copied to the host; read here when left out.
 
         Raises:
             NonFiniteError: Naming the first non-finite step, if any.
         """
         if not self.pending:
             return
+        if finite is None:
+            finite = self.pending_finite()
+        assert finite is not None and len(finite) == len(self.pending)
         pending, self.pending = self.pending, []
-        finite = torch.isfinite(torch.stack([r.loss.float() for r in pending])).tolist()
-        for record, ok in zip(pending, finite):
+        for record, ok in zip(pending, finite.tolist()):
             if not ok:
                 raise NonFiniteError(
                     self.describe(module, None, record)

@@ -19,7 +19,7 @@ from lightning_vae.models.base import LatentVariableModel
 from lightning_vae.models.vae import VAEModel
 from lightning_vae.objective import ELBOTerms, FreeBitsMode, elbo_groups
 from lightning_vae.objective.elbo import SETTING_NAMES, assemble, diagonal_gaussian_terms
-from lightning_vae.utilities import logs_this_step
+from lightning_vae.utilities import logs_this_step, to_host
 
 
 class TrainingStep(LightningModule):
@@ -184,16 +184,18 @@ class TrainingStep(LightningModule):
 
     def _log_step(self, terms: ELBOTerms, batch_size: int) -> None:
         assert terms.elbo is not None  # computed on logging steps
-        values: dict[str, Tensor] = {"train/elbo": terms.elbo, "train/recon": terms.recon, "train/kl": terms.kl}
-        # Host tensors: Lightning would copy a Python number to the device (a blocking copy there).
-        values.update({"train/beta": torch.tensor(self.beta), "train/free_bits": torch.tensor(self.free_bits)})
+        values = {"train/loss": terms.loss, "train/elbo": terms.elbo, "train/recon": terms.recon, "train/kl": terms.kl}
         if terms.iwae is not None:
             values["train/iwae"] = terms.iwae
         if terms.kl_groups is not None and len(terms.kl_groups) > 1:
             values.update({f"train/kl/{name}": kl for name, kl in terms.kl_groups.items()})
-        # The progress bar reads its value at every refresh: a host copy made on a logging step.
-        self.log("train/loss", terms.loss.detach().cpu(), prog_bar=True, batch_size=batch_size)
-        self.log_dict(values, batch_size=batch_size)
+        # One device-to-host copy for the step's values and the guard's kept losses (the loggers and the progress
+        # bar then read host tensors); Python numbers as host tensors (Lightning would copy them to the device).
+        host, finite = to_host(values, self.guard.pending_finite())
+        self.guard.flush(self, finite)
+        host.update({"train/beta": torch.tensor(self.beta), "train/free_bits": torch.tensor(self.free_bits)})
+        self.log("train/loss", host.pop("train/loss"), prog_bar=True, batch_size=batch_size)
+        self.log_dict(host, batch_size=batch_size)
 
 
 __all__ = ["TrainingStep"]
