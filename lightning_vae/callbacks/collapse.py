@@ -182,9 +182,8 @@ class PosteriorCollapseMonitor(Callback):
         # Logged in the module's type (float64 for a float64 model, else float32; Lightning makes a Python number
         # float32). The values are already reduced over processes (equal on every rank); sync_dist only keeps
         # Lightning quiet, and needs them on the module's device.
-        as_logged = partial(
-            torch.tensor, dtype=torch.promote_types(pl_module.dtype, torch.float32), device=pl_module.device
-        )
+        dtype = torch.float64 if pl_module.dtype == torch.float64 else torch.float32
+        as_logged = partial(torch.tensor, dtype=dtype, device=pl_module.device)
         for key in ("active_units", "mutual_info", "collapsed_dims"):
             if values[key] is not None:
                 pl_module.log(f"collapse/{key}", as_logged(values[key]), sync_dist=True)
