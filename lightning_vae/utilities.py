@@ -1,7 +1,10 @@
-"""Small helpers for callbacks and modules: whether this step logs, the data tensor of a batch, finite gradients."""
+"""Small helpers for callbacks and modules: whether this step logs, the data tensor of a batch, finite gradients,
+values to log copied to the host at once."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import reduce
 from typing import Any, Literal, overload
 
 import torch
@@ -97,3 +100,29 @@ def grads_finite(grads: list[Tensor]) -> bool:
     if not grads:
         return True
     return bool(torch.isfinite(torch.stack(foreach_norms(grads))).all())
+
+
+def to_host(values: Mapping[str, Tensor], extra: Tensor | None = None) -> tuple[dict[str, Tensor], Tensor | None]:
+    """Copy one-element tensors (and the values of ``extra``) to the host in one device-to-host copy.
+
+    A logger turns each tensor it gets into a number, and on an accelerator each such read waits for the device:
+    stacked, the values of a logging step cost one wait. They come back in their common type (float64 if any is).
+
+    Returns:
+        The values by name as host tensors of one element, and ``extra`` on the host (``None`` without it).
+
+    Example::
+
+        >>> host, flags = to_host({"a": torch.tensor(1.0), "b": torch.tensor([2.0])}, torch.tensor([1.0, 0.0]))
+        >>> host, flags
+        ({'a': tensor(1.), 'b': tensor(2.)}, tensor([1., 0.]))
+    """
+    tensors = [v.detach().reshape(1) for v in values.values()]
+    if extra is not None:
+        tensors.append(extra.detach().reshape(-1))
+    if not tensors:
+        return {}, None
+    dtype = reduce(torch.promote_types, (t.dtype for t in tensors))
+    host = torch.cat([t.to(dtype) for t in tensors]).cpu()
+    n = len(values)
+    return dict(zip(values, host[:n].unbind())), None if extra is None else host[n:]

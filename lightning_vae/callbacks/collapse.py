@@ -185,7 +185,7 @@ class PosteriorCollapseMonitor(Callback):
         # Logged in the module's type (float64 for a float64 model, else float32; Lightning makes a Python number
         # float32). The values are already reduced over processes (equal on every rank); sync_dist only keeps
         # Lightning quiet, and needs them on the module's device.
-        dtype = torch.promote_types(cast(torch.dtype, pl_module.dtype), torch.float32)
+        dtype = torch.float64 if pl_module.dtype == torch.float64 else torch.float32
         as_logged = partial(torch.tensor, dtype=dtype, device=pl_module.device)
         for key in ("active_units", "mutual_info", "collapsed_dims"):
             if values[key] is not None:

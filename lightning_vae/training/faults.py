@@ -232,8 +232,21 @@ class NonFiniteGuard:
             return False
         raise NonFiniteError(self.describe(module, x, record) + self._advice())
 
-    def flush(self, module: nn.Module) -> None:
+    def pending_losses(self) -> Tensor | None:
+        """The kept losses of the steps since the last flush, stacked on the device, or ``None`` with nothing kept.
+
+        For a caller that copies them to the host with other values and hands the result to :meth:`flush`.
+        """
+        if not self.pending:
+            return None
+        return torch.stack([r.loss.detach().float() for r in self.pending])
+
+    def flush(self, module: nn.Module, losses: Tensor | None = None) -> None:
         """Read the kept device values of the steps since the last flush (deferred mode).
+
+        Args:
+            module: The module, for the message.
+            losses: :meth:`pending_losses` already copied to the host; read here when left out.
 
         Raises:
             NonFiniteError: Naming the first non-finite step, if any.
@@ -241,8 +254,11 @@ class NonFiniteGuard:
         """
         if not self.pending:
             return
+        if losses is None:
+            losses = self.pending_losses()
+        assert losses is not None and len(losses) == len(self.pending)
         pending, self.pending = self.pending, []
-        values = torch.stack([r.loss.float() for r in pending]).tolist()
+        values = losses.tolist()
         for record, value in zip(pending, values):
             if not math.isfinite(value):
                 raise NonFiniteError(

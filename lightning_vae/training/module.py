@@ -42,7 +42,7 @@ from lightning_vae.training.faults import (
     refuse_sharding,
 )
 from lightning_vae.training.metrics import EvalMetrics, Stage
-from lightning_vae.utilities import logs_this_step
+from lightning_vae.utilities import logs_this_step, to_host
 
 
 class VAEOutput(NamedTuple):
@@ -423,12 +423,14 @@ class VAE(LightningModule):
         return batch_idx == 0 or (isinstance(n, int) and batch_idx == n - 1)
 
     def _log_step(self, terms: ELBOTerms, batch_size: int) -> None:
-        values = _logged_terms("train", terms)
-        # Host tensors: Lightning would copy a Python number to the device (a blocking copy there).
-        values.update({f"train/{name}": torch.tensor(float(value)) for name, value in self._weights().items()})
-        # The progress bar reads its value at every refresh: a host copy made on a logging step.
-        self.log("train/loss", terms.loss.detach().cpu(), prog_bar=True, batch_size=batch_size)
-        self.log_dict(values, batch_size=batch_size)
+        values = {"train/loss": terms.loss, **_logged_terms("train", terms)}
+        # One device-to-host copy for the step's values and the guard's kept losses (the loggers and the progress
+        # bar then read host tensors); Python numbers as host tensors (Lightning would copy them to the device).
+        host, losses = to_host(values, self.guard.pending_losses())
+        self.guard.flush(self, losses)
+        host.update({f"train/{name}": torch.tensor(float(value)) for name, value in self._weights().items()})
+        self.log("train/loss", host.pop("train/loss"), prog_bar=True, batch_size=batch_size)
+        self.log_dict(host, batch_size=batch_size)
 
     def _weights(self) -> dict[str, float]:
         """The objective's declared scalar weights (logged as ``train/<name>``)."""

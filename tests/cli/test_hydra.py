@@ -8,12 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from support.hydra import CONFIG_DIR, SMALL_SHAPES, env_without_config_dir
-from support.paths import ROOT
 
-from lightning_vae.cli import hydra as entry
-from lightning_vae.cli.hydra import CONFIG_DIR_ENV, find_config_dir
+pytest.importorskip("hydra", reason="needs hydra-core (a GPU check may run without it)")
+
+import yaml  # noqa: E402
+from support.hydra import CONFIG_DIR, SMALL_SHAPES, env_without_config_dir  # noqa: E402
+from support.paths import ROOT  # noqa: E402
+
+from lightning_vae.cli import hydra as entry  # noqa: E402
+from lightning_vae.cli.hydra import CONFIG_DIR_ENV, find_config_dir  # noqa: E402
 
 
 def _command() -> list[str]:

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch import Callback, LightningDataModule
-from support.hydra import (
+
+pytest.importorskip("hydra", reason="needs hydra-core (a GPU check may run without it)")
+
+from hydra.utils import instantiate  # noqa: E402
+from lightning.pytorch import Callback, LightningDataModule  # noqa: E402
+from support.hydra import (  # noqa: E402
     SMALL_SHAPES,
     compose_cfg,
     data_view,
@@ -21,11 +24,11 @@ from support.hydra import (
     trainer_view,
     training_callbacks,
 )
-from support.paths import ROOT, require_mnist
+from support.paths import ROOT, require_mnist  # noqa: E402
 
-from lightning_vae import VAE
-from lightning_vae.cli import VAECLI
-from lightning_vae.cli.hydra import instantiate_group, train
+from lightning_vae import VAE  # noqa: E402
+from lightning_vae.cli import VAECLI  # noqa: E402
+from lightning_vae.cli.hydra import instantiate_group, train  # noqa: E402
 
 EXPERIMENTS = options("experiment")
 CLI_CONFIGS = lightning_cli_configs()

@@ -53,6 +53,8 @@ class HostReads:
     #: Tensors known to live on the host: returned by ``.cpu()`` (a copy here, as on an accelerator) or built
     #: by ``torch.tensor``/``torch.as_tensor`` without a device.
     host: weakref.WeakSet = field(default_factory=weakref.WeakSet)
+    #: The copies ``.cpu()`` returned: reading them (or a view of one) waits for no device, so it is not counted.
+    copies: weakref.WeakSet = field(default_factory=weakref.WeakSet)
     _depth: int = 0
 
     @contextmanager
@@ -98,15 +100,21 @@ class HostReads:
 
         @wraps(method)
         def read(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            if counter._depth:
+            if counter._depth and not counter._is_copy(tensor):
                 counter._record(name)
             if name == "cpu":  # a copy, as from an accelerator, so the host copy is told apart from its source
                 copy = method(tensor, *args, **kwargs).clone()
                 counter.host.add(copy)
+                counter.copies.add(copy)
                 return copy
             return method(tensor, *args, **kwargs)
 
         return read
+
+    def _is_copy(self, tensor: torch.Tensor) -> bool:
+        """Whether ``tensor`` is a ``.cpu()`` copy or a view of one (compared by identity, not by value)."""
+        known = {id(t) for t in self.copies}
+        return id(tensor) in known or (tensor._base is not None and id(tensor._base) in known)
 
     def watch(self, obj: object, names: tuple[str, ...] = STEP_HOOKS) -> None:
         """Count the reads made while ``obj``'s methods ``names`` run (instance attributes shadow them)."""

@@ -10,12 +10,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+import pytest
 
-from lightning_vae.building import describe
-from support.paths import MNIST_DIR, ROOT
+pytest.importorskip("hydra", reason="needs hydra-core (a GPU check may run without it)")
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
+
+from lightning_vae.building import describe  # noqa: E402
+from support.paths import MNIST_DIR, ROOT  # noqa: E402
 
 CONFIG_DIR = ROOT / "configs" / "hydra"
 #: Overrides that keep a run small: a few hundred shapes, a subset of MNIST from the real files.
