@@ -144,13 +144,18 @@ class Objective(HyperparametersMixin, nn.Module, ABC):
     def manual_step(self, module: LightningModule, terms: ELBOTerms) -> dict[str, Tensor]:
         """Backward and step every optimizer for one training step's ``terms`` (with :attr:`manual_optimization`).
 
-        Use ``module.manual_backward`` (it scales the loss under 16-bit mixed precision) and
-        ``module.clip_gradients`` (it unscales first); the optimizers are ``module.optimizers()``.
+        Use ``module.manual_backward`` (it scales the loss under 16-bit mixed precision) and each optimizer's
+        ``step()`` (Lightning's: it unscales the gradients, then calls :meth:`before_optimizer_step`, where clipping
+        belongs); the optimizers are ``module.optimizers()``.
 
         Returns:
             Further named scalars of the step, logged as ``train/<name>`` with the terms' ``extra``.
         """
         raise NotImplementedError(f"{type(self).__name__} sets manual_optimization but has no manual_step")
+
+    def before_optimizer_step(self, module: LightningModule, optimizer: Optimizer) -> None:
+        """Before each optimizer steps in :meth:`manual_step`, its gradients unscaled (16-bit mixed precision): the
+        place to clip them, with ``module.clip_gradients(optimizer, ...)`` (default: nothing)."""
 
     def state(self) -> dict[str, Any]:
         """The values a checkpoint records beside the weights (those callbacks set during training)."""

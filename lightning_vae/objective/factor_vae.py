@@ -46,9 +46,9 @@ class FactorVAE(Objective, name="factor_vae"):
     ``D``'s current weights held fixed (no gradient reaches ``D`` from it), and the discriminator's loss
     (:func:`~lightning_vae.functional.regularizers.discriminator_loss`) on the batch's codes (class 0) and on
     :func:`~lightning_vae.functional.regularizers.permute_dims` of them (class 1), both detached; one backward pass
-    of their sum through ``module.manual_backward`` (scaled under 16-bit mixed precision), clipping of each
-    optimizer's gradients by ``gradient_clip_val`` (Lightning refuses ``Trainer(gradient_clip_val=...)`` under manual
-    optimization), then the model's optimizer and the discriminator's step. The gradients are those of Kim & Mnih's
+    of their sum through ``module.manual_backward`` (scaled under 16-bit mixed precision), then the model's optimizer
+    and the discriminator's step, each clipping its unscaled gradients by ``gradient_clip_val`` first
+    (:meth:`before_optimizer_step`; Lightning refuses ``Trainer(gradient_clip_val=...)`` under manual optimization). The gradients are those of Kim & Mnih's
     Algorithm 1 and 1Konny/FactorVAE's ``solver.py``, except that the discriminator sees the codes of the same batch
     (disentanglement_lib's form) where 1Konny draws a second batch: one encoder pass, not two. Under 16-bit mixed
     precision both optimizers share Lightning's gradient scaler, which updates after each step: the discriminator's
@@ -163,10 +163,12 @@ class FactorVAE(Objective, name="factor_vae"):
             optimizer.zero_grad()
         module.manual_backward(terms.loss + d_loss)
         for optimizer in optimizers:
-            if self.clip is not None:
-                module.clip_gradients(optimizer, self.clip, self.clip_algorithm)
-            optimizer.step()
+            optimizer.step()  # unscales, then before_optimizer_step clips
         return {"discriminator_loss": d_loss.detach()}
+
+    def before_optimizer_step(self, module: LightningModule, optimizer: Optimizer) -> None:
+        if self.clip is not None:
+            module.clip_gradients(optimizer, self.clip, self.clip_algorithm)
 
     def state(self) -> dict[str, Any]:
         return {"gamma": self.gamma}

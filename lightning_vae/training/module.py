@@ -551,6 +551,8 @@ class VAE(LightningModule):
         # Under 16-bit mixed precision the gradient scaler owns non-finite gradients (it skips those steps itself).
         scaled = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is not None
         self.guard.check_step(self, scaled=scaled)
+        if not self.automatic_optimization:  # the gradients are unscaled here: the objective clips them
+            self.objective.before_optimizer_step(self, optimizer)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
