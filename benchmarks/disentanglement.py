@@ -270,7 +270,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
     default_dir = ROOT / "benchmarks" / "runs" / "disentanglement_smoke"
-    results_path = Path(args.results) if args.results else (default_dir / "results.json" if args.smoke else RESULTS_PATH)
+    smoke_results = default_dir / "results.json"
+    results_path = Path(args.results) if args.results else (smoke_results if args.smoke else RESULTS_PATH)
     figure_path = Path(args.figure) if args.figure else (default_dir / "figure.png" if args.smoke else FIGURE_PATH)
     names = [n for n in args.objectives.split(",") if n]
     unknown = sorted(set(names) - set(NAMES))
@@ -298,7 +299,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 metrics = evaluate(vae, data, args, seed)
                 results["runs"][key] = {"metrics": metrics, "train_seconds": seconds, "commit": commit()}
                 results["commit"] = commit()
-                results["machine"] = f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+                threads = torch.get_num_threads()
+                results["machine"] = f"{os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads"
                 results["summary"] = summarise(results["runs"], list(NAMES))
                 write(results_path, results)
                 print(f"{key}: {json.dumps({k: round(v, 4) for k, v in metrics.items()})}", flush=True)

@@ -48,7 +48,8 @@ class FactorVAE(Objective, name="factor_vae"):
     :func:`~lightning_vae.functional.regularizers.permute_dims` of them (class 1), both detached; one backward pass
     of their sum through ``module.manual_backward`` (scaled under 16-bit mixed precision), then the model's optimizer
     and the discriminator's step, each clipping its unscaled gradients by ``gradient_clip_val`` first
-    (:meth:`before_optimizer_step`; Lightning refuses ``Trainer(gradient_clip_val=...)`` under manual optimization). The gradients are those of Kim & Mnih's
+    (:meth:`before_optimizer_step`; Lightning refuses ``Trainer(gradient_clip_val=...)`` under manual optimization).
+    The gradients are those of Kim & Mnih's
     Algorithm 1 and 1Konny/FactorVAE's ``solver.py``, except that the discriminator sees the codes of the same batch
     (disentanglement_lib's form) where 1Konny draws a second batch: one encoder pass, not two. Under 16-bit mixed
     precision both optimizers share Lightning's gradient scaler, which updates after each step: the discriminator's
@@ -93,7 +94,8 @@ class FactorVAE(Objective, name="factor_vae"):
         self.lr = check_float("discriminator_lr", discriminator_lr, low=0.0, strict_low=True)
         if len(discriminator_betas) != 2:
             raise ValueError(f"Expected `discriminator_betas` to be two floats in [0, 1), got {discriminator_betas!r}")
-        self.betas = tuple(check_float("discriminator_betas", b, low=0.0, high=1.0) for b in discriminator_betas)
+        low, high = (check_float("discriminator_betas", b, low=0.0, high=1.0) for b in discriminator_betas)
+        self.betas = (low, high)
         self.clip = None if gradient_clip_val is None else check_float("gradient_clip_val", gradient_clip_val, low=0.0)
         self.clip_algorithm = check_choice("gradient_clip_algorithm", gradient_clip_algorithm, ClipAlgorithm)
         self.discriminator: nn.Sequential | None = None

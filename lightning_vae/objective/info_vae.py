@@ -119,8 +119,7 @@ class InfoVAE(Objective, name="info_vae"):
         check_float("alpha", alpha, high=1.0)
         if check_float("lambda_", lambda_) + alpha - 1 < 0:
             raise ValueError(f"Expected `alpha` + `lambda_` >= 1, got alpha={alpha}, lambda_={lambda_}")
-        super().__setattr__("alpha", float(alpha))
-        super().__setattr__("lambda_", float(lambda_))
+        self.__dict__["alpha"], self.__dict__["lambda_"] = float(alpha), float(lambda_)  # checked together above
 
 
 __all__ = ["InfoVAE"]

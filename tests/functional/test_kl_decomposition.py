@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from scipy.special import logsumexp
-
 from support.papers import normal_log_density, vae_quant_matrix, vae_quant_terms
 
 from lightning_vae.functional.kl_decomposition import (

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.special import log_softmax
-
 from support.papers import dip_reference, wae_mmd_penalty
 
 from lightning_vae.functional.regularizers import (
