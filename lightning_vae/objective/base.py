@@ -26,17 +26,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from lightning.pytorch.core.mixins import HyperparametersMixin
-from torch import nn
+from torch import Tensor, nn
 
 from lightning_vae.data.common import Batch
+from lightning_vae.distributions.posteriors import diagonal_gaussian_params
 from lightning_vae.models.base import LatentVariableModel, ModelOutput
 from lightning_vae.objective.terms import ELBOTerms
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from lightning.pytorch import LightningModule
+    from torch.optim import Optimizer
 
 #: Objectives that have a name, by name (filled as their classes are defined).
 OBJECTIVES: dict[str, type[Objective]] = {}
@@ -75,13 +79,20 @@ class Objective(HyperparametersMixin, nn.Module, ABC):
     ``self.save_hyperparameters()`` in ``__init__`` (as the built-in objectives do) lets a checkpoint rebuild the
     objective alone.
 
+    An objective with parameters trained by an optimizer of its own (FactorVAE's discriminator) sets
+    :attr:`manual_optimization`: the training module then turns Lightning's automatic optimization off, builds the
+    model's optimizer over every parameter but those :meth:`configure_optimizers` claims, and after each training
+    step's terms calls :meth:`manual_step`, which runs the backward pass and steps every optimizer.
+
     Attributes:
         weights: Names of the attributes that annealing callbacks may set between steps (``KLAnnealing(weight=...)``).
         n_samples: Samples of every latent group the model draws per example for this objective.
+        manual_optimization: Whether the objective steps the optimizers itself (:meth:`manual_step`).
         facts: The run's :class:`RunFacts` (after :meth:`setup`).
     """
 
     weights: ClassVar[tuple[str, ...]] = ()
+    manual_optimization: ClassVar[bool] = False
     n_samples: int = 1
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
@@ -122,12 +133,87 @@ class Objective(HyperparametersMixin, nn.Module, ABC):
             model.likelihood.check_params(batch.x, out.generative.params, sample_dims=1)
         return self(model, batch, out, report)
 
+    def configure_optimizers(self) -> list[Optimizer]:
+        """The optimizers of the objective's own parameters (with :attr:`manual_optimization`; default: none).
+
+        The training module puts them after the model's optimizer (``module.optimizers()[1:]``), and Lightning
+        checkpoints and restores all of them.
+        """
+        return []
+
+    def manual_step(self, module: LightningModule, terms: ELBOTerms) -> dict[str, Tensor]:
+        """Backward and step every optimizer for one training step's ``terms`` (with :attr:`manual_optimization`).
+
+        Use ``module.manual_backward`` (it scales the loss under 16-bit mixed precision) and each optimizer's
+        ``step()`` (Lightning's: it unscales the gradients, then calls :meth:`before_optimizer_step`, where clipping
+        belongs); the optimizers are ``module.optimizers()``.
+
+        Returns:
+            Further named scalars of the step, logged as ``train/<name>`` with the terms' ``extra``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} sets manual_optimization but has no manual_step")
+
+    def before_optimizer_step(self, module: LightningModule, optimizer: Optimizer) -> None:
+        """Before each optimizer steps in :meth:`manual_step`, its gradients unscaled (16-bit mixed precision): the
+        place to clip them, with ``module.clip_gradients(optimizer, ...)`` (default: nothing)."""
+
     def state(self) -> dict[str, Any]:
         """The values a checkpoint records beside the weights (those callbacks set during training)."""
         return {}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state` from a checkpoint; values are checked as where they are set."""
+
+
+class GaussianCodes(NamedTuple):
+    """One diagonal-Gaussian latent group of a pass: one sample per example, the posterior's and the prior's
+    parameters (what the disentangling objectives read)."""
+
+    #: One sample per example ``(B, D)``.
+    z: Tensor
+    #: Posterior means ``(B, D)``.
+    loc: Tensor
+    #: Posterior log-variances ``(B, D)``.
+    log_var: Tensor
+    #: The prior's means and log-variances, broadcastable to ``(D,)``.
+    prior_loc: Tensor
+    prior_log_var: Tensor
+
+
+def check_single_gaussian_group(objective: str, model: LatentVariableModel) -> None:
+    """Refuse a model with more than one latent group, naming ``objective``."""
+    if len(model.group_names) != 1:
+        raise ValueError(
+            f"Expected a model with one latent group for {objective}, got the groups {list(model.group_names)}"
+        )
+
+
+def gaussian_codes(objective: str, out: ModelOutput) -> GaussianCodes:
+    """The codes of a one-group pass whose posterior and prior are diagonal Gaussians.
+
+    Raises:
+        ValueError: For several groups or samples, or a posterior or prior that is not a diagonal Gaussian (its
+            message names ``objective``).
+    """
+    inference, generative = out
+    names = list(inference.posteriors)
+    if len(names) != 1:
+        raise ValueError(f"Expected one latent group for {objective}, got {names}")
+    name = names[0]
+    z = inference.z[name]
+    if z.dim() != 3 or z.shape[0] != 1:
+        raise ValueError(f"Expected one sample per example (1, B, D) for {objective}, got {tuple(z.shape)}")
+    q = diagonal_gaussian_params(inference.posteriors[name])
+    p = diagonal_gaussian_params(generative.priors[name])
+    if q is None or p is None:
+        raise ValueError(
+            f"Expected a diagonal Gaussian posterior and prior for {objective}, got "
+            f"{type(inference.posteriors[name]).__name__} and {type(generative.priors[name]).__name__}"
+        )
+    p_loc, p_log_var = p
+    if p_loc.dim() > 1:  # a prior with a batch shape (a learned one broadcast over the batch): one row suffices
+        p_loc, p_log_var = p_loc.reshape(-1, p_loc.shape[-1])[0], p_log_var.reshape(-1, p_log_var.shape[-1])[0]
+    return GaussianCodes(z[0], q[0], q[1], p_loc, p_log_var)
 
 
 def make_objective(objective: str | Objective) -> Objective:
@@ -151,4 +237,13 @@ def make_objective(objective: str | Objective) -> Objective:
     return OBJECTIVES[objective]()
 
 
-__all__ = ["OBJECTIVES", "Objective", "RunFacts", "make_objective", "model_pass"]
+__all__ = [
+    "OBJECTIVES",
+    "GaussianCodes",
+    "Objective",
+    "RunFacts",
+    "check_single_gaussian_group",
+    "gaussian_codes",
+    "make_objective",
+    "model_pass",
+]

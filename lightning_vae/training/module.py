@@ -215,6 +215,8 @@ class VAE(LightningModule):
             self._compile = {}
         self.model = self._make_model(model, given, latent_dim, data_shape, prior_components)
         self.objective.check_model(self.model)
+        # An objective with optimizers of its own steps them itself (Lightning's manual optimization).
+        self.automatic_optimization = not self.objective.manual_optimization
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.eval_metrics = EvalMetrics(self.model.group_names)
         self.data_check = DataCheck()
@@ -407,6 +409,8 @@ class VAE(LightningModule):
         terms = self.objective.training_terms(self.model, data, report, check)
         step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
         self.guard.observe(self, data.x, terms, step=step, batch_idx=batch_idx, epoch=epoch)
+        if not self.automatic_optimization:
+            terms = terms._replace(extra={**(terms.extra or {}), **self.objective.manual_step(self, terms)})
         if report:
             self._log_step(terms, data.x.shape[0])
         return {"loss": terms.loss, "kl": terms.kl.detach()}
@@ -550,6 +554,8 @@ class VAE(LightningModule):
         # Under 16-bit mixed precision the gradient scaler owns non-finite gradients (it skips those steps itself).
         scaled = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None) is not None
         self.guard.check_step(self, scaled=scaled)
+        if not self.automatic_optimization:  # the gradients are unscaled here: the objective clips them
+            self.objective.before_optimizer_step(self, optimizer)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -634,6 +640,8 @@ class VAE(LightningModule):
                 net.compile(**self._compile)
 
     def configure_optimizers(self) -> Any:
+        if not self.automatic_optimization:
+            return _with_objective_optimizers(self)
         optimizer = self.optimizer_factory(self.parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
@@ -669,6 +677,18 @@ def _dataset_size(trainer: Any) -> int | None:
         return len(first.dataset)
     except (AttributeError, TypeError, IndexError, StopIteration, NotImplementedError):
         return None
+
+
+def _with_objective_optimizers(module: VAE) -> list[Any]:
+    """The model's optimizer over every parameter the objective's own optimizers do not hold, then those."""
+    own = module.objective.configure_optimizers()
+    if module.lr_scheduler_factory is not None:
+        raise ValueError(
+            f"Expected no `lr_scheduler` with {type(module.objective).__name__}, which steps its own optimizers, got "
+            f"{module.lr_scheduler_factory!r}"
+        )
+    held = {id(p) for optimizer in own for group in optimizer.param_groups for p in group["params"]}
+    return [module.optimizer_factory([p for p in module.parameters() if id(p) not in held]), *own]
 
 
 def _networks(model: nn.Module) -> list[nn.Module]:

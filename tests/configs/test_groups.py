@@ -96,6 +96,14 @@ def test_prior_options(prior: str, tmp_path: Path) -> None:
     assert model.sample(2).shape == (2, *model.data_shape)
 
 
+@pytest.mark.parametrize("objective", options("model/objective"))
+def test_objective_options(objective: str, tmp_path: Path) -> None:
+    model, x = _model_and_batch([f"model/objective={objective}"], tmp_path)
+    expected = "ELBO" if objective == "elbo" else objective.replace("_", "").lower()
+    assert type(model.objective).__name__.lower().replace("_", "") == expected.lower()
+    assert torch.isfinite(model.compute_terms(x.round())[0].loss)
+
+
 @pytest.mark.parametrize("option", options("trainer"))
 def test_trainer_options(option: str, tmp_path: Path) -> None:
     cfg = compose_cfg([f"trainer={option}"], tmp_path)

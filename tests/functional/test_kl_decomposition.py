@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.special import logsumexp
+from support.papers import normal_log_density, vae_quant_matrix, vae_quant_terms
 
 from lightning_vae.functional.kl_decomposition import (
     aggregate_log_density,
@@ -21,12 +22,6 @@ from lightning_vae.functional.kl_decomposition import (
 
 
 # ------------------------------------------------------------------ the reference code, re-implemented
-def _normal_log_density(sample, mu, logsigma):
-    """``lib/dist.py`` ``Normal.log_density`` (parameters are mean and log standard deviation)."""
-    tmp = (sample - mu) * np.exp(-logsigma)
-    return -0.5 * (tmp * tmp + 2 * logsigma + np.log(2 * np.pi))
-
-
 def _normal_nll(mu, logsigma, sample_mu=None, sample_logsigma=None):
     """``Normal.NLL``: E_{N(sample_mu, sample_sigma^2)}[-log N(mu, sigma^2)]; the entropy without sample params."""
     if sample_mu is None:
@@ -51,7 +46,7 @@ def _elbo_decomposition_reference(samples, mu, logsigma):
     marginal_entropies, joint_entropy = np.zeros(k), 0.0
     for start in range(0, s, 10):
         chunk = qz_samples[:, start : start + 10]  # (K, b)
-        logqz_i = _normal_log_density(chunk[None], mu[:, :, None], logsigma[:, :, None])  # (N, K, b)
+        logqz_i = normal_log_density(chunk[None], mu[:, :, None], logsigma[:, :, None])  # (N, K, b)
         marginal_entropies += (math.log(n) - logsumexp(logqz_i, axis=0)).sum(1)
         joint_entropy += (math.log(n) - logsumexp(logqz_i.sum(1), axis=0)).sum(0)
     marginal_entropies /= s
@@ -63,36 +58,6 @@ def _elbo_decomposition_reference(samples, mu, logsigma):
     dimwise_kl = (-marginal_entropies + nlogpz).sum()
     analytical_cond_kl = (-nlogqz_condx + nlogpz).sum()
     return dependence, information, dimwise_kl, analytical_cond_kl
-
-
-def _vae_quant_matrix(batch_size, dataset_size, as_in_the_paper):
-    """``VAE._log_importance_weight_matrix``; ``as_in_the_paper`` makes its two edits: the stride of the diagonal
-    (``M + 2``, not ``M + 1``) and the last row's stratum entry (``W[M, 0]``, not ``W[M - 1, 0]``)."""
-    n, m = dataset_size, batch_size - 1
-    strat_weight = (n - m) / (n * m)
-    w = np.full((batch_size, batch_size), 1 / m)
-    flat = w.reshape(-1)
-    stride = m + 2 if as_in_the_paper else m + 1
-    flat[::stride] = 1 / n
-    flat[1::stride] = strat_weight
-    w[m if as_in_the_paper else m - 1, 0] = strat_weight
-    return np.log(w)
-
-
-def _vae_quant_terms(zs, mu, logsigma, dataset_size, mss, as_in_the_paper=True):
-    """``VAE.elbo``'s log q(z|x), log q(z), log prod_j q(z_j) and log p(z) per example (``zs`` (B, K))."""
-    batch_size = zs.shape[0]
-    logpz = _normal_log_density(zs, 0.0, 0.0).sum(1)
-    logqz_condx = _normal_log_density(zs, mu, logsigma).sum(1)
-    _logqz = _normal_log_density(zs[:, None, :], mu[None], logsigma[None])  # (B, B, K)
-    if not mss:
-        logqz_prodmarginals = (logsumexp(_logqz, axis=1) - math.log(batch_size * dataset_size)).sum(1)
-        logqz = logsumexp(_logqz.sum(2), axis=1) - math.log(batch_size * dataset_size)
-    else:
-        logiw_matrix = _vae_quant_matrix(batch_size, dataset_size, as_in_the_paper)
-        logqz = logsumexp(logiw_matrix + _logqz.sum(2), axis=1)
-        logqz_prodmarginals = logsumexp(logiw_matrix[:, :, None] + _logqz, axis=1).sum(1)
-    return logqz_condx, logqz, logqz_prodmarginals, logpz
 
 
 def _posteriors(n=60, d=3, seed=0):
@@ -150,7 +115,7 @@ def test_the_sums_are_the_same_in_any_chunking_and_bounded_in_memory():
         torch.testing.assert_close(part.joint, whole.joint, rtol=1e-13, atol=1e-13)
         torch.testing.assert_close(part.marginals, whole.marginals, rtol=1e-13, atol=1e-13)
     reference = logsumexp(
-        _normal_log_density(z.numpy()[:, None], mu.numpy()[None], logsigma.numpy()[None]).sum(2), axis=1
+        normal_log_density(z.numpy()[:, None], mu.numpy()[None], logsigma.numpy()[None]).sum(2), axis=1
     ) - math.log(41)
     np.testing.assert_allclose(whole.joint.numpy(), reference, rtol=1e-13)
 
@@ -171,7 +136,7 @@ def test_float32_inputs_are_computed_in_float32_and_shapes_are_checked():
 def test_minibatch_terms_equal_vae_quant(estimator):
     z, mu, logsigma = _posteriors(n=32, d=3, seed=4)
     dataset_size = 5000
-    condx, logqz, prodmarginals, logpz = _vae_quant_terms(z, mu, logsigma, dataset_size, mss=estimator == "mss")
+    condx, logqz, prodmarginals, logpz = vae_quant_terms(z, mu, logsigma, dataset_size, mss=estimator == "mss")
     t = torch.from_numpy
     parts = minibatch_kl_decomposition(t(z), t(mu), t(2 * logsigma), dataset_size, estimator)
     np.testing.assert_allclose(parts.mutual_info.numpy(), condx - logqz, rtol=1e-12, atol=1e-12)
@@ -188,9 +153,9 @@ def test_minibatch_terms_equal_vae_quant(estimator):
 def test_the_mss_weights_are_vae_quant_s_with_the_diagonal_as_in_the_paper():
     for batch_size, dataset_size in ((2, 10), (3, 7), (8, 1000), (64, 737280)):
         mine = log_importance_weight_matrix(batch_size, dataset_size, dtype=torch.float64).numpy()
-        np.testing.assert_allclose(mine, _vae_quant_matrix(batch_size, dataset_size, True), rtol=1e-14)
+        np.testing.assert_allclose(mine, vae_quant_matrix(batch_size, dataset_size, True), rtol=1e-14)
         np.testing.assert_allclose(np.exp(mine).sum(1), 1.0, rtol=1e-12)
-    original = np.exp(_vae_quant_matrix(8, 1000, as_in_the_paper=False))
+    original = np.exp(vae_quant_matrix(8, 1000, as_in_the_paper=False))
     first_column = np.delete(original[:, 0], 6)  # all rows but W[M - 1]: 1/N on the first example, not their own
     assert np.allclose(first_column, 1 / 1000) and not np.allclose(np.diag(original), 1 / 1000)
 
@@ -221,7 +186,7 @@ def test_mss_agrees_with_the_exact_sum_over_the_set_within_its_monte_carlo_error
         return minibatch_log_density(z[idx], mu[idx], log_var[idx], 30, "mss").joint
 
     def as_written(idx):
-        terms = _vae_quant_terms(z[idx].numpy(), mu[idx].numpy(), logsigma[idx].numpy(), 30, True, False)
+        terms = vae_quant_terms(z[idx].numpy(), mu[idx].numpy(), logsigma[idx].numpy(), 30, True, False)
         return torch.from_numpy(terms[1])
 
     for estimate, expected in ((mss, 1.0), (as_written, None)):

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.special import log_softmax
+from support.papers import dip_reference, wae_mmd_penalty
 
 from lightning_vae.functional.regularizers import (
     WAE_SCALES,
@@ -70,28 +71,13 @@ def test_density_ratio_tc_and_discriminator_loss_equal_1konny_and_disentanglemen
 
 
 # ------------------------------------------------------------------ DIP-VAE
-def _dip_reference(z_mean, z_logvar, lambda_od, lambda_d, dip_type):
-    """disentanglement_lib ``compute_covariance_z_mean``, ``regularize_diag_off_diag_dip``, ``DIPVAE.regularizer``."""
-    expectation_z_mean_z_mean_t = np.mean(z_mean[:, :, None] * z_mean[:, None, :], axis=0)
-    expectation_z_mean = np.mean(z_mean, axis=0)
-    cov_z_mean = expectation_z_mean_z_mean_t - expectation_z_mean[:, None] * expectation_z_mean[None, :]
-    if dip_type == "i":
-        cov = cov_z_mean
-    else:
-        cov_enc = np.stack([np.diag(v) for v in np.exp(z_logvar)])
-        cov = cov_enc.mean(0) + cov_z_mean
-    diag = np.diag(cov)
-    off = cov - np.diag(diag)
-    return cov, lambda_od * np.sum(off**2) + lambda_d * np.sum((diag - 1) ** 2)
-
-
 @pytest.mark.parametrize("dip_type", ["i", "ii"])
 def test_dip_regularizers_equal_disentanglement_lib(dip_type):
     rng = np.random.default_rng(1)
     z_mean = rng.normal(size=(64, 4)) @ rng.normal(size=(4, 4))
     z_logvar = rng.normal(size=(64, 4)) * 0.3 - 1.0
     lambda_od, lambda_d = 10.0, 100.0  # DIP-VAE I: lambda_d = 10 lambda_od (Kumar et al.)
-    cov_ref, reg_ref = _dip_reference(z_mean, z_logvar, lambda_od, lambda_d, dip_type)
+    cov_ref, reg_ref = dip_reference(z_mean, z_logvar, lambda_od, lambda_d, dip_type)
     cov = dip_covariance(torch.from_numpy(z_mean), torch.from_numpy(z_logvar), dip_type)
     np.testing.assert_allclose(cov.numpy(), cov_ref, rtol=1e-12, atol=1e-14)
     assert dip_regularizer(cov, lambda_od, lambda_d).item() == pytest.approx(reg_ref, rel=1e-12)
@@ -111,40 +97,14 @@ def test_dip_arguments_are_checked():
 
 
 # ------------------------------------------------------------------ MMD
-def _wae_mmd_penalty(sample_qz, sample_pz, kernel, zdim, sigma2_p=1.0, sigma2_k=None):
-    """``WAE.mmd_penalty`` of tolstikhin/wae (equal batch sizes), in NumPy; ``sigma2_k`` replaces the RBF branch's
-    median heuristic."""
-    n = sample_qz.shape[0]
-    nf = float(n)
-    norms_pz = np.sum(sample_pz**2, axis=1, keepdims=True)
-    distances_pz = norms_pz + norms_pz.T - 2.0 * sample_pz @ sample_pz.T
-    norms_qz = np.sum(sample_qz**2, axis=1, keepdims=True)
-    distances_qz = norms_qz + norms_qz.T - 2.0 * sample_qz @ sample_qz.T
-    distances = norms_qz + norms_pz.T - 2.0 * sample_qz @ sample_pz.T
-    if kernel == "RBF":
-        res1 = np.exp(-distances_qz / 2.0 / sigma2_k) + np.exp(-distances_pz / 2.0 / sigma2_k)
-        res1 = np.sum(res1 * (1.0 - np.eye(n))) / (nf * nf - nf)
-        res2 = np.sum(np.exp(-distances / 2.0 / sigma2_k)) * 2.0 / (nf * nf)
-        return res1 - res2
-    cbase = 2.0 * zdim * sigma2_p
-    stat = 0.0
-    for scale in [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]:
-        c = cbase * scale
-        res1 = c / (c + distances_qz) + c / (c + distances_pz)
-        res1 = np.sum(res1 * (1.0 - np.eye(n))) / (nf * nf - nf)
-        res2 = np.sum(c / (c + distances)) * 2.0 / (nf * nf)
-        stat += res1 - res2
-    return stat
-
-
 def test_mmd_equals_wae_mmd_penalty():
     rng = np.random.default_rng(2)
     qz, pz = rng.normal(size=(50, 8)) * 1.3 + 0.2, rng.normal(size=(50, 8))
     t = torch.from_numpy
     imq = mmd(t(qz), t(pz), "imq", scales=WAE_SCALES)
-    assert imq.item() == pytest.approx(_wae_mmd_penalty(qz, pz, "IMQ", zdim=8), rel=1e-10)
+    assert imq.item() == pytest.approx(wae_mmd_penalty(qz, pz, "IMQ", zdim=8), rel=1e-10)
     rbf = mmd(t(qz), t(pz), "rbf", bandwidth=2 * 3.7)
-    assert rbf.item() == pytest.approx(_wae_mmd_penalty(qz, pz, "RBF", zdim=8, sigma2_k=3.7), rel=1e-10)
+    assert rbf.item() == pytest.approx(wae_mmd_penalty(qz, pz, "RBF", zdim=8, sigma2_k=3.7), rel=1e-10)
 
 
 def _infovae_kernel(x, y):

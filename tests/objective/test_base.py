@@ -122,3 +122,46 @@ def test_the_module_reads_and_sets_the_objectives_weights() -> None:
     terms, _ = vae.compute_terms(x)
     assert set(terms.extra or {}) == {"gamma_kl"}
     assert isinstance(vae.training_loss(x), Tensor)
+
+
+class OwnOptimizer(HalfKL, name="own_optimizer_for_tests"):
+    """:class:`HalfKL` with a scalar of its own, trained by its own SGD (the manual-optimization hooks)."""
+
+    manual_optimization = True
+
+    def __init__(self, gamma: float = 0.5) -> None:
+        super().__init__(gamma)
+        self.offset = torch.nn.Parameter(torch.zeros(()))
+        self.clipped: list[int] = []
+
+    def forward(self, model, batch, out, report):
+        terms = super().forward(model, batch, out, report)
+        return terms._replace(loss=terms.loss + self.offset.square())
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD([self.offset], lr=0.1)]
+
+    def manual_step(self, module, terms):
+        for optimizer in module.optimizers():
+            optimizer.zero_grad()
+        module.manual_backward(terms.loss)
+        for optimizer in module.optimizers():
+            optimizer.step()
+        return {"offset": self.offset.detach()}
+
+    def before_optimizer_step(self, module, optimizer):
+        self.clipped.append(len(optimizer.param_groups[0]["params"]))
+
+
+def test_an_objective_with_its_own_optimizer_is_stepped_by_its_hooks(tmp_path: Path) -> None:
+    assert tiny_vae().automatic_optimization and tiny_vae(objective=HalfKL()).automatic_optimization
+    vae = tiny_vae(objective=OwnOptimizer())
+    assert not vae.automatic_optimization
+    model_optimizer, own = vae.configure_optimizers()
+    held = {id(p) for p in model_optimizer.param_groups[0]["params"]}
+    assert id(vae.objective.offset) not in held and held == {id(p) for p in vae.model.parameters()}
+    assert own.param_groups[0]["params"] == [vae.objective.offset]
+    trainer = Trainer(**trainer_kwargs(tmp_path, max_epochs=1), log_every_n_steps=1)
+    trainer.fit(vae, datamodule=_data())
+    assert "train/offset" in trainer.callback_metrics and "train/gamma_kl" in trainer.callback_metrics
+    assert vae.objective.clipped == [len(held), 1] * 2  # each optimizer, each of the two steps, after unscaling

@@ -106,12 +106,16 @@ def model_view(model: Any) -> dict[str, Any]:
     built = describe(getattr(model, "model", None)) if view.get("model") is not None else None
     if built is not None:  # a latent-variable model: what it recorded once built (its sizes fixed)
         view["model"] = built
-    for name in ("encoder", "decoder", "likelihood", "prior", "model"):
+    for name in ("encoder", "decoder", "likelihood", "prior", "model", "objective"):
         spec = view.get(name)
         if isinstance(spec, dict) and "class_path" in spec:
             view[name] = canonical_spec(spec["class_path"], spec.get("init_args"))
     built = model.configure_optimizers()
-    optimizer = built["optimizer"] if isinstance(built, dict) else built
+    if isinstance(built, list):  # an objective with optimizers of its own: the model's first, then those
+        optimizer, *own = built
+        view["objective_optimizers"] = [{"class": type(o).__qualname__, "defaults": plain(o.defaults)} for o in own]
+    else:
+        optimizer = built["optimizer"] if isinstance(built, dict) else built
     scheduler = built.get("lr_scheduler") if isinstance(built, dict) else None
     view["optimizer"] = {"class": type(optimizer).__qualname__, "defaults": plain(optimizer.defaults)}
     view["lr_scheduler"] = None if scheduler is None else type(scheduler["scheduler"]).__qualname__
