@@ -173,8 +173,8 @@ class NonFiniteGuard:
                 f"Divergence: the training loss reached {value:.4g} at global step {record.step} (epoch "
                 f"{record.epoch}, batch {record.batch_idx}), more than {self.divergence_ratio:g} times the run's "
                 f"scale {max(self.scale, 1.0):.4g} (the absolute loss of its first step) while still finite. The run "
-                "stopped before writing diverged weights: resume from the last "
-                "checkpoint with a lower learning rate or gradient clipping (Trainer(gradient_clip_val=...)); "
+                "stopped before writing diverged weights: resume from the last checkpoint with a lower learning "
+                "rate or gradient clipping (Trainer(gradient_clip_val=...)); "
                 "VAE(divergence_ratio=None) turns this check off."
             )
 

@@ -50,7 +50,8 @@ def test_a_wrong_config_dir_in_the_environment_stops_with_a_message(
 ) -> None:
     monkeypatch.setenv(CONFIG_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(sys, "argv", ["lightning-vae-hydra", "experiment=shapes"])
-    with pytest.raises(SystemExit, match=rf"^lightning-vae-hydra: Expected {CONFIG_DIR_ENV}=.* holding train.yaml"):
+    message = rf"^lightning-vae-hydra: ValueError: Expected {CONFIG_DIR_ENV}=.* holding train.yaml"
+    with pytest.raises(SystemExit, match=message):
         entry.main()
 
 
@@ -94,6 +95,7 @@ def test_the_config_dir_flag_wins_over_the_checkout(flag: list[str], monkeypatch
         return lambda task: lambda: None
 
     monkeypatch.setattr(hydra, "main", fake_main)
+    monkeypatch.setattr(entry, "preflight", lambda argv, config_path: None)  # X holds no configs to check
     monkeypatch.setattr(sys, "argv", ["lightning-vae-hydra", *flag, "experiment=shapes"])
     entry.main()
     assert seen == {"version_base": "1.3", "config_path": None, "config_name": "train"}

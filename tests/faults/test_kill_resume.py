@@ -120,3 +120,49 @@ def test_the_last_steps_are_saved_when_every_n_train_steps_does_not_divide_them(
     trainer.fit(tiny_vae(), datamodule=TensorDataModule(torch.rand(24, 1, 8, 8).round(), batch_size=4))
     last = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
     assert last["global_step"] == 10 and checkpoint.last_model_path == str(tmp_path / "checkpoints/last.ckpt")
+
+
+def test_what_an_interrupted_run_left_is_removed_on_resume(tmp_path: Path) -> None:
+    """A run stopped after writing step 6 (and a cut write's temporary file) is resumed from step 4 in the same
+    folder: the checkpoints of its lost future and the temporary file go, and the resumed run's files take their
+    names (no ``-v1`` copies beside stale ones)."""
+    from lightning.pytorch import Callback, Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from support.modules import tiny_vae, trainer_kwargs
+
+    from lightning_vae.callbacks import ExactResume
+    from lightning_vae.data import TensorDataModule
+
+    class Stop(Exception):
+        pass
+
+    class StopAt(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 7:
+                raise Stop
+
+    folder = tmp_path / "checkpoints"
+
+    def run(*callbacks: Callback, ckpt_path: Path | None = None) -> None:
+        checkpoint = ModelCheckpoint(dirpath=folder, filename="{step}", every_n_train_steps=2, save_top_k=-1,
+                                     save_last=True)  # fmt: skip
+        trainer = Trainer(
+            **trainer_kwargs(tmp_path, max_steps=8, max_epochs=-1, limit_val_batches=0, enable_checkpointing=True),
+            callbacks=[checkpoint, ExactResume(seed=0), *callbacks],
+        )
+        x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)).round()
+        data = TensorDataModule(x, batch_size=4)
+        try:
+            trainer.fit(tiny_vae(), datamodule=data, ckpt_path=ckpt_path)
+        except Stop:
+            pass
+
+    run(StopAt())
+    (folder / ".last.ckpt.k2j4x9a1.tmp").write_bytes(b"half a checkpoint")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".last.ckpt.k2j4x9a1.tmp", "last.ckpt", "step=2.ckpt", "step=4.ckpt", "step=6.ckpt",
+    ]  # fmt: skip
+    run(ckpt_path=folder / "step=4.ckpt")
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step=2.ckpt", "step=4.ckpt", "step=6.ckpt",
+                                                        "step=8.ckpt"]  # fmt: skip
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 8
