@@ -147,7 +147,7 @@ def test_the_common_step_hands_the_first_loss_to_the_divergence_rule() -> None:
     vae.guard.load_state_dict({"scale": 0.0, "calibrated": 0})
     x = torch.rand(4, 1, 8, 8).round()
     with counting_common_steps() as calls:
-        first = float(vae.training_step(x, 100)["loss"])  # no epoch edge: not logged
+        first = float(vae.training_step(x, 100)["loss"].detach())  # no epoch edge: not logged
         vae.training_step(x, 101)
     assert calls == [100, 101] and vae.guard.calibrated == 1 and vae.guard.scale == abs(first)
     assert vae.guard.limit == 1e4 * max(abs(first), 1.0)
