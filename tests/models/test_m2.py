@@ -43,7 +43,7 @@ def test_a_checkpoint_record_rebuilds_the_model_alone() -> None:
     assert set(record["init_args"]) == {
         "encoder", "decoder", "classifier", "n_classes", "likelihood", "latent_dim", "data_shape"
     }  # fmt: skip
-    rebuilt = build(record, "model")
+    rebuilt = build(record, "network")  # a latent-variable model fills the network slot
     rebuilt.load_state_dict(model.state_dict())
     x, y = torch.rand(2, *SHAPE), torch.tensor([1, 0])
     torch.testing.assert_close(rebuilt.encode(x, context=y).mean, model.encode(x, context=y).mean)
