@@ -203,7 +203,7 @@ def use_safe_checkpoint_io(trainer: Any) -> None:
     A checkpoint IO of the user's own (another class) is left as it is.
     """
     strategy = trainer.strategy
-    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+    if type(getattr(strategy, "checkpoint_io", None)) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
 
 

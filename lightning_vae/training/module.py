@@ -526,8 +526,8 @@ class VAE(LightningModule):
         checked, on resume too); refuse strategies that shard the parameters
         (:func:`~lightning_vae.training.faults.refuse_sharding`)."""
         if self._trainer is not None:
-            use_safe_checkpoint_io(self.trainer)
             refuse_sharding(self.trainer)
+            use_safe_checkpoint_io(self.trainer)
 
     def on_fit_start(self) -> None:
         # On a CPU reading the loss costs nothing; elsewhere the guard keeps device values and reads them later.
