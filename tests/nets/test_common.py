@@ -14,7 +14,7 @@ from lightning_vae.nets.common import Activation, make_activation
 
 def test_every_activation_name_gives_its_module() -> None:
     expected = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
-    expected["leaky_relu"] = nn.LeakyReLU
+    expected.update(leaky_relu=nn.LeakyReLU, softplus=nn.Softplus)
     assert set(get_args(Activation)) == set(expected)
     x = torch.linspace(-3, 3, 13)
     for name, cls in expected.items():
