@@ -32,7 +32,8 @@ NETWORK_KEYS = ("encoder", "decoder", "model")
 
 
 def _allowed_bases(slot: str) -> tuple[type, ...]:
-    from lightning.pytorch import LightningDataModule
+    from lightning.pytorch import Callback, LightningDataModule
+    from lightning.pytorch.loggers import Logger
 
     from lightning_vae.distributions.likelihoods import Likelihood
     from lightning_vae.distributions.priors import Prior
@@ -43,6 +44,10 @@ def _allowed_bases(slot: str) -> tuple[type, ...]:
         return (Prior,)
     if slot == "data":
         return (LightningDataModule,)
+    if slot == "callback":
+        return (Callback,)
+    if slot == "logger":
+        return (Logger,)
     if slot == "optimizer":
         return (torch.optim.Optimizer,)
     if slot == "lr_scheduler":
@@ -60,7 +65,8 @@ def resolve_class(class_path: Any, slot: str) -> type:
     Args:
         class_path: Dotted path such as ``"lightning_vae.nets.MLPEncoder"``.
         slot: What the class is for: ``"encoder"``, ``"decoder"`` (or any other network slot, which must be
-            an ``nn.Module``), ``"likelihood"``, ``"prior"``, ``"data"``, ``"optimizer"`` or ``"lr_scheduler"``.
+            an ``nn.Module``), ``"likelihood"``, ``"prior"``, ``"data"``, ``"optimizer"``, ``"lr_scheduler"``,
+            ``"callback"`` or ``"logger"``.
 
     Raises:
         ValueError: If the path cannot be imported, is not a class, or is not a subclass of the slot's base.

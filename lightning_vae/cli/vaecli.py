@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_only
 import lightning_vae.callbacks  # noqa: F401 - makes `--trainer.callbacks+=KLAnnealing` (short class names) resolve
 from lightning_vae import configs as shipped
 from lightning_vae.cli.args import EVALUATION, CLIError, prepare_args
+from lightning_vae.cli.record import RunRecord, run_record
 from lightning_vae.module import VAE
 from lightning_vae.runs import entry_point_callbacks, pin_logger_versions, summarize
 
@@ -97,6 +98,8 @@ class VAECLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         self.trainer.callbacks.extend(entry_point_callbacks())  # type: ignore[attr-defined]
+        if self.subcommand == "fit":  # what evaluating the checkpoints needs without a config
+            self.trainer.callbacks.append(RunRecord(run_record(self.config["fit"])))  # type: ignore[attr-defined]
 
     def _check_data_fits_model(self) -> None:
         expected = getattr(self.model, "data_shape", None)

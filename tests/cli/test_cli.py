@@ -315,6 +315,40 @@ def test_evaluation_without_a_config_uses_the_checkpoints_data(
         assert torch.isfinite(cli.trainer.callback_metrics[f"{stage}/elbo"])
 
 
+def test_test_without_a_config_restores_the_run(checkpoint_28: Path, tmp_path: Path) -> None:
+    # As typed, from another folder: `lightning-vae test --ckpt_path CKPT`. The run's callbacks come back (the
+    # collapse monitor's test metrics, no Lightning warning about missing callbacks), the logs go to a new version
+    # in the run's own folder (not ./lightning_logs), the run's seed is used and the checkpoint folder is unchanged.
+    exe = Path(sys.executable).with_name("lightning-vae")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "lightning_vae.cli"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    logs = checkpoint_28.parent.parent / "lightning_logs"  # <default_root_dir>/checkpoints/x.ckpt
+    before = set(logs.iterdir())
+    result = subprocess.run(
+        [*command, "test", "--ckpt_path", str(checkpoint_28), "--trainer.enable_progress_bar=false"],
+        capture_output=True, text=True, timeout=300, cwd=elsewhere,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "collapse/active_units" in output and "test/elbo" in output
+    for warning in ("callbacks used to create the checkpoint", "The dirpath has changed", "No seed found"):
+        assert warning not in output
+    assert not (elsewhere / "lightning_logs").exists()
+    (new,) = set(logs.iterdir()) - before  # the test run's version, beside the fit's
+    assert new.name.startswith("version_") and list(new.glob("events.out.tfevents.*"))
+
+
+def test_a_run_record_naming_other_classes_is_refused(checkpoint_28: Path, tmp_path: Path) -> None:
+    state = torch.load(checkpoint_28, map_location="cpu", weights_only=True)
+    assert state["lightning_vae_run"]["callbacks"]  # what fit recorded
+    state["lightning_vae_run"]["callbacks"] = [{"class_path": "os.system", "init_args": {"command": "true"}}]
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save(state, hostile)
+    with pytest.raises(CLIError, match=r"hostile\.ckpt: the recorded callbacks: Expected `callback` to name a subcl"):
+        prepare_args(["test", f"--ckpt_path={hostile}"])
+
+
 def test_evaluation_with_other_data_or_no_record_fails_with_a_message(
     checkpoint_28: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
