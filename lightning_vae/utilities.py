@@ -1,4 +1,5 @@
-"""Small helpers for callbacks and modules: whether this step logs, the data tensor of a batch, finite gradients."""
+"""Small helpers for callbacks and modules: whether this step logs and at which step, the data of a batch, finite
+gradients. The private attributes of Lightning's trainer that the package reads are read here only."""
 
 from __future__ import annotations
 
@@ -25,6 +26,27 @@ def logs_this_step(trainer: Any) -> bool:
     # The trainer's own test for logging steps (the one LearningRateMonitor uses); private, hence the fallback.
     connector = getattr(trainer, "_logger_connector", None)
     return bool(getattr(connector, "should_update_logs", True))
+
+
+def logging_step(trainer: Any) -> int:
+    """The step Lightning writes logged values at right now: where a view drawn now lines up with the scalars.
+
+    Lightning logs at its count of optimizer steps taken *before* the current batch finished, so the validation
+    scalars of a check after step 100 are written at step 99, while ``trainer.global_step`` already reads 100.
+    Images, histograms and heat maps written at this step sit on the same x as the ``val/...`` scalars in
+    TensorBoard (and any other logger). Outside a fit loop it is ``trainer.global_step``.
+
+    Example::
+
+        >>> from lightning.pytorch import Trainer
+        >>> logging_step(Trainer(logger=False, enable_checkpointing=False))
+        0
+    """
+    # The counter Lightning's logger connector logs at (private, hence the fallback; tests/test_utilities.py
+    # fails when Lightning renames it).
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    step = getattr(loop, "_batches_that_stepped", None)
+    return int(step) if isinstance(step, int) else int(getattr(trainer, "global_step", 0))
 
 
 def batch_data(pl_module: Any, batch: Any) -> Tensor:

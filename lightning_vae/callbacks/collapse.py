@@ -16,7 +16,7 @@ from lightning_vae.checks import check_float, check_int
 from lightning_vae.functional.collapse import ACTIVITY_THRESHOLD, KL_THRESHOLD
 from lightning_vae.functional.nll import iw_nll
 from lightning_vae.protocols import SupportsLogJoint, SupportsLogWeights, missing_members, require
-from lightning_vae.utilities import batch_data
+from lightning_vae.utilities import batch_data, logging_step
 from lightning_vae.viz import ViewWriter, colorize, kl_heatmap, kl_heatmap_caption
 
 
@@ -235,7 +235,7 @@ class PosteriorCollapseMonitor(Callback):
             if self.history and (len(self.history[0]) != size or self.history_groups not in (None, layout)):
                 self.history, self.history_steps = [], []  # other latent groups than the history's: start again
             self.history.append(values["kl_per_dim"].tolist())
-            self.history_steps.append(trainer.global_step)
+            self.history_steps.append(logging_step(trainer))
             self.history_groups = values["kl_groups"]
         self._log_views(trainer, values)
         self._check(trainer, values)
@@ -267,7 +267,8 @@ class PosteriorCollapseMonitor(Callback):
             return
         stage = "validate" if heatmap else "test"
         names = None if len(layout) == 1 else [f"{name}/{i}" for name, size in layout for i in range(size)]
-        self._out.values(trainer, "collapse/kl_per_dim", kl_per_dim, trainer.global_step, stage=stage, names=names)
+        step = logging_step(trainer)  # the step of this run's scalars (`collapse/active_units`, `val/loss`, ...)
+        self._out.values(trainer, "collapse/kl_per_dim", kl_per_dim, step, stage=stage, names=names)
         if heatmap and self.history:
             groups = None if len(layout) == 1 else layout
             image, vmax = kl_heatmap(torch.tensor(self.history), groups=groups)
@@ -275,7 +276,7 @@ class PosteriorCollapseMonitor(Callback):
                 kl_heatmap_caption(kl_per_dim.numel(), self.history_steps, vmax, groups=groups)
                 + f"; dimensions under {self.kl_threshold:g} nats count as collapsed."
             )
-            self._out.image(trainer, "collapse/kl_per_dim_heatmap", image, trainer.global_step, caption=caption)
+            self._out.image(trainer, "collapse/kl_per_dim_heatmap", image, step, caption=caption)
 
     # ------------------------------------------------------------------ state
     @override

@@ -37,11 +37,51 @@ def _configs_command(argv: Sequence[str]) -> None:
     print(f"  Hydra:        lightning-vae-hydra --config-dir {target}   (or set LIGHTNING_VAE_CONFIG_DIR={target})")
 
 
+#: Every command of ``lightning-vae``, with what it does (``lightning-vae --help`` lists them).
+COMMANDS = {
+    "fit": "train a model: lightning-vae fit --config shapes (a shipped config by name, or your YAML)",
+    "validate": "evaluate a checkpoint on the validation split: lightning-vae validate --ckpt_path CKPT",
+    "test": "evaluate a checkpoint on the test split: lightning-vae test --ckpt_path CKPT",
+    "predict": "posterior means of a data set: lightning-vae predict --ckpt_path CKPT",
+    "sample": "a PNG grid of samples from the prior: lightning-vae sample --ckpt_path CKPT",
+    "reconstruct": "a PNG grid of inputs and their reconstructions: lightning-vae reconstruct --ckpt_path CKPT",
+    "export": "ONNX, TorchScript or torch.export files: lightning-vae export --ckpt_path CKPT --format onnx",
+    "configs": "list the shipped configs, or copy them for editing: lightning-vae configs --copy DIR",
+}
+
+
+def overview() -> str:
+    """What ``lightning-vae --help`` prints: every command, one line each.
+
+    Example::
+
+        >>> print(overview().splitlines()[0])
+        usage: lightning-vae {fit,validate,test,predict,sample,reconstruct,export,configs} ...
+    """
+    width = max(map(len, COMMANDS))
+    lines = [
+        f"usage: lightning-vae {{{','.join(COMMANDS)}}} ...",
+        "",
+        "Train, evaluate, draw from and export variational autoencoders.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()),
+        "",
+        "`lightning-vae COMMAND --help` shows the options of one command (fit, validate, test and predict take every",
+        "LightningCLI option: --config, --model.*, --data.*, --trainer.*, --print_config).",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``lightning-vae``: LightningCLI plus the ``sample``, ``reconstruct`` and ``configs`` commands."""
+    """Entry point of ``lightning-vae``: LightningCLI plus the ``sample``, ``reconstruct``, ``export`` and ``configs``
+    commands."""
     from lightning_vae import generate
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["-h"], ["--help"]):
+        print(overview())
+        return
     if args and args[0] in generate.COMMANDS:
         generate.main(args)
         return
@@ -60,4 +100,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(message if message.startswith("lightning-vae") else f"lightning-vae: {message}")
 
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main", "overview"]

@@ -123,6 +123,9 @@ def test_tensorboard_histogram_heatmap_and_other_loggers(tmp_path):
     assert images[-1].width == 3 * 12 + 2 + 12 and images[-1].height == 3 * 12  # 3 checks x 3 dims, gap, colour bar
     for key in ("collapse/active_units", "collapse/mutual_info", "collapse/collapsed_dims"):
         assert key in events.Tags()["scalars"]
+    # The histogram and the heat map sit on the x of the check's scalars.
+    checks = [e.step for e in events.Scalars("collapse/active_units")]
+    assert [e.step for e in images] == [e.step for e in events.Histograms("collapse/kl_per_dim")] == checks
     # Other loggers get the scalars and no error.
     csv = CSVLogger(tmp_path, name="csv")
     Trainer(**trainer_kwargs(tmp_path, max_epochs=1, logger=csv, callbacks=[PosteriorCollapseMonitor()])).fit(

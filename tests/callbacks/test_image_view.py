@@ -29,9 +29,11 @@ def test_views_log_grids_of_fixed_examples_and_fixed_noise(tmp_path: Path) -> No
     trainer, model, data = fit(tmp_path, views)
     acc = events(trainer)
     assert {"images/reconstructions", "images/samples", "images/traversals"} <= set(acc.Tags()["images"])
-    steps_per_epoch = trainer.num_training_batches
+    # One grid per validation, on the x of that validation's scalars (Lightning writes them one step back).
+    validation_steps = [e.step for e in acc.Scalars("val/loss")]
+    assert validation_steps == [trainer.num_training_batches - 1, 2 * trainer.num_training_batches - 1]
     for tag in ("images/reconstructions", "images/samples", "images/traversals"):
-        assert [e.step for e in acc.Images(tag)] == [steps_per_epoch, 2 * steps_per_epoch]  # end of each validation
+        assert [e.step for e in acc.Images(tag)] == validation_steps
 
     model.eval()
     fixed = data.val_set.images[:12]  # the first validation examples, every epoch
@@ -50,7 +52,8 @@ def test_views_log_grids_of_fixed_examples_and_fixed_noise(tmp_path: Path) -> No
 
 def test_every_n_epochs(tmp_path: Path) -> None:
     trainer, _, _ = fit(tmp_path, [ReconstructionLogger(every_n_epochs=2)], max_epochs=3)
-    assert [e.step for e in events(trainer).Images("images/reconstructions")] == [2 * trainer.num_training_batches]
+    acc = events(trainer)
+    assert [e.step for e in acc.Images("images/reconstructions")] == [e.step for e in acc.Scalars("val/loss")][1:2]
 
 
 def test_only_global_rank_zero_draws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,7 +75,7 @@ def test_without_a_logger_the_views_go_to_png_files_announced_once(
     with caplog.at_level("INFO", logger="lightning.pytorch.utilities.rank_zero"):
         trainer, model, data = fit(tmp_path, [view], max_epochs=3, logger=False)
     assert trainer.current_epoch == 3
-    steps = [(epoch + 1) * trainer.num_training_batches for epoch in range(3)]
+    steps = [(epoch + 1) * trainer.num_training_batches - 1 for epoch in range(3)]  # the steps of the val scalars
     files = sorted((tmp_path / "images" / "reconstructions").glob("*.png"))
     assert [f.name for f in files] == [f"step_{step:06d}.png" for step in steps]
     notes = [r.getMessage() for r in caplog.records if "files under" in r.getMessage()]

@@ -403,3 +403,18 @@ def test_a_run_shorter_than_an_epoch_validates_and_says_so(
     out = capsys.readouterr().out
     assert "lightning-vae: trained 3 steps (0.75 epochs: 3 batches of 4 per epoch)" in out
     assert "  val: ELBO" in out and "  train: ELBO" not in out
+
+
+def test_help_lists_every_command() -> None:
+    # As typed: `lightning-vae --help` names the commands beyond LightningCLI's four, and each one's help runs.
+    exe = Path(sys.executable).with_name("lightning-vae")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "lightning_vae.cli"]
+    result = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = ("fit", "validate", "test", "predict", "sample", "reconstruct", "export", "configs")
+    assert result.stdout.startswith(f"usage: lightning-vae {{{','.join(names)}}} ...")
+    for name in names:
+        assert f"\n  {name} " in result.stdout
+    for name in ("sample", "reconstruct", "export", "configs"):
+        own = subprocess.run([*command, name, "--help"], capture_output=True, text=True, timeout=300)
+        assert own.returncode == 0 and "--" in own.stdout, own.stderr[-2000:]

@@ -188,7 +188,8 @@ def test_csv_logger_gets_png_files_named_by_tag_and_step(tmp_path: Path, caplog:
     assert notes == [
         f"ReconstructionLogger: CSVLogger does not show images; the views go to PNG and CSV files under {folder}"
     ]
-    steps = [trainer.num_training_batches, 2 * trainer.num_training_batches]
+    # the steps of the validation scalars (Lightning writes them one step before trainer.global_step)
+    steps = [trainer.num_training_batches - 1, 2 * trainer.num_training_batches - 1]
     for tag in ("images/reconstructions", "images/samples", "images/traversals"):
         assert sorted(p.name for p in (folder / tag).glob("*.png")) == [f"step_{s:06d}.png" for s in steps], tag
     last = f"step_{steps[-1]:06d}"
@@ -250,7 +251,7 @@ def test_tensorboard_and_csv_each_get_the_views(tmp_path: Path) -> None:
 def test_a_logger_with_log_image_gets_grids_captions_and_kl_bar_charts(tmp_path: Path) -> None:
     logger = ImageLogger(tmp_path)
     trainer, model, data = fit_views(tmp_path, logger)
-    steps = [trainer.num_training_batches, 2 * trainer.num_training_batches]
+    steps = [trainer.num_training_batches - 1, 2 * trainer.num_training_batches - 1]  # those of the val scalars
     for key in ("images/reconstructions", "images/samples", "images/traversals"):
         calls = logger.images(key)
         assert [step for _, step, _ in calls] == steps and all(len(images) == 1 for images, _, _ in calls)
@@ -294,7 +295,7 @@ def test_mlflow_and_comet_get_images_through_their_clients(tmp_path: Path) -> No
     mlflow, comet = StubMLflow(tmp_path), StubComet(tmp_path)
     assert (logger_kind(mlflow), logger_kind(comet)) == ("mlflow", "comet")
     trainer, model, data = fit_views(tmp_path, [mlflow, comet])
-    step = 2 * trainer.num_training_batches
+    step = 2 * trainer.num_training_batches - 1  # the step of the last validation's scalars
     images = [c for c in mlflow.client.calls if c[0] == "log_image"]
     assert len(images) == 6
     name, args, kwargs = images[-3]
