@@ -5,7 +5,8 @@ checkpoint came from: the data module (recorded by LightningCLI itself,
 :func:`~lightning_vae.runs.checkpoint_data_config`), and from the record written here the trainer's callbacks
 (so ``PosteriorCollapseMonitor`` reports ``collapse/*`` test metrics and Lightning finds the callbacks whose state
 the checkpoint holds), the run's folder (``trainer.default_root_dir``: logs and checkpoints land beside the training
-run's, not in ``./lightning_logs``), its loggers and its seed. Arguments given on the command line come after the recorded ones and win.
+run's, not in ``./lightning_logs``), its loggers and its seed. Arguments given on the command line come after
+the recorded ones and win.
 
 Every class the record names is checked to be a Lightning ``Callback`` or ``Logger`` before anything is built
 (a checkpoint is data, never code).
