@@ -58,8 +58,9 @@ class PosteriorCollapseMonitor(Callback):
     A validation check shows collapse when fewer than ``min_active_units`` units are active or
     the mutual information is below ``min_mutual_info`` nats. After ``patience`` such checks in a
     row the monitor warns once (on rank zero) with what it saw and the remedies of this suite, and
-    with ``stop_on_collapse`` stops training (a decision reduced across processes). The sanity
-    check does not count.
+    with ``stop_on_collapse`` stops training (a decision reduced across processes). A run that ends
+    while its last checks show collapse, fewer of them than ``patience``, gets the warning at the end
+    of training (a shortened run is not left collapsed in silence). The sanity check does not count.
 
     Args:
         activity_threshold: Variance of the posterior mean above which a unit is active.
@@ -127,6 +128,7 @@ class PosteriorCollapseMonitor(Callback):
         self.collapsed_checks = 0
         self.warned = False
         self.last: dict[str, float] = {}
+        self._last_check: Mapping[str, Any] | None = None  # the values of the last validation check, for the end
 
     @property
     @override
@@ -241,6 +243,13 @@ class PosteriorCollapseMonitor(Callback):
         self._check(trainer, values)
 
     @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.warned or not self.collapsed_checks or self._last_check is None:
+            return
+        self.warned = True
+        rank_zero_warn(collapse_message(self, self._last_check, at_end=True), category=UserWarning)
+
+    @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         values = self._finish(trainer, pl_module)
         if values is not None:
@@ -252,6 +261,7 @@ class PosteriorCollapseMonitor(Callback):
         return values["active_units"] < self.min_active_units or low_mi
 
     def _check(self, trainer: Trainer, values: Mapping[str, Any]) -> None:
+        self._last_check = values
         self.collapsed_checks = self.collapsed_checks + 1 if self._shows_collapse(values) else 0
         detected = self.collapsed_checks >= self.patience
         if detected and not self.warned:

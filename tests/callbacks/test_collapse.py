@@ -47,6 +47,26 @@ def test_flags_a_model_whose_decoder_ignores_z_and_stops(tmp_path):
     assert trainer.callback_metrics["collapse/active_units"] == 0
 
 
+def test_a_run_that_ends_collapsed_before_patience_is_told_at_the_end(tmp_path):
+    # A shortened run: two checks, both collapsed, patience 3. Nothing during the run, one warning at its end.
+    model = ProtocolModule(decoder_uses_z=False, n_data=sum(VAL_SIZES), val_batch_sizes=VAL_SIZES)
+    monitor = PosteriorCollapseMonitor(patience=3)
+    trainer = Trainer(**trainer_kwargs(tmp_path, max_epochs=2, limit_train_batches=None, callbacks=[monitor]))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer.fit(model, train_loader())
+    (message,) = _collapse_warnings(record)
+    assert message.startswith("Posterior collapse at the end of training: the last 2 validation checks (fewer than ")
+    assert "patience=3" in message and "0/3 active units" in message and "free bits" in message
+    # A run whose last check is healthy after collapsed ones is not flagged.
+    monitor = PosteriorCollapseMonitor(patience=3)
+    monitor.collapsed_checks, monitor._last_check = 0, {"active_units": 2}
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        monitor.on_train_end(trainer, model)
+    assert not _collapse_warnings(record)
+
+
 def test_a_healthy_vae_on_shapes_is_not_flagged(tmp_path):
     dm = ShapesDataModule(image_size=28, n_train=1536, n_val=256, batch_size=64)
     vae = VAE(
