@@ -165,7 +165,9 @@ class PosteriorCollapseMonitor(Callback):
             try:
                 require(pl_module, SupportsLogJoint, user)
             except TypeError as err:
-                raise TypeError(f"{err} (and `log_weights` of SupportsLogWeights)") from None
+                raise TypeError(
+                    f"{err} Or give it `log_weights(x, n_samples)`, the importance weights of every latent group."
+                ) from None
 
     def _update(self, pl_module: LightningModule, outputs: Any, batch: Any, stage: str) -> None:
         names = getattr(getattr(pl_module, "model", None), "group_names", None) or ("z",)

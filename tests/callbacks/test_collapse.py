@@ -113,8 +113,8 @@ def test_iw_nll_is_logged_and_tighter_than_the_elbo(tmp_path):
     assert metrics["collapse/nll_iw"] <= -metrics["val/elbo"] + 0.5
     assert metrics["collapse/nll_iw"] > 0
     expected = (
-        r"PosteriorCollapseMonitor\(iw_samples=5\) needs .* SupportsLogJoint .*; \w+ lacks `log_joint` "
-        r"\(and `log_weights` of SupportsLogWeights\)$"
+        r"PosteriorCollapseMonitor\(iw_samples=5\) needs `encode` and `log_joint` on the module, and \w+ has no "
+        r"`log_joint`\..* Or give it `log_weights\(x, n_samples\)`, the importance weights of every latent group\.$"
     )
     with pytest.raises(TypeError, match=expected):
         bare = ProtocolModule(n_data=8, val_batch_sizes=(8,))

@@ -97,7 +97,7 @@ def test_modules_that_cannot_take_free_bits_are_rejected(tmp_path: Path) -> None
             super().__init__()
             del self.free_bits_mode
 
-    expected = r"FreeBits needs a module that keeps the SupportsFreeBitsMode protocol; NoMode lacks `free_bits_mode`$"
+    expected = r"^FreeBits needs `free_bits_mode` on the module, and NoMode has no `free_bits_mode`\. FreeBits works"
     with pytest.raises(TypeError, match=expected):
         Trainer(**trainer_args, callbacks=[FreeBits(0.5, mode="total")]).fit(NoMode(), dm)
 
