@@ -262,7 +262,8 @@ def collapse_message(monitor: Any, values: Mapping[str, Any], at_end: bool = Fal
         else f"Posterior collapse: for {checks} validation checks in a row"
     )
     return (
-        f"{when} the posterior carried almost no information about x. Last check: {values['active_units']}/{d} active units ({units}"
+        f"{when} the posterior carried almost no information about x. Last check: "
+        f"{values['active_units']}/{d} active units ({units}"
         f"posterior-mean variance > {monitor.activity_threshold:g}; collapse below {monitor.min_active_units}), "
         f"I(x; z) = {mi_text} (collapse below {monitor.min_mutual_info:g}), {kl_text}Remedies in "
         "lightning-vae: free bits (VAE(free_bits=...) or the FreeBits callback), cyclical KL annealing (the "

@@ -20,7 +20,6 @@ from lightning_vae.callbacks.scheduled import StepValueLogger
 from lightning_vae.checks import check_float, check_int, check_type
 from lightning_vae.protocols import Annealable, require
 
-
 #: Updates in a row with β at a bound and the KL outside the target band before TargetRate warns.
 PINNED_UPDATES = 100
 
