@@ -126,7 +126,8 @@ def main() -> None:
     print(
         f"shape accuracy: originals {result['originals']['accuracy']:.3f}, reconstructions "
         f"{result['reconstructions']['accuracy']:.3f} (ratio {result['ratio']:.3f}); "
-        f"confident (p >= {args.confident}): originals {result['originals']['confident']:.3f}, samples {result['samples']['confident']:.3f}"
+        f"confident (p >= {args.confident}): originals {result['originals']['confident']:.3f}, "
+        f"samples {result['samples']['confident']:.3f}"
     )
     print(
         "per shape (reconstructions): "

@@ -153,7 +153,7 @@ def missing_members(obj: Any, protocol: type) -> list[str]:
 #: What each protocol is, in the words of the README (the class names are for code; messages use these).
 PURPOSE: dict[str, str] = {
     "Annealable": "the annealing attributes `beta`, `free_bits` and `capacity`, values callbacks set between "
-    "training steps and the module's loss reads at every step (README: \"Any module\")",
+    'training steps and the module\'s loss reads at every step (README: "Any module")',
     "SupportsFreeBitsMode": "the free-bits attributes `free_bits`, `free_bits_mode` and `free_bits_groups`, which "
     "the module's loss reads at every step",
     "SupportsCapacityGamma": "the capacity attributes `capacity` and `capacity_gamma` (loss = recon + "
