@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--val_seed", type=int, default=1, help="seed of the validation images (data seed + 1)")
     parser.add_argument("--n_samples", type=int, default=1000, help="prior samples judged")
     parser.add_argument("--confident", type=float, default=0.9, help="probability that counts as a clear shape")
+    parser.add_argument("--classifier", default=None, help="weights file: loaded when it exists, else written")
     parser.add_argument("--output", default=None, help="JSON file for the figures")
     parser.add_argument("--figure", default=None, help="PNG of reconstructions and samples")
     args = parser.parse_args()
@@ -113,8 +114,15 @@ def main() -> None:
     model = VAE.load_from_checkpoint(args.ckpt_path, map_location="cpu").eval()
     size = int(model.model.data_shape[-1])
     start = time.perf_counter()
-    train = ShapesDataset(args.n_train, image_size=size, seed=args.classifier_seed)
-    net = train_classifier(train.images, train.factors[:, 0], args.epochs, seed=0)
+    if args.classifier and Path(args.classifier).is_file():  # the same judge for several checkpoints
+        net = shape_classifier()
+        net.load_state_dict(torch.load(args.classifier, weights_only=True))
+        net.eval()
+    else:
+        train = ShapesDataset(args.n_train, image_size=size, seed=args.classifier_seed)
+        net = train_classifier(train.images, train.factors[:, 0], args.epochs, seed=0)
+        if args.classifier:
+            torch.save(net.state_dict(), args.classifier)
     seconds = time.perf_counter() - start
     val = ShapesDataset(args.n_val, image_size=size, seed=args.val_seed)
     result = judge(model, net, val.images, val.factors[:, 0], args.n_samples, args.confident)
