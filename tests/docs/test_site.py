@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -30,7 +29,9 @@ def _config() -> dict:
 
 def test_every_page_of_the_navigation_exists_and_every_page_is_in_it() -> None:
     pages = _nav_pages(_config()["nav"])
-    assert {"index.md", "walkthrough.md", "architecture.md", "callbacks.md", "metrics.md", "reliability.md"} <= set(pages)
+    assert {"index.md", "walkthrough.md", "architecture.md", "callbacks.md", "metrics.md", "reliability.md"} <= set(
+        pages
+    )
     for page in pages:
         assert (DOCS / page).is_file(), page
     on_disk = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
