@@ -49,6 +49,34 @@ def logging_step(trainer: Any) -> int:
     return int(step) if isinstance(step, int) else int(getattr(trainer, "global_step", 0))
 
 
+def record_hparam(pl_module: Any, key: str, value: Any) -> bool:
+    """Make a module's recorded hyperparameter ``key`` say ``value``: in what Lightning logs and what it saves.
+
+    Lightning logs ``hparams_initial`` (``hparams.yaml``, TensorBoard's HPARAMS tab, MLflow's parameters) and saves
+    ``hparams`` in checkpoints; a callback that fixes a value for the whole run (``FreeBits(0.1)``) records it in both,
+    before Lightning logs them. Only a key the module already records is changed. Returns whether it was.
+
+    Example::
+
+        >>> from lightning.pytorch import LightningModule
+        >>> class Module(LightningModule):
+        ...     def __init__(self, free_bits: float = 0.0) -> None:
+        ...         super().__init__()
+        ...         self.save_hyperparameters()
+        >>> module = Module()
+        >>> record_hparam(module, "free_bits", 0.1), module.hparams_initial["free_bits"], module.hparams["free_bits"]
+        (True, 0.1, 0.1)
+    """
+    hparams = getattr(pl_module, "hparams", None)
+    if hparams is None or key not in hparams:
+        return False
+    hparams[key] = value
+    initial = getattr(pl_module, "_hparams_initial", None)  # private to Lightning: what hparams_initial copies
+    if initial is not None and key in initial:
+        initial[key] = value
+    return True
+
+
 def batch_data(pl_module: Any, batch: Any) -> Tensor:
     """The data tensor of a batch, for callbacks that work on any module.
 

@@ -17,6 +17,7 @@ SCRIPT = str(ROOT / "benchmarks" / "shapes_quality.py")
 
 
 def test_shapes_quality_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "run").mkdir()
     checkpoint = train_checkpoint(tmp_path / "run")
     out, figure, weights = tmp_path / "q.json", tmp_path / "q.png", tmp_path / "judge.pt"
     argv = ["shapes_quality.py", "--ckpt_path", str(checkpoint), "--n_train", "96", "--epochs", "1", "--n_val", "40"]
