@@ -17,7 +17,7 @@ from lightning_vae.functional.collapse import ACTIVITY_THRESHOLD, KL_THRESHOLD
 from lightning_vae.functional.nll import iw_nll
 from lightning_vae.protocols import SupportsLogJoint, SupportsLogWeights, missing_members, require
 from lightning_vae.utilities import batch_data, logging_step
-from lightning_vae.viz import ViewWriter, colorize, kl_heatmap, kl_heatmap_caption
+from lightning_vae.viz import ViewWriter, colorize, kl_heatmap, kl_heatmap_caption, labelled_heatmap
 
 
 class PosteriorCollapseMonitor(Callback):
@@ -288,7 +288,9 @@ class PosteriorCollapseMonitor(Callback):
                 kl_heatmap_caption(kl_per_dim.numel(), self.history_steps, vmax, groups=groups)
                 + f"; dimensions under {self.kl_threshold:g} nats count as collapsed."
             )
-            self._out.image(trainer, "collapse/kl_per_dim_heatmap", image, step, caption=caption)
+            # PNG files (CSVLogger, no logger) are read alone: they get the map with its axes and scale written on it.
+            labelled = labelled_heatmap(image, kl_per_dim.numel(), self.history_steps, vmax) if groups is None else None
+            self._out.image(trainer, "collapse/kl_per_dim_heatmap", image, step, caption=caption, file_image=labelled)
 
     # ------------------------------------------------------------------ state
     @override

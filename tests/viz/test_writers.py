@@ -4,6 +4,7 @@ TensorBoard image summaries as TensorBoard reads them."""
 from __future__ import annotations
 
 import csv
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from lightning_vae.callbacks import (
     ReconstructionLogger,
     TensorBoardDashboard,
 )
-from lightning_vae.viz import ViewWriter, bar_chart, kl_heatmap, logger_kind, tag_path
+from lightning_vae.viz import ViewWriter, bar_chart, kl_heatmap, labelled_heatmap, logger_kind, tag_path
 
 VAL_SIZES = (32, 32, 14)
 
@@ -215,8 +216,14 @@ def test_collapse_views_with_csv_logger_write_the_heat_map_and_a_csv_of_kl_per_d
     np.testing.assert_allclose(np.array([r[2:] for r in rows[1:]], float), np.array(monitor.history), rtol=1e-5)
     heatmaps = sorted((folder / "kl_per_dim_heatmap").glob("*.png"))
     assert [p.name for p in heatmaps] == [f"step_{s:06d}.png" for s in monitor.history_steps]
-    image, _ = kl_heatmap(torch.tensor(monitor.history))
-    assert close(decode_png(heatmaps[-1].read_bytes()), quantize(image))
+    image, vmax = kl_heatmap(torch.tensor(monitor.history))
+    # The file is read alone: the map with its axes and scale written on it, large enough to read.
+    labelled = labelled_heatmap(image, 3, monitor.history_steps, vmax)
+    png = decode_png(heatmaps[-1].read_bytes())
+    assert close(png, quantize(labelled)) and png.shape[0] >= 192
+    scale, top, left = math.ceil(192 / image.shape[1]), 28, 44  # enlarged by a whole factor, inside the margins
+    inner = labelled[:, top : top + image.shape[1] * scale : scale, left : left + image.shape[2] * scale : scale]
+    assert torch.equal(inner, image)
     assert "colour bar" in heatmaps[-1].with_suffix(".txt").read_text()
 
     test_data = DataLoader(IndexedImages(binary_patterns(sum(VAL_SIZES))), batch_size=32)
