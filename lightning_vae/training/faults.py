@@ -452,10 +452,19 @@ class DataCheck:
             NonFiniteError: For NaN/inf data under ``policy="raise"`` (under ``"skip"`` the step's non-finite loss
                 is handled by the guard).
         """
-        if not self._due(x):
-            self.seen += 1
+        if not self.due(x):
             return False
+        self.check(likelihood, x, policy, where)
+        return True
+
+    def due(self, x: Tensor | None) -> bool:
+        """Count this batch and say whether its data are checked (then call :meth:`check` before any update)."""
+        due = self._due(x)
         self.seen += 1
+        return due
+
+    def check(self, likelihood: Any, x: Tensor, policy: NonFinitePolicy, where: Any = None) -> None:
+        """Check ``x`` against ``likelihood``'s range now (see :meth:`__call__`; nothing counted)."""
         try:
             likelihood.check_target(x)
         except ValueError as err:
@@ -467,7 +476,6 @@ class DataCheck:
         else:
             target_range = getattr(likelihood, "target_range", None)
             self._range = (float(target_range[0]), float(target_range[1])) if target_range else None
-        return True
 
 
 def agree_over_ranks(flags: Tensor) -> Tensor:

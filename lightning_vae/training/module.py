@@ -364,10 +364,34 @@ class VAE(LightningModule):
     def _prepare(self, x: Tensor, where: Callable[[], str] | None) -> bool:
         """Check the data when due and fix the model's sizes once; return whether the data were checked."""
         due = self.data_check(self.model.likelihood, x, self.guard.policy, where)
+        self._fix_shapes(x)
+        return due
+
+    def _fix_shapes(self, x: Tensor) -> None:
         if not self._shapes_fixed:  # once: sizes the model could not know at construction
             self.model.fix_shapes(x)
             self._shapes_fixed = True
-        return due
+
+    def _training_terms(self, data: Batch, report: bool, where: Callable[[], str] | None) -> ELBOTerms:
+        """The objective's training terms, the data checked when due.
+
+        The check runs after the forward pass, while the batch is still in the cache (the loss read it last; before
+        the pass it is usually not, and the check then costs several times more), and before any backward pass or
+        optimizer step, so bad data never updates the model. A forward pass that fails (e.g. an index out of a
+        categorical likelihood's range) reports the data's problem when the data have one.
+        """
+        x = data.x
+        due = self.data_check.due(x)
+        self._fix_shapes(x)
+        try:
+            terms = self.objective.training_terms(self.model, data, report, due)
+        except Exception:
+            if due:
+                self.data_check.check(self.model.likelihood, x, self.guard.policy, where)
+            raise
+        if due:
+            self.data_check.check(self.model.likelihood, x, self.guard.policy, where)
+        return terms
 
     def compute_terms(
         self,
@@ -391,9 +415,7 @@ class VAE(LightningModule):
 
     def training_loss(self, batch: Any) -> Tensor:
         """The loss :meth:`training_step` minimises on ``batch``, without logging (for extra inner updates)."""
-        data = self.read_batch(batch)
-        check = self._prepare(data.x, None)
-        return self.objective.training_terms(self.model, data, False, check).loss
+        return self._training_terms(self.read_batch(batch), False, None).loss
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
@@ -405,8 +427,7 @@ class VAE(LightningModule):
         data = self.read_batch(batch)
         trainer = self._trainer
         report = trainer is None or logs_this_step(trainer) or self._epoch_edge(batch_idx)
-        check = self._prepare(data.x, lambda: self._where(batch_idx))
-        terms = self.objective.training_terms(self.model, data, report, check)
+        terms = self._training_terms(data, report, lambda: self._where(batch_idx))
         step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
         self.guard.observe(self, data.x, terms, step=step, batch_idx=batch_idx, epoch=epoch)
         if not self.automatic_optimization:

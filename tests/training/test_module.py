@@ -274,3 +274,36 @@ def test_the_fast_path_keeps_the_data_and_shape_checks() -> None:
     bad = VAE(MLPEncoder((1, 8, 8), latent_dim=4), MLPDecoder(4, (64,)))
     with pytest.raises(ValueError, match=r"decoder returned a tensor of shape \(2, 64\)"):
         bad.training_step(torch.rand(2, 1, 8, 8).round(), 0)
+
+
+def test_the_data_check_after_the_forward_pass_stops_bad_data_before_any_update(tmp_path: Path) -> None:
+    # 8-bit pixels (0..255) in the fourth batch with a Bernoulli likelihood: the check, which now runs after the
+    # forward pass, still raises before that batch's backward pass and optimizer step.
+    from lightning.pytorch import Callback
+
+    class CountSteps(Callback):
+        def __init__(self) -> None:
+            self.steps = 0
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+            self.steps += 1
+
+    x = torch.rand(32, 1, 8, 8).round()
+    x[12:16] *= 255
+    counter = CountSteps()
+    vae = tiny_vae()
+    trainer = Trainer(**trainer_kwargs(tmp_path, callbacks=[counter], limit_train_batches=8, max_epochs=1))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4)
+    with pytest.raises(ValueError, match=r"expects targets in \[0, 1\], got values in \[0, 255\].*batch 3"):
+        trainer.fit(vae, loader)
+    assert counter.steps == 3
+
+
+def test_a_forward_pass_that_fails_on_bad_data_reports_the_data(tmp_path: Path) -> None:
+    # A categorical likelihood indexes its logits by the pixel value: 2.0 is outside its 256 bins, and the forward
+    # pass fails before the check could run; the error that reaches the user names the data, not the index.
+    vae = tiny_vae(likelihood="categorical")
+    x = torch.full((4, 1, 8, 8), 2.0)
+    vae._trainer = None
+    with pytest.raises(ValueError, match=r"categorical"):
+        vae.training_step(x, 0)
