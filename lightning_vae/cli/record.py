@@ -94,7 +94,7 @@ def recorded_run(ckpt_path: str | os.PathLike) -> dict[str, Any] | None:
         ValueError: If the file is not a readable checkpoint, or the record names a class that is not a Lightning
             ``Callback`` (callbacks) or ``Logger`` (loggers).
     """
-    from lightning_vae.building import load_checkpoint
+    from lightning_vae.checkpoints import load_checkpoint
 
     record = load_checkpoint(ckpt_path).get(RECORD_KEY)
     if not isinstance(record, Mapping):

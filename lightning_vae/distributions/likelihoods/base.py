@@ -33,8 +33,8 @@ class Likelihood(HyperparametersMixin, nn.Module):
         One fused min/max reduction (NaN and inf propagate into it), so the check costs one host read.
         """
         x = x.detach()
-        low, high = torch.aminmax(x if x.dtype in (torch.float32, torch.float64) else x.float())
-        x_min, x_max = low.item(), high.item()
+        lowest, highest = torch.aminmax(x if x.dtype in (torch.float32, torch.float64) else x.float())
+        x_min, x_max = lowest.item(), highest.item()
         if not (math.isfinite(x_min) and math.isfinite(x_max)):
             bad = int((~torch.isfinite(x.float())).sum())
             raise ValueError(
