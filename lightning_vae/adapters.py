@@ -5,7 +5,9 @@ one fails that test by name instead of breaking a run somewhere else. Nothing ou
 another library's private members.
 
 - Lightning: ``Trainer._logger_connector.should_update_logs`` (whether this step's values reach the loggers; the
-  test ``LearningRateMonitor`` uses), ``TensorBoardLogger._default_hp_metric`` (its placeholder ``hp_metric``),
+  test ``LearningRateMonitor`` uses), ``fit_loop.epoch_loop._batches_that_stepped`` (the step the loggers write at),
+  ``LightningModule._hparams_initial`` (what ``hparams_initial`` copies), ``TensorBoardLogger._default_hp_metric``
+  (its placeholder ``hp_metric``),
   ``LightningCLI._model_class`` and ``LightningCLI._parse_ckpt_path`` (the class being configured, and the hook that
   reads a checkpoint's hyperparameters; overridden in :mod:`lightning_vae.cli.vaecli`).
 - PyTorch: ``nn.Module._compiled_call_impl`` (whether ``module.compile()`` ran), ``torch._foreach_norm`` (one fused
@@ -29,6 +31,19 @@ def should_update_logs(trainer: Any) -> bool:
     """Whether the loggers receive step values after the current training step (``True`` when it cannot tell)."""
     connector = getattr(trainer, "_logger_connector", None)
     return bool(getattr(connector, "should_update_logs", True))
+
+
+def batches_that_stepped(trainer: Any) -> int:
+    """The step Lightning's loggers write at now (``fit_loop.epoch_loop._batches_that_stepped``), else
+    ``trainer.global_step``."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    step = getattr(loop, "_batches_that_stepped", None)
+    return int(step) if isinstance(step, int) else int(getattr(trainer, "global_step", 0))
+
+
+def initial_hparams(pl_module: Any) -> Any:
+    """The mapping behind a LightningModule's ``hparams_initial`` (``_hparams_initial``; ``None`` when absent)."""
+    return getattr(pl_module, "_hparams_initial", None)
 
 
 def is_compiled(module: nn.Module) -> bool:

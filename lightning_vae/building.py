@@ -54,6 +54,12 @@ def _allowed_bases(slot: str) -> tuple[type, ...]:
 
 
 def _hydra_bases(slot: str) -> tuple[type, ...]:
+    if slot == "hydra_sampler":  # hydra-optuna-sweeper's sampler: an Optuna sampler
+        try:
+            from optuna.samplers import BaseSampler
+        except ImportError:
+            return ()
+        return (BaseSampler,)
     from hydra.experimental.callback import Callback
     from hydra.plugins.launcher import Launcher
     from hydra.plugins.plugin import Plugin
@@ -105,8 +111,8 @@ def resolve_class(class_path: Any, slot: str) -> type:
             an ``nn.Module``), ``"likelihood"``, ``"prior"``, ``"data"``, ``"optimizer"`` or ``"lr_scheduler"``;
             in Hydra configs also ``"model"`` (a ``LightningModule``), ``"trainer"``, ``"callback"``,
             ``"logger"``, ``"strategy"``, ``"plugin"``, ``"profiler"`` and ``"accelerator"`` (Lightning's bases),
-            and in a Hydra config's own section ``"hydra_callback"``, ``"hydra_launcher"``, ``"hydra_sweeper"``
-            and ``"hydra_part"`` (any other entry there: a Hydra plugin).
+            and in a Hydra config's own section ``"hydra_callback"``, ``"hydra_launcher"``, ``"hydra_sweeper"``,
+            ``"hydra_sampler"`` (an Optuna sampler) and ``"hydra_part"`` (any other entry there: a Hydra plugin).
 
     Raises:
         ValueError: If the path cannot be imported, is not a class, or is not a subclass of the slot's base.

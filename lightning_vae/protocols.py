@@ -150,34 +150,67 @@ def missing_members(obj: Any, protocol: type) -> list[str]:
     return missing + [name for name in methods if not callable(getattr(obj, name, None))]
 
 
+#: What each protocol is, in the words of the README (the class names are for code; messages use these).
+PURPOSE: dict[str, str] = {
+    "Annealable": "the annealing attributes `beta`, `free_bits` and `capacity`, values callbacks set between "
+    'training steps and the module\'s loss reads at every step (README: "Any module")',
+    "SupportsFreeBitsMode": "the free-bits attributes `free_bits`, `free_bits_mode` and `free_bits_groups`, which "
+    "the module's loss reads at every step",
+    "SupportsCapacityGamma": "the capacity attributes `capacity` and `capacity_gamma` (loss = recon + "
+    "capacity_gamma * |KL - capacity|), which the module's loss reads at every step",
+    "SupportsGroupBetas": "`group_betas`, the KL weight of chosen latent groups, read by the loss at every step",
+    "SupportsLogJoint": "`encode(x)` (q(z|x)) and `log_joint(x, z)` (log p(x, z)), to estimate log p(x)",
+    "SupportsLogWeights": "`log_weights(x, n_samples)`, the importance weights of every latent group",
+    "SupportsViews": "`sample(n)`, `reconstruct(x)`, `encode(x)` and `decode(z)`, to draw the views",
+    "SupportsTrainingLoss": "`encoder`, `decoder`, `training_loss(batch)` and `encode(x)`, to train the encoder alone",
+}
+
+
+def _names(names: list[str]) -> str:
+    quoted = [f"`{name}`" for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" and {quoted[-1]}"
+
+
 def require(obj: Any, protocol: type, user: str, members: tuple[str, ...] | None = None) -> None:
     """Check that ``obj`` keeps ``protocol`` (or only its ``members``) for ``user`` (a callback or function name).
 
     Raises:
-        TypeError: Naming the user, the protocol, the module's class and what it lacks.
+        TypeError: Naming the user, what it needs and why, the module's class, everything it lacks for ``user``
+            and the rest of the protocol it lacks (what the other callbacks of the kind would ask for next).
 
     Example::
 
         >>> class Module:
         ...     beta = 1.0
         >>> require(Module(), Annealable, "KLAnnealing", members=("beta",))
-        >>> require(Module(), Annealable, "FreeBits", members=("free_bits",))
+        >>> require(Module(), Annealable, "FreeBits", members=("free_bits",))  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        TypeError: FreeBits needs a module that keeps the Annealable protocol; Module lacks `free_bits`
+        TypeError: FreeBits needs `free_bits` on the module, and Module has no `free_bits`. FreeBits works with any
+        LightningModule that has the annealing attributes `beta`, `free_bits` and `capacity`, values callbacks set
+        between training steps and the module's loss reads at every step (README: "Any module"). Module also lacks
+        `capacity`, which other callbacks of this kind set.
     """
-    missing = missing_members(obj, protocol)
+    all_missing = missing_members(obj, protocol)
+    needed = [name for group in _members(protocol) for name in group]
     if members is not None:
-        declared = [name for group in _members(protocol) for name in group]
-        unknown = [name for name in members if name not in declared]
+        unknown = [name for name in members if name not in needed]
         if unknown:
-            raise ValueError(f"Expected `members` to be members of {protocol.__name__} {declared}, got {unknown}")
-        missing = [name for name in missing if name in members]
-    if missing:
-        lacks = ", ".join(f"`{name}`" for name in missing)
-        raise TypeError(
-            f"{user} needs a module that keeps the {protocol.__name__} protocol; {type(obj).__name__} lacks {lacks}"
-        )
+            raise ValueError(f"Expected `members` to be members of {protocol.__name__} {needed}, got {unknown}")
+        needed = [name for name in needed if name in members]
+    missing = [name for name in all_missing if name in needed]
+    if not missing:
+        return
+    cls = type(obj).__name__
+    purpose = PURPOSE.get(protocol.__name__, f"the members of {protocol.__name__}")
+    message = (
+        f"{user} needs {_names(needed)} on the module, and {cls} has no {_names(missing)}. {user} works with any "
+        f"LightningModule that has {purpose}."
+    )
+    others = [name for name in all_missing if name not in needed]
+    if others:
+        message += f" {cls} also lacks {_names(others)}, which other callbacks of this kind set."
+    raise TypeError(message)
 
 
 __all__ = [
@@ -190,6 +223,7 @@ __all__ = [
     "SupportsLogWeights",
     "SupportsTrainingLoss",
     "SupportsViews",
+    "PURPOSE",
     "missing_members",
     "require",
 ]

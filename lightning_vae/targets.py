@@ -81,6 +81,8 @@ def slot_of(path: Sequence[str | int]) -> str:
             return f"hydra_{keys[1]}"
         if depth == 3 and keys[1] == "callbacks":
             return "hydra_callback"
+        if depth == 3 and keys[1:] == ["sweeper", "sampler"]:
+            return "hydra_sampler"  # the Optuna sweeper's sampler (hparams_search=shapes_optuna)
         return "hydra_part"
     return _KEY_SLOTS.get(keys[-1], "network")
 

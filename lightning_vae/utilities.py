@@ -1,5 +1,5 @@
-"""Small helpers for callbacks and modules: whether this step logs, the data tensor of a batch, finite gradients,
-values to log copied to the host at once."""
+"""Small helpers for callbacks and modules: whether this step logs and at which step, the data of a batch, finite
+gradients, values to log copied to the host at once, a module's recorded hyperparameters."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Literal, overload
 import torch
 from torch import Tensor
 
-from lightning_vae.adapters import foreach_norms, should_update_logs
+from lightning_vae.adapters import batches_that_stepped, foreach_norms, initial_hparams, should_update_logs
 from lightning_vae.data.common import read_batch
 
 
@@ -27,6 +27,51 @@ def logs_this_step(trainer: Any) -> bool:
         True
     """
     return should_update_logs(trainer)
+
+
+def logging_step(trainer: Any) -> int:
+    """The step Lightning writes logged values at right now: where a view drawn now lines up with the scalars.
+
+    Lightning logs at its count of optimizer steps taken *before* the current batch finished, so the validation
+    scalars of a check after step 100 are written at step 99, while ``trainer.global_step`` already reads 100.
+    Images, histograms and heat maps written at this step sit on the same x as the ``val/...`` scalars in
+    TensorBoard (and any other logger). Outside a fit loop it is ``trainer.global_step``.
+
+    Example::
+
+        >>> from lightning.pytorch import Trainer
+        >>> logging_step(Trainer(logger=False, enable_checkpointing=False))
+        0
+    """
+    return batches_that_stepped(trainer)
+
+
+def record_hparam(pl_module: Any, key: str, value: Any) -> bool:
+    """Make a module's recorded hyperparameter ``key`` say ``value``: in what Lightning logs and what it saves.
+
+    Lightning logs ``hparams_initial`` (``hparams.yaml``, TensorBoard's HPARAMS tab, MLflow's parameters) and saves
+    ``hparams`` in checkpoints; a callback that fixes a value for the whole run (``FreeBits(0.1)``) records it in both,
+    before Lightning logs them. Only a key the module already records is changed. Returns whether it was.
+
+    Example::
+
+        >>> from lightning.pytorch import LightningModule
+        >>> class Module(LightningModule):
+        ...     def __init__(self, free_bits: float = 0.0) -> None:
+        ...         super().__init__()
+        ...         self.save_hyperparameters()
+        >>> module = Module()
+        >>> record_hparam(module, "free_bits", 0.1), module.hparams_initial["free_bits"], module.hparams["free_bits"]
+        (True, 0.1, 0.1)
+    """
+    hparams = getattr(pl_module, "hparams", None)
+    if hparams is None or key not in hparams:
+        return False
+    hparams[key] = value
+    initial = initial_hparams(pl_module)
+    if initial is not None and key in initial:
+        initial[key] = value
+    return True
 
 
 @overload

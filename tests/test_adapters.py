@@ -66,3 +66,21 @@ def test_tensorboard_summary_writer_has_its_file_writer(tmp_path) -> None:
         assert callable(adapters.tensorboard_file_writer(writer).add_summary)
     finally:
         writer.close()
+
+
+def test_lightning_logging_step_and_initial_hparams(tmp_path) -> None:
+    trainer = Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    assert isinstance(trainer.fit_loop.epoch_loop._batches_that_stepped, int), "_batches_that_stepped is gone"
+    assert adapters.batches_that_stepped(trainer) == 0 and adapters.batches_that_stepped(None) == 0
+    from lightning.pytorch import LightningModule
+
+    class Module(LightningModule):
+        def __init__(self, a: int = 1) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    module = Module()
+    initial = adapters.initial_hparams(module)
+    assert initial is not None and initial["a"] == 1, "LightningModule._hparams_initial is gone"
+    initial["a"] = 2
+    assert module.hparams_initial["a"] == 2

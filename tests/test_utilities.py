@@ -4,17 +4,20 @@ of gradients (against torch.isfinite)."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.loggers import CSVLogger
 from support.annealing import MemoryLogger
 from support.modules import tiny_vae, trainer_kwargs
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_vae.data import Batch, TensorDataModule
-from lightning_vae.utilities import batch_data, grads_finite, logs_this_step
+from lightning_vae.utilities import batch_data, grads_finite, logging_step, logs_this_step
 
 
 def test_logs_this_step_without_a_trainer_that_can_tell_is_true() -> None:
@@ -79,3 +82,29 @@ def test_grads_finite_agrees_with_torch_isfinite() -> None:
     # overflow an optimizer's second moment just the same. In float64 the same values are finite.
     huge = [torch.full((4,), 3e38)]
     assert grads_finite(huge) is False and grads_finite([t.double() for t in huge]) is True
+
+
+class RecordSteps(Callback):
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            # The attribute logging_step reads; renamed in a Lightning release, this fails here first.
+            assert isinstance(trainer.fit_loop.epoch_loop._batches_that_stepped, int)
+            self.steps.append(logging_step(trainer))
+
+
+def test_logging_step_is_the_step_lightning_writes_validation_scalars_at(tmp_path: Path) -> None:
+    x = torch.rand(24, 1, 8, 8).round()
+    record = RecordSteps()
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = Trainer(
+        **trainer_kwargs(tmp_path, logger=logger, callbacks=[record], limit_train_batches=3, max_epochs=3)
+    )
+    trainer.fit(tiny_vae(), DataLoader(TensorDataset(x), batch_size=4), DataLoader(TensorDataset(x), batch_size=4))
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("val/loss")]
+    written = [int(row["step"]) for row in rows]
+    assert written == record.steps == [2, 5, 8]  # three optimizer steps per epoch, each check written one step back
+    assert trainer.global_step == 9

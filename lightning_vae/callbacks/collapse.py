@@ -17,8 +17,8 @@ from lightning_vae.checks import check_float, check_int
 from lightning_vae.functional.collapse import ACTIVITY_THRESHOLD, KL_THRESHOLD
 from lightning_vae.functional.nll import iw_nll
 from lightning_vae.protocols import SupportsLogJoint, SupportsLogWeights, missing_members, require
-from lightning_vae.utilities import batch_context, batch_data
-from lightning_vae.viz import ViewWriter, colorize, kl_heatmap, kl_heatmap_caption
+from lightning_vae.utilities import batch_context, batch_data, logging_step
+from lightning_vae.viz import ViewWriter, colorize, kl_heatmap, kl_heatmap_caption, labelled_heatmap
 
 
 class PosteriorCollapseMonitor(Callback):
@@ -59,8 +59,9 @@ class PosteriorCollapseMonitor(Callback):
     A validation check shows collapse when fewer than ``min_active_units`` units are active or
     the mutual information is below ``min_mutual_info`` nats. After ``patience`` such checks in a
     row the monitor warns once (on rank zero) with what it saw and the remedies of this suite, and
-    with ``stop_on_collapse`` stops training (a decision reduced across processes). The sanity
-    check does not count.
+    with ``stop_on_collapse`` stops training (a decision reduced across processes). A run that ends
+    while its last checks show collapse, fewer of them than ``patience``, gets the warning at the end
+    of training (a shortened run is not left collapsed in silence). The sanity check does not count.
 
     Args:
         activity_threshold: Variance of the posterior mean above which a unit is active.
@@ -128,6 +129,7 @@ class PosteriorCollapseMonitor(Callback):
         self.collapsed_checks = 0
         self.warned = False
         self.last: dict[str, float] = {}
+        self._last_check: Mapping[str, Any] | None = None  # the values of the last validation check, for the end
 
     @property
     @override
@@ -164,7 +166,9 @@ class PosteriorCollapseMonitor(Callback):
             try:
                 require(pl_module, SupportsLogJoint, user)
             except TypeError as err:
-                raise TypeError(f"{err} (and `log_weights` of SupportsLogWeights)") from None
+                raise TypeError(
+                    f"{err} Or give it `log_weights(x, n_samples)`, the importance weights of every latent group."
+                ) from None
 
     def _update(self, pl_module: LightningModule, outputs: Any, batch: Any, stage: str) -> None:
         names = getattr(getattr(pl_module, "model", None), "group_names", None) or ("z",)
@@ -243,10 +247,17 @@ class PosteriorCollapseMonitor(Callback):
             if self.history and (len(self.history[0]) != size or self.history_groups not in (None, layout)):
                 self.history, self.history_steps = [], []  # other latent groups than the history's: start again
             self.history.append(values["kl_per_dim"].tolist())
-            self.history_steps.append(trainer.global_step)
+            self.history_steps.append(logging_step(trainer))
             self.history_groups = values["kl_groups"]
         self._log_views(trainer, values)
         self._check(trainer, values)
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.warned or not self.collapsed_checks or self._last_check is None:
+            return
+        self.warned = True
+        rank_zero_warn(collapse_message(self, self._last_check, at_end=True), category=UserWarning)
 
     @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -260,6 +271,7 @@ class PosteriorCollapseMonitor(Callback):
         return values["active_units"] < self.min_active_units or low_mi
 
     def _check(self, trainer: Trainer, values: Mapping[str, Any]) -> None:
+        self._last_check = values
         self.collapsed_checks = self.collapsed_checks + 1 if self._shows_collapse(values) else 0
         detected = self.collapsed_checks >= self.patience
         if detected and not self.warned:
@@ -275,7 +287,8 @@ class PosteriorCollapseMonitor(Callback):
             return
         stage = "validate" if heatmap else "test"
         names = None if len(layout) == 1 else [f"{name}/{i}" for name, size in layout for i in range(size)]
-        self._out.values(trainer, "collapse/kl_per_dim", kl_per_dim, trainer.global_step, stage=stage, names=names)
+        step = logging_step(trainer)  # the step of this run's scalars (`collapse/active_units`, `val/loss`, ...)
+        self._out.values(trainer, "collapse/kl_per_dim", kl_per_dim, step, stage=stage, names=names)
         if heatmap and self.history:
             groups = None if len(layout) == 1 else layout
             image, vmax = kl_heatmap(torch.tensor(self.history), groups=groups)
@@ -283,7 +296,9 @@ class PosteriorCollapseMonitor(Callback):
                 kl_heatmap_caption(kl_per_dim.numel(), self.history_steps, vmax, groups=groups)
                 + f"; dimensions under {self.kl_threshold:g} nats count as collapsed."
             )
-            self._out.image(trainer, "collapse/kl_per_dim_heatmap", image, trainer.global_step, caption=caption)
+            # PNG files (CSVLogger, no logger) are read alone: they get the map with its axes and scale written on it.
+            labelled = labelled_heatmap(image, kl_per_dim.numel(), self.history_steps, vmax) if groups is None else None
+            self._out.image(trainer, "collapse/kl_per_dim_heatmap", image, step, caption=caption, file_image=labelled)
 
     # ------------------------------------------------------------------ state
     @override

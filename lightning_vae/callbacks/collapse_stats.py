@@ -244,16 +244,26 @@ def totals(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def collapse_message(monitor: Any, values: Mapping[str, Any]) -> str:
-    """The warning of ``monitor`` (a PosteriorCollapseMonitor) on collapse, from its last check's ``values``."""
+def collapse_message(monitor: Any, values: Mapping[str, Any], at_end: bool = False) -> str:
+    """The warning of ``monitor`` (a PosteriorCollapseMonitor) on collapse, from its last check's ``values``.
+
+    ``at_end``: the run ended with collapse in its last checks, fewer of them than ``patience``.
+    """
     d, mi, collapsed = values["latent_dim"], values["mutual_info"], values["collapsed_dims"]
     mi_text = "not estimated" if mi is None else f"{mi:.3f} nats"
     kl_text = f"{collapsed}/{values['kl_dim']} dimensions with KL < {monitor.kl_threshold:g} nats. "
     kl_text = "" if collapsed is None else kl_text
     units = f"{values['units']}; " if values.get("units") else ""  # several groups: each group's count
+    checks = monitor.collapsed_checks
+    when = (
+        f"Posterior collapse at the end of training: the last {checks} validation check{'s' if checks > 1 else ''} "
+        f"(fewer than patience={monitor.patience}, so not reported during the run) found"
+        if at_end
+        else f"Posterior collapse: for {checks} validation checks in a row"
+    )
     return (
-        f"Posterior collapse: for {monitor.collapsed_checks} validation checks in a row the posterior carried "
-        f"almost no information about x. Last check: {values['active_units']}/{d} active units ({units}"
+        f"{when} the posterior carried almost no information about x. Last check: "
+        f"{values['active_units']}/{d} active units ({units}"
         f"posterior-mean variance > {monitor.activity_threshold:g}; collapse below {monitor.min_active_units}), "
         f"I(x; z) = {mi_text} (collapse below {monitor.min_mutual_info:g}), {kl_text}Remedies in "
         "lightning-vae: free bits (VAE(free_bits=...) or the FreeBits callback), cyclical KL annealing (the "

@@ -21,7 +21,7 @@ from typing_extensions import override
 
 from lightning_vae.checks import check_int, check_type
 from lightning_vae.protocols import SupportsViews, require
-from lightning_vae.utilities import batch_context, batch_data
+from lightning_vae.utilities import batch_context, batch_data, logging_step
 from lightning_vae.viz import ViewWriter, check_value_range, image_grid, is_image
 
 __all__ = ["ImageView"]
@@ -110,7 +110,7 @@ class ImageView(Callback):
         caption: str | None = None,
         caption_tag: str | None = None,
     ) -> list[str]:
-        """Write ``images`` ``(N, C, H, W)`` in data space as one grid under ``tag`` at the current step.
+        """Write ``images`` ``(N, C, H, W)`` in data space as one grid under ``tag`` at the step of the scalars.
 
         ``caption`` explains the grid (TensorBoard's TEXT tab under ``caption_tag``, a caption, or a
         ``.txt`` file beside the PNG).
@@ -127,7 +127,8 @@ class ImageView(Callback):
             )
             return []
         grid = image_grid(images, nrow, self.value_range)
-        return self._out.image(trainer, tag, grid, trainer.global_step, caption=caption, caption_tag=caption_tag)
+        step = logging_step(trainer)  # the step of this validation's scalars
+        return self._out.image(trainer, tag, grid, step, caption=caption, caption_tag=caption_tag)
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

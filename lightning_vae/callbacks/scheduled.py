@@ -20,7 +20,7 @@ from typing_extensions import override
 from lightning_vae.checks import check_choice, check_type
 from lightning_vae.functional.schedules import Schedule
 from lightning_vae.protocols import Annealable, require
-from lightning_vae.utilities import logs_this_step
+from lightning_vae.utilities import logs_this_step, record_hparam
 
 #: What a schedule's ``length`` and ``delay`` count.
 Interval = Literal["step", "epoch"]
@@ -124,6 +124,8 @@ class ScheduledAttribute(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             self.check_module(pl_module)
+            if self.schedule.kind == "constant":  # one value for the whole run: the run's hyperparameter says it
+                record_hparam(pl_module, self.attribute, self.schedule(0))
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -13,12 +13,15 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from lightning_vae.callbacks.scheduled import StepValueLogger
 from lightning_vae.checks import check_float, check_int, check_type
 from lightning_vae.protocols import Annealable, require
+
+#: Updates in a row with β at a bound and the KL outside the target band before TargetRate warns.
+PINNED_UPDATES = 100
 
 
 class TargetRate(Callback):
@@ -32,6 +35,10 @@ class TargetRate(Callback):
     - ``KL > target + tolerance``: ``β ← min(β · (1 + step_size), beta_max)``;
     - ``KL < target − tolerance``: ``β ← max(β · (1 − step_size), beta_min)``;
     - otherwise β is left alone (the tolerance is a dead band against chattering).
+
+    β stays within ``[beta_min, beta_max]``: with the default ``beta_max=1.0`` a KL above the target can only be
+    pushed down while β is below 1. When β has sat at a bound for 100 updates in a row while the KL stays on the
+    wrong side of the band, the callback warns once and names the bound to move.
 
     β changes by at most a factor ``1 ± step_size`` per update, so going from 1 to 0.1 takes
     ``log(10) / step_size`` updates (230 with the default 0.01). β is the only state that cannot be
@@ -104,6 +111,7 @@ class TargetRate(Callback):
         self.beta: float | None = None  # restored from a checkpoint, or set at the start of training
         self.updates = 0
         self._step_at_batch_start = -1
+        self._pinned, self._told = 0, False  # updates in a row with β at a bound and the KL outside the band
 
     def next_beta(self, beta: float, kl: float) -> float:
         """The β after one update from ``beta`` given the KL of the step (a pure function of its inputs)."""
@@ -162,6 +170,23 @@ class TargetRate(Callback):
         self.beta = self.next_beta(self.beta, float(kl))
         self.updates += 1
         setattr(pl_module, "beta", self.beta)  # noqa: B010 - a protocol attribute of any module
+        self._watch_bounds(float(kl))
+
+    def _watch_bounds(self, kl: float) -> None:
+        """Warn once when β sits at ``beta_max`` (``beta_min``) while the KL stays above (below) the target band."""
+        high, low = kl > self.target + self.tolerance, kl < self.target - self.tolerance
+        pinned = (high and self.beta == self.beta_max) or (low and self.beta == self.beta_min)
+        self._pinned = self._pinned + 1 if pinned else 0
+        if self._pinned < PINNED_UPDATES or self._told:
+            return
+        self._told = True
+        bound, name, way = (self.beta_max, "beta_max", "raise") if high else (self.beta_min, "beta_min", "lower")
+        rank_zero_warn(
+            f"TargetRate: β has been held at {name}={bound:g} for {self._pinned} updates while the KL ({kl:.3g} nats) "
+            f"stays {'above' if high else 'below'} the target {self.target:g} ± {self.tolerance:g}: {name} caps β, "
+            f"so the KL cannot reach the target. {way.capitalize()} `{name}` (e.g. TargetRate(target={self.target:g}, "
+            f"{name}={bound * 10 if high else bound / 10:g})) to let β move the KL to the target."
+        )
 
     @override
     def state_dict(self) -> dict[str, Any]:

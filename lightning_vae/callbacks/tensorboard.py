@@ -36,8 +36,9 @@ __all__ = ["DEFAULT_LAYOUT", "TensorBoardDashboard", "flatten_hparams", "session
 DEFAULT_LAYOUT: dict[str, dict[str, list[str]]] = {
     "VAE": {
         "loss": [r"train/loss$", r"val/loss$"],
-        "ELBO (nats per example)": [r"train/elbo$", r"val/elbo$", r"val/nll_iw$", r"test/elbo$"],
-        "reconstruction log-likelihood": [r"train/recon$", r"val/recon$"],
+        "ELBO (nats per example, higher is better)": [r"train/elbo$", r"val/elbo$", r"test/elbo$"],
+        "NLL -log p(x), importance weighted (nats, lower is better)": [r"val/nll_iw$", r"test/nll_iw$"],
+        "reconstruction -log p(x|z) (nats, lower is better)": [r"train/recon$", r"val/recon$"],
         "KL(q(z|x) || p(z))": [r"train/kl$", r"val/kl$", r"train/kl_raw$"],
         "beta": [r"train/beta$"],
         "free bits (nats)": [r"train/free_bits$"],

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import yaml
 
 from lightning_vae import configs as shipped
+from lightning_vae.cli.record import recorded_run_args
 from lightning_vae.cli.runs import checkpoint_data_config
 
 #: LightningCLI's subcommands; the ones that evaluate a checkpoint can take their data from it.
@@ -104,7 +105,9 @@ def prepare_args(args: Sequence[str]) -> list[str]:
     - ``--config NAME`` names a shipped config when ``NAME`` is not a file (``shapes``, ``annealing/cyclical``,
       or ``configs/cli/shapes.yaml`` run from outside a checkout);
     - ``validate``/``test``/``predict`` with ``--ckpt_path`` and neither ``--config`` nor ``--data`` get the data
-      module the checkpoint was trained on (``--data.init_args.KEY=VALUE`` still overrides its arguments);
+      module the checkpoint was trained on (``--data.init_args.KEY=VALUE`` still overrides its arguments) and,
+      for a checkpoint of ``lightning-vae fit``, its seed, run folder, callbacks and loggers
+      (:mod:`~lightning_vae.cli.record`; what the command line sets wins);
     - a data-module class given after a config (or a later config) for another class starts from its own
       defaults, not from the earlier class's arguments.
 
@@ -137,9 +140,10 @@ def prepare_args(args: Sequence[str]) -> list[str]:
         has_data = any(a == "--data" or a.startswith(("--data=", "--data.class_path")) for a in out)
         if subcommand in EVALUATION and ckpt and not has_config and not has_data:
             spec = checkpoint_data_config(ckpt)
+            position = out.index(subcommand) + 1
             if spec is not None:
-                position = out.index(subcommand) + 1
                 out.insert(position, f"--data={json.dumps(spec, default=str)}")
+            out[position:position] = recorded_run_args(ckpt, out)  # the run's seed, folder, callbacks, loggers
         out = _fresh_data_on_class_change(out)
     except CLIError:
         raise

@@ -39,8 +39,45 @@ def _configs_command(argv: Sequence[str]) -> None:
     print(f"  Hydra:        lightning-vae-hydra --config-dir {hydra}   (or set LIGHTNING_VAE_CONFIG_DIR={hydra})")
 
 
+#: Every command of ``lightning-vae``, with what it does (``lightning-vae --help`` lists them).
+COMMANDS = {
+    "fit": "train a model: lightning-vae fit --config shapes (a shipped config by name, or your YAML)",
+    "validate": "evaluate a checkpoint on the validation split: lightning-vae validate --ckpt_path CKPT",
+    "test": "evaluate a checkpoint on the test split: lightning-vae test --ckpt_path CKPT",
+    "predict": "posterior means of a data set: lightning-vae predict --ckpt_path CKPT",
+    "sample": "a PNG grid of samples from the prior: lightning-vae sample --ckpt_path CKPT",
+    "reconstruct": "a PNG grid of inputs and their reconstructions: lightning-vae reconstruct --ckpt_path CKPT",
+    "export": "ONNX, TorchScript or torch.export files: lightning-vae export --ckpt_path CKPT --format onnx",
+    "configs": "list the shipped configs, or copy them for editing: lightning-vae configs --copy DIR",
+}
+
+
+def overview() -> str:
+    """What ``lightning-vae --help`` prints: every command, one line each.
+
+    Example::
+
+        >>> print(overview().splitlines()[0])
+        usage: lightning-vae {fit,validate,test,predict,sample,reconstruct,export,configs} ...
+    """
+    width = max(map(len, COMMANDS))
+    lines = [
+        f"usage: lightning-vae {{{','.join(COMMANDS)}}} ...",
+        "",
+        "Train, evaluate, draw from and export variational autoencoders.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()),
+        "",
+        "`lightning-vae COMMAND --help` shows the options of one command (fit, validate, test and predict take every",
+        "LightningCLI option: --config, --model.*, --data.*, --trainer.*, --print_config).",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``lightning-vae``: LightningCLI plus the ``sample``, ``reconstruct`` and ``configs`` commands.
+    """Entry point of ``lightning-vae``: LightningCLI plus the ``sample``, ``reconstruct``, ``export`` and ``configs``
+    commands; ``-h``/``--help`` alone prints an overview of the commands.
 
     An error ends the command with one line naming it and exit status 1 (:mod:`lightning_vae.cli.errors`);
     ``--debug`` or ``LIGHTNING_VAE_DEBUG=1`` shows the traceback instead.
@@ -51,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _main(args: list[str], console: bool) -> None:
     from lightning_vae.cli import generate
 
+    if args[:1] in (["-h"], ["--help"]):
+        print(overview())
+        return
     if args and args[0] in generate.COMMANDS:
         generate.main(args)
         return
@@ -65,4 +105,4 @@ def _main(args: list[str], console: bool) -> None:
         build_cli(prepared, exit_on_error=False)
 
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main", "overview"]

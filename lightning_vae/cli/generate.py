@@ -151,11 +151,17 @@ def load_datamodule(
 ) -> LightningDataModule:
     """The DataModule of ``config``, else of the checkpoint (LightningCLI) or of its Hydra run.
 
+    ``config`` is a YAML file or the name of a shipped config (``shapes``, ``configs/cli/shapes.yaml``), as for
+    ``lightning-vae fit --config``.
+
     Raises:
         ValueError: If none of those describes a DataModule.
     """
     overrides = dict(overrides or {})
     if config is not None:
+        from lightning_vae import configs as shipped
+
+        config = shipped.resolve(config)  # a file, or a shipped config by name (`shapes`, `configs/cli/shapes.yaml`)
         problem = yaml_problem(config)
         if problem is not None:
             raise ValueError(f"--config {problem}")
@@ -244,7 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     recon = commands.add_parser("reconstruct", parents=[common], help="PNG grid of inputs and their reconstructions")
-    recon.add_argument("--config", default=None, help="LightningCLI or Hydra config whose `data` section to use")
+    recon.add_argument(
+        "--config",
+        default=None,
+        help="LightningCLI or Hydra config whose `data` section to use: a YAML file or a shipped config name (shapes)",
+    )
     recon.add_argument(
         "--data_arg",
         action="append",

@@ -14,6 +14,7 @@ from lightning_vae import configs as shipped
 from lightning_vae.building import check_checkpoint_classes
 from lightning_vae.checkpoints import load_checkpoint
 from lightning_vae.cli.args import EVALUATION, SUBCOMMANDS, CLIError, prepare_args
+from lightning_vae.cli.record import RunRecord, run_record
 from lightning_vae.cli.runs import entry_point_callbacks, pin_logger_versions, summarize
 from lightning_vae.training.module import VAE
 
@@ -109,6 +110,8 @@ class VAECLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         self.trainer.callbacks.extend(entry_point_callbacks())  # type: ignore[attr-defined]
+        if self.subcommand == "fit":  # what evaluating the checkpoints needs without a config
+            self.trainer.callbacks.append(RunRecord(run_record(self.config["fit"])))  # type: ignore[attr-defined]
 
     def _check_data_fits_model(self) -> None:
         expected = getattr(self.model, "data_shape", None)

@@ -15,7 +15,15 @@ What the views compute from a model lives in :mod:`lightning_vae.callbacks.views
   TensorBoard writer of a trainer (:func:`find_tensorboard`).
 """
 
-from lightning_vae.viz.colors import NAN_COLOR, VIRIDIS, bar_chart, colorize, kl_heatmap, kl_heatmap_caption
+from lightning_vae.viz.colors import (
+    NAN_COLOR,
+    VIRIDIS,
+    bar_chart,
+    colorize,
+    kl_heatmap,
+    kl_heatmap_caption,
+    labelled_heatmap,
+)
 from lightning_vae.viz.grid import check_value_range, image_grid, interleave_rows, is_image, make_grid, to_display
 from lightning_vae.viz.loggers import logger_folder, logger_kind, tag_path
 from lightning_vae.viz.png import encode_png, to_uint8, write_png
@@ -47,6 +55,7 @@ __all__ = [
     "is_image",
     "kl_heatmap",
     "kl_heatmap_caption",
+    "labelled_heatmap",
     "logger_folder",
     "logger_kind",
     "make_grid",

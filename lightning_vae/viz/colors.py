@@ -10,7 +10,7 @@ from torch import Tensor
 
 from lightning_vae.viz.font import GLYPH_HEIGHT, text_mask
 
-__all__ = ["NAN_COLOR", "VIRIDIS", "bar_chart", "colorize", "kl_heatmap", "kl_heatmap_caption"]
+__all__ = ["NAN_COLOR", "VIRIDIS", "bar_chart", "colorize", "kl_heatmap", "kl_heatmap_caption", "labelled_heatmap"]
 
 #: Anchors of the viridis colour map (dark blue -> green -> yellow), interpolated linearly.
 VIRIDIS = (
@@ -176,6 +176,59 @@ def kl_heatmap_caption(
         f"{steps[-1]}); colour: log KL per dimension from {floor:g} nats or less (dark) to {vmax:.3g} nats (yellow), "
         "colour bar on the right, NaN in red"
     )
+
+
+def _ink(canvas: Tensor, text: str, x: int, y: int, scale: int) -> None:
+    """Draw ``text`` in dark pixels into ``canvas`` ``(3, H, W)`` with its top left corner at ``(x, y)``, clipped."""
+    mask = text_mask(text, scale)
+    h, w = mask.shape
+    y0, x0 = max(0, y), max(0, x)
+    y1, x1 = min(canvas.shape[1], y + h), min(canvas.shape[2], x + w)
+    if y1 <= y0 or x1 <= x0:
+        return
+    part = mask[y0 - y : y1 - y, x0 - x : x1 - x]
+    dark = torch.tensor(VIRIDIS[0], dtype=torch.float32).view(3, 1, 1) / 255.0
+    region = canvas[:, y0:y1, x0:x1]
+    canvas[:, y0:y1, x0:x1] = torch.where(part, dark, region)
+
+
+def labelled_heatmap(
+    image: Tensor, latent_dim: int, steps: Sequence[int], vmax: float, floor: float = 1e-3, min_height: int = 192
+) -> Tensor:
+    """A :func:`kl_heatmap` image with its axes written on it, for a file read without a caption beside it.
+
+    The map is enlarged (nearest neighbour) to at least ``min_height`` pixels; a title names the quantity, the left
+    margin the first and last latent dimension, the bottom margin the steps of the first and last check, and the
+    colour bar carries its top (``vmax``) and bottom (``floor``) values in nats.
+
+    Example::
+
+        >>> import torch
+        >>> image, vmax = kl_heatmap(torch.tensor([[0.0, 1.0], [0.0, 2.0]]))
+        >>> labelled_heatmap(image, 2, [99, 199], vmax).shape
+        torch.Size([3, 248, 392])
+    """
+    scale = max(1, math.ceil(min_height / image.shape[1]))
+    big = image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    text = 2  # font scale: 6 x 10 pixel glyphs
+    glyph_w, glyph_h = 4 * text, (GLYPH_HEIGHT + 2) * text
+    left_labels = ["dim 0", f"dim {latent_dim - 1}"]
+    right_labels = [f"{vmax:.3g}", f"{floor:g}"]
+    left = max(len(t) for t in left_labels) * glyph_w + 2 * text
+    right = max(len(t) for t in right_labels) * glyph_w + 2 * text
+    title, axis = "kl per dimension in nats", f"checks: steps {steps[0]} to {steps[-1]}"
+    top, bottom = 2 * glyph_h, 2 * glyph_h
+    height = big.shape[1] + top + bottom
+    width = max(big.shape[2] + left + right, max(len(title), len(axis)) * glyph_w + 2 * text)
+    canvas = torch.ones(3, height, width)
+    canvas[:, top : top + big.shape[1], left : left + big.shape[2]] = big
+    _ink(canvas, title, text, text * 2, text)
+    _ink(canvas, left_labels[0], text, top, text)
+    _ink(canvas, left_labels[1], text, top + big.shape[1] - GLYPH_HEIGHT * text, text)
+    _ink(canvas, axis, text, top + big.shape[1] + text * 2, text)
+    _ink(canvas, right_labels[0], left + big.shape[2] + 2 * text, top, text)
+    _ink(canvas, right_labels[1], left + big.shape[2] + 2 * text, top + big.shape[1] - GLYPH_HEIGHT * text, text)
+    return canvas
 
 
 def bar_chart(values: Tensor, bar_width: int = 8, height: int = 64, gap: int = 2) -> tuple[Tensor, float]:

@@ -217,6 +217,7 @@ class ViewWriter:
         step: int,
         caption: str | None = None,
         caption_tag: str | None = None,
+        file_image: Tensor | np.ndarray | None = None,
     ) -> list[str]:
         """Write ``image`` under ``tag`` at ``step`` through every logger; return where it went.
 
@@ -227,6 +228,8 @@ class ViewWriter:
             step: Global step.
             caption: Text that explains the image (TensorBoard's TEXT tab, a caption, a ``.txt`` file).
             caption_tag: TensorBoard tag of the caption (default ``tag``).
+            file_image: What the PNG files get instead of ``image`` (e.g. the image with its axes written on it,
+                read without a viewer that shows the caption beside it).
 
         Returns:
             One entry per destination: ``"tensorboard"``, the logger's class name, or a file path.
@@ -240,7 +243,7 @@ class ViewWriter:
         for folder in folders:
             target = Path(folder) / tag_path(tag) / f"step_{step:06d}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(encode_png(array))
+            target.write_bytes(encode_png(array if file_image is None else to_uint8(file_image)))
             if caption:
                 target.with_suffix(".txt").write_text(caption + "\n")
             done.append(str(target))

@@ -198,8 +198,8 @@ def test_arguments_and_protocol_are_validated(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     expected = (
-        r"AggressiveEncoderTraining needs a module that keeps the SupportsTrainingLoss protocol; "
-        r"NoEncoder lacks `encoder`, `decoder`, `training_loss`, `encode`$"
+        r"^AggressiveEncoderTraining needs `encoder`, `decoder`, `training_loss` and `encode` on the module, and "
+        r"NoEncoder has no `encoder`, `decoder`, `training_loss` and `encode`\."
     )
     with pytest.raises(TypeError, match=expected):
         Trainer(**trainer_kwargs(tmp_path), callbacks=[AggressiveEncoderTraining()]).fit(

@@ -150,7 +150,11 @@ class NotAnnealable(LightningModule):
 )
 def test_a_module_without_the_protocol_is_rejected(tmp_path: Path, datamodule, callback, attribute: str) -> None:
     name = type(callback).__name__
-    expected = rf"{name} needs a module that keeps the Annealable protocol; NotAnnealable lacks `{attribute}`$"
+    others = " and ".join(f"`{a}`" for a in ("beta", "free_bits", "capacity") if a != attribute)
+    expected = (
+        rf"^{name} needs `{attribute}` on the module, and NotAnnealable has no `{attribute}`\. {name} works with "
+        rf"any LightningModule that has the annealing attributes .*\. NotAnnealable also lacks {others}, "
+    )
     with pytest.raises(TypeError, match=expected):
         fit(tmp_path, NotAnnealable(), datamodule, [callback], max_steps=1)
 
@@ -159,7 +163,7 @@ def test_capacity_with_gamma_needs_capacity_gamma(tmp_path: Path, datamodule: Te
     class NoGamma(NotAnnealable):
         beta, free_bits, capacity = 1.0, 0.0, None
 
-    expected = r"CapacityAnnealing needs .* SupportsCapacityGamma protocol; NoGamma lacks `capacity_gamma`$"
+    expected = r"^CapacityAnnealing needs `capacity_gamma` on the module, and NoGamma has no `capacity_gamma`\. "
     with pytest.raises(TypeError, match=expected):
         fit(tmp_path, NoGamma(), datamodule, [CapacityAnnealing(c_max=1.0, length=10, gamma=10.0)], max_steps=1)
     # Without gamma the callback keeps the module's γ, and needs only `capacity`.

@@ -47,6 +47,26 @@ def test_flags_a_model_whose_decoder_ignores_z_and_stops(tmp_path):
     assert trainer.callback_metrics["collapse/active_units"] == 0
 
 
+def test_a_run_that_ends_collapsed_before_patience_is_told_at_the_end(tmp_path):
+    # A shortened run: two checks, both collapsed, patience 3. Nothing during the run, one warning at its end.
+    model = ProtocolModule(decoder_uses_z=False, n_data=sum(VAL_SIZES), val_batch_sizes=VAL_SIZES)
+    monitor = PosteriorCollapseMonitor(patience=3)
+    trainer = Trainer(**trainer_kwargs(tmp_path, max_epochs=2, limit_train_batches=None, callbacks=[monitor]))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer.fit(model, train_loader())
+    (message,) = _collapse_warnings(record)
+    assert message.startswith("Posterior collapse at the end of training: the last 2 validation checks (fewer than ")
+    assert "patience=3" in message and "0/3 active units" in message and "free bits" in message
+    # A run whose last check is healthy after collapsed ones is not flagged.
+    monitor = PosteriorCollapseMonitor(patience=3)
+    monitor.collapsed_checks, monitor._last_check = 0, {"active_units": 2}
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        monitor.on_train_end(trainer, model)
+    assert not _collapse_warnings(record)
+
+
 def test_a_healthy_vae_on_shapes_is_not_flagged(tmp_path):
     dm = ShapesDataModule(image_size=28, n_train=1536, n_val=256, batch_size=64)
     vae = VAE(
@@ -93,8 +113,8 @@ def test_iw_nll_is_logged_and_tighter_than_the_elbo(tmp_path):
     assert metrics["collapse/nll_iw"] <= -metrics["val/elbo"] + 0.5
     assert metrics["collapse/nll_iw"] > 0
     expected = (
-        r"PosteriorCollapseMonitor\(iw_samples=5\) needs .* SupportsLogJoint .*; \w+ lacks `log_joint` "
-        r"\(and `log_weights` of SupportsLogWeights\)$"
+        r"PosteriorCollapseMonitor\(iw_samples=5\) needs `encode` and `log_joint` on the module, and \w+ has no "
+        r"`log_joint`\..* Or give it `log_weights\(x, n_samples\)`, the importance weights of every latent group\.$"
     )
     with pytest.raises(TypeError, match=expected):
         bare = ProtocolModule(n_data=8, val_batch_sizes=(8,))
@@ -123,6 +143,9 @@ def test_tensorboard_histogram_heatmap_and_other_loggers(tmp_path):
     assert images[-1].width == 3 * 12 + 2 + 12 and images[-1].height == 3 * 12  # 3 checks x 3 dims, gap, colour bar
     for key in ("collapse/active_units", "collapse/mutual_info", "collapse/collapsed_dims"):
         assert key in events.Tags()["scalars"]
+    # The histogram and the heat map sit on the x of the check's scalars.
+    checks = [e.step for e in events.Scalars("collapse/active_units")]
+    assert [e.step for e in images] == [e.step for e in events.Histograms("collapse/kl_per_dim")] == checks
     # Other loggers get the scalars and no error.
     csv = CSVLogger(tmp_path, name="csv")
     Trainer(**trainer_kwargs(tmp_path, max_epochs=1, logger=csv, callbacks=[PosteriorCollapseMonitor()])).fit(

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import CSVLogger
 from support.annealing import MemoryLogger, Recorder, UserVAE, binary_images
 from support.modules import tiny_vae, trainer_kwargs
 
+from lightning_vae import VAE
 from lightning_vae.callbacks import FreeBits
 from lightning_vae.checks import choices
 from lightning_vae.data import TensorDataModule
@@ -97,7 +100,7 @@ def test_modules_that_cannot_take_free_bits_are_rejected(tmp_path: Path) -> None
             super().__init__()
             del self.free_bits_mode
 
-    expected = r"FreeBits needs a module that keeps the SupportsFreeBitsMode protocol; NoMode lacks `free_bits_mode`$"
+    expected = r"^FreeBits needs `free_bits_mode` on the module, and NoMode has no `free_bits_mode`\. FreeBits works"
     with pytest.raises(TypeError, match=expected):
         Trainer(**trainer_args, callbacks=[FreeBits(0.5, mode="total")]).fit(NoMode(), dm)
 
@@ -117,3 +120,19 @@ def test_a_reloaded_model_has_the_free_bits_the_callback_set(tmp_path) -> None:
     trainer.fit(vae, datamodule=TensorDataModule(torch.rand(16, 1, 8, 8), batch_size=8))
     trainer.save_checkpoint(tmp_path / "fb.ckpt")
     assert VAE.load_from_checkpoint(tmp_path / "fb.ckpt").free_bits == pytest.approx(0.1)
+
+
+def test_the_run_records_the_free_bits_it_trained_with(tmp_path: Path) -> None:
+    # VAE(free_bits=0.0) trained under FreeBits(0.1): hparams.yaml, the checkpoint and the reloaded module all say 0.1.
+    logger = CSVLogger(tmp_path, name="run")
+    x = torch.rand(16, 1, 8, 8).round()
+    trainer = Trainer(
+        default_root_dir=tmp_path, accelerator="cpu", max_epochs=1, limit_val_batches=0, logger=logger,
+        callbacks=[FreeBits(0.1)], enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(tiny_vae(free_bits=0.0), TensorDataModule(x, batch_size=8))
+    assert yaml.safe_load((Path(logger.log_dir) / "hparams.yaml").read_text())["free_bits"] == 0.1
+    ckpt = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(ckpt)
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["free_bits"] == 0.1
+    assert VAE.load_from_checkpoint(ckpt).free_bits == 0.1

@@ -101,7 +101,7 @@ def test_a_weight_the_objective_declares_is_set_on_the_objective() -> None:
 def test_a_module_without_the_attribute_is_refused_at_fit() -> None:
     beta = Beta(Schedule())
     beta.setup(_trainer(), SimpleNamespace(), "validate")  # only fit checks
-    with pytest.raises(TypeError, match=r"Beta needs a module that keeps the Annealable protocol; .* lacks `beta`"):
+    with pytest.raises(TypeError, match=r"Beta needs `beta` on the module, and SimpleNamespace has no `beta`"):
         beta.setup(_trainer(), SimpleNamespace(free_bits=0.0), "fit")
 
 

@@ -3,6 +3,7 @@ rank, argument validation."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,18 @@ def test_target_rate_restores_beta_from_a_checkpoint(tmp_path: Path, datamodule:
     )
     assert rec.column("step") == [5, 6]
     assert rec.column("beta") == pytest.approx([0.9**5, 0.9**6])
+
+
+def test_a_target_that_beta_max_keeps_out_of_reach_is_named(tmp_path: Path, datamodule: TensorDataModule) -> None:
+    # As a user writes it: TargetRate(target=...) under a KL the model keeps above it at β = 1 (about 5 nats here).
+    # β may not pass beta_max=1.0, so the KL never comes down: the callback says so once, naming beta_max.
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        fit(tmp_path, UserVAE(), datamodule, [TargetRate(target=0.2, step_size=0.1)], max_steps=130)
+    messages = [str(w.message) for w in record if str(w.message).startswith("TargetRate:")]
+    assert len(messages) == 1
+    assert "β has been held at beta_max=1 for 100 updates" in messages[0]
+    assert "Raise `beta_max` (e.g. TargetRate(target=0.2, beta_max=10))" in messages[0]
 
 
 class _LossOnlyVAE(UserVAE):

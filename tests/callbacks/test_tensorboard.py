@@ -114,8 +114,8 @@ def test_custom_scalars_layout_groups_the_curves_of_the_run(tmp_path: Path) -> N
     logged = scalar_tags(events)
     for title in (
         "loss",
-        "ELBO (nats per example)",
-        "reconstruction log-likelihood",
+        "ELBO (nats per example, higher is better)",
+        "reconstruction -log p(x|z) (nats, lower is better)",
         "KL(q(z|x) || p(z))",
         "beta",
         "free bits (nats)",
@@ -123,6 +123,10 @@ def test_custom_scalars_layout_groups_the_curves_of_the_run(tmp_path: Path) -> N
         matched = {t for t in logged for regex in charts[title] if re.match(regex, t)}
         assert matched, f"chart {title!r} draws no logged tag"
     assert {t for t in logged for r in charts["loss"] if re.match(r, t)} == {"train/loss", "val/loss"}
+    # One sign per chart: the ELBO (negative, rising) apart from the NLL and -log p(x|z) (positive, falling).
+    elbo = charts["ELBO (nats per example, higher is better)"]
+    assert all("elbo" in regex for regex in elbo) and not any("nll" in regex for regex in elbo)
+    assert charts["NLL -log p(x), importance weighted (nats, lower is better)"] == [r"val/nll_iw$", r"test/nll_iw$"]
 
 
 class FailingVAE(VAE):

@@ -83,6 +83,25 @@ def test_reconstruct_from_a_hydra_run_and_from_an_explicit_config(checkpoint: Pa
     )
 
 
+@pytest.mark.parametrize("name", ["shapes", "configs/cli/shapes.yaml"])
+def test_reconstruct_takes_a_shipped_config_by_name_from_any_folder(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # As typed after `lightning-vae fit --config shapes`, in a folder that is not a checkout: `--config` names the
+    # shipped config as `fit` does (the checkpoint here is 28 px on 40 validation images, hence the two overrides).
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "r.png"
+    main(
+        ["reconstruct", "--ckpt_path", str(checkpoint), "--config", name, "--data_arg", "image_size=28",
+         "--data_arg", "n_val=40", "--n", "4", "--nrow", "4", "--output", str(out)]
+    )  # fmt: skip
+    x = val_images(4)
+    with torch.no_grad():
+        expected = torch.cat([x, loaded(checkpoint).reconstruct(x)])
+    reference = quantize(torch.from_numpy(reference_grid(expected.numpy(), 4, 2, 1.0)))
+    assert np.abs(decode_png(out.read_bytes()).astype(int) - reference.astype(int)).max() <= 1
+
+
 def test_generation_errors_are_usage_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["sample", f"--ckpt_path={tmp_path / 'missing.ckpt'}"])
@@ -92,6 +111,9 @@ def test_generation_errors_are_usage_errors(checkpoint: Path, tmp_path: Path, ca
     with pytest.raises(SystemExit):
         main(["reconstruct", f"--ckpt_path={checkpoint}", f"--config={bare}", f"--output={tmp_path / 'x.png'}"])
     assert "Expected a config with a `data` section" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["reconstruct", f"--ckpt_path={checkpoint}", "--config=no_such_config"])
+    assert "Expected `--config` to be a YAML file or the name of a shipped config" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["reconstruct", f"--ckpt_path={checkpoint}", "--data_arg=oops"])
     assert "Expected --data_arg as KEY=VALUE, got 'oops'" in capsys.readouterr().err

@@ -4,6 +4,8 @@ shorter than an epoch validates and says so."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_vae import VAE
 from lightning_vae.cli import CLIError, build_cli, main
+from lightning_vae.cli.args import prepare_args
 
 
 def _lightning_cli_configs() -> list[Path]:
@@ -125,9 +128,7 @@ def test_user_networks_trained_through_the_cli_reload_alone(tmp_path: Path, monk
 def test_bad_cli_values_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # configs/... resolve to the shipped configs; outputs stay here
     with pytest.raises(SystemExit):
-        build_cli(
-            args=["fit", "--config=shapes", "--model.likelihood=poisson", "--trainer.fast_dev_run=true"]
-        )
+        build_cli(args=["fit", "--config=shapes", "--model.likelihood=poisson", "--trainer.fast_dev_run=true"])
     with pytest.raises(ValueError, match=r"`beta` to be a finite float >= 0, got -1.0"):
         build_cli(
             args=[
@@ -193,6 +194,40 @@ def checkpoint_28(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_checkpoint_28(tmp_path_factory.mktemp("trained28"))
 
 
+def test_test_without_a_config_restores_the_run(checkpoint_28: Path, tmp_path: Path) -> None:
+    # As typed, from another folder: `lightning-vae test --ckpt_path CKPT`. The run's callbacks come back (the
+    # collapse monitor's test metrics, no Lightning warning about missing callbacks), the logs go to a new version
+    # in the run's own folder (not ./lightning_logs), the run's seed is used and the checkpoint folder is unchanged.
+    exe = Path(sys.executable).with_name("lightning-vae")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "lightning_vae.cli"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    logs = checkpoint_28.parent.parent / "lightning_logs"  # <default_root_dir>/checkpoints/x.ckpt
+    before = set(logs.iterdir())
+    result = subprocess.run(
+        [*command, "test", "--ckpt_path", str(checkpoint_28), "--trainer.enable_progress_bar=false"],
+        capture_output=True, text=True, timeout=300, cwd=elsewhere,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "collapse/active_units" in output and "test/elbo" in output
+    for warning in ("callbacks used to create the checkpoint", "The dirpath has changed", "No seed found"):
+        assert warning not in output
+    assert not (elsewhere / "lightning_logs").exists()
+    (new,) = set(logs.iterdir()) - before  # the test run's version, beside the fit's
+    assert new.name.startswith("version_") and list(new.glob("events.out.tfevents.*"))
+
+
+def test_a_run_record_naming_other_classes_is_refused(checkpoint_28: Path, tmp_path: Path) -> None:
+    state = torch.load(checkpoint_28, map_location="cpu", weights_only=True)
+    assert state["lightning_vae_run"]["callbacks"]  # what fit recorded
+    state["lightning_vae_run"]["callbacks"] = [{"class_path": "os.system", "init_args": {"command": "true"}}]
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save(state, hostile)
+    with pytest.raises(CLIError, match=r"hostile\.ckpt: the recorded callbacks: Expected `callback` to name a subcl"):
+        prepare_args(["test", f"--ckpt_path={hostile}"])
+
+
 def test_evaluation_with_other_data_or_no_record_fails_with_a_message(
     checkpoint_28: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -247,3 +282,18 @@ def test_a_run_shorter_than_an_epoch_validates_and_says_so(
     out = capsys.readouterr().out
     assert "lightning-vae: trained 3 steps (0.75 epochs: 3 batches of 4 per epoch)" in out
     assert "  val: ELBO" in out and "  train: ELBO" not in out
+
+
+def test_help_lists_every_command() -> None:
+    # As typed: `lightning-vae --help` names the commands beyond LightningCLI's four, and each one's help runs.
+    exe = Path(sys.executable).with_name("lightning-vae")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "lightning_vae.cli"]
+    result = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = ("fit", "validate", "test", "predict", "sample", "reconstruct", "export", "configs")
+    assert result.stdout.startswith(f"usage: lightning-vae {{{','.join(names)}}} ...")
+    for name in names:
+        assert f"\n  {name} " in result.stdout
+    for name in ("sample", "reconstruct", "export", "configs"):
+        own = subprocess.run([*command, name, "--help"], capture_output=True, text=True, timeout=300)
+        assert own.returncode == 0 and "--" in own.stdout, own.stderr[-2000:]

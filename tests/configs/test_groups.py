@@ -218,3 +218,21 @@ def test_instantiate_group_rejects_what_is_not_a_callback(tmp_path: Path) -> Non
         instantiate_group({"flat": 3}, Callback, "callbacks")
     with pytest.warns(UserWarning, match=r"`callbacks.bare` has settings \{'monitor': 'val/loss'\} but no `_target_`"):
         assert instantiate_group({"bare": {"monitor": "val/loss"}}, Callback, "callbacks") == []
+
+
+def test_the_slurm_launch_is_multi_node_ddp_with_one_process_per_gpu(tmp_path: Path) -> None:
+    cfg = compose_cfg(["launch=slurm", "launch.nodes=4", "launch.gpus_per_node=8"], tmp_path)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (4, 8, 8)
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices, cfg.trainer.strategy) == (4, 8, "ddp")
+    assert cfg.trainer.accelerator == "gpu"
+
+
+def test_the_optuna_search_minimises_the_iw_nll_over_beta_latent_size_and_lr(tmp_path: Path) -> None:
+    cfg = compose_cfg(["hparams_search=shapes_optuna"], tmp_path)
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    assert cfg.optimized_metric == "val/nll_iw" and cfg.hydra.sweeper.direction == "minimize"
+    assert cfg.model.n_eval_samples > 1  # val/nll_iw is computed
+    assert set(cfg.hydra.sweeper.params) == {"model.beta", "model.encoder.latent_dim", "model.optimizer.lr"}
+    assert "ShapesDataModule" in cfg.data._target_

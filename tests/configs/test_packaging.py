@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel of the current sources, built from a copy (the configs link is not needed there)."""
     source = tmp_path_factory.mktemp("source")
     shutil.copytree(ROOT / "lightning_vae", source / "lightning_vae", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     out = tmp_path_factory.mktemp("dist")
     result = subprocess.run(
@@ -73,6 +74,18 @@ def test_the_wheel_carries_every_config(wheel: Path) -> None:
     in_source = {f"lightning_vae/configs/{p.relative_to(CONFIGS).as_posix()}" for p in CONFIGS.rglob("*.yaml")}
     assert shipped == in_source and len(shipped) > 60
     assert "lightning_vae/configs/hydra/train.yaml" in shipped and "lightning_vae/configs/cli/shapes.yaml" in shipped
+
+
+def test_the_declared_license_ships_with_its_text(wheel: Path) -> None:
+    declared = re.search(r'^license = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+    assert declared is not None and declared.group(1) == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
+    with zipfile.ZipFile(wheel) as archive:
+        (license_file,) = [n for n in archive.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+        assert archive.read(license_file).decode() == text
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in metadata
 
 
 def test_one_copy_of_the_configs_in_git() -> None:

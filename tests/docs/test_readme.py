@@ -154,6 +154,19 @@ def test_the_readme_has_blocks_of_both_kinds() -> None:
     assert not [b.name for b in BLOCKS if b.errors], [b.errors for b in BLOCKS if b.errors]
 
 
+def test_the_hydra_table_lists_every_shipped_option() -> None:
+    # A reader picks experiments and group options from the README's table: it names each one that ships.
+    text = README.read_text()
+    table = text[text.index("| group | options |") :]
+    table = table[: table.index("\n\n")]
+    rows = {line.split("|")[1].strip().strip("`"): line.split("|")[2] for line in table.splitlines()[2:]}
+    configs = ROOT / "lightning_vae" / "configs"
+    for group in ("experiment", "data", "trainer", "callbacks", "logger", "debug", "hparams_search"):
+        shipped = sorted(p.stem for p in (configs / group).glob("*.yaml"))
+        listed = set(re.findall(r"`([\w/]+)`", rows[f"{group}/"]))
+        assert set(shipped) <= listed, (group, sorted(set(shipped) - listed))
+
+
 # ---------------------------------------------------------------------------------------- shared state
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:

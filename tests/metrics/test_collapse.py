@@ -130,7 +130,7 @@ def test_metric_arguments_are_validated():
         KLPerDimension().update(torch.ones(2, 3, 4))
     with pytest.raises(TypeError, match=r"`posterior_mean` to be a tensor, got \[\[0.0\]\] \(list\)"):
         PosteriorMeanVariance().update([[0.0]])  # type: ignore[arg-type]
-    lacks = r"ImportanceWeightedNLL needs .*SupportsLogJoint.*Linear lacks `encode`, `log_joint`"
+    lacks = r"ImportanceWeightedNLL needs `encode` and `log_joint` on the module, and Linear has no `encode` and "
     with pytest.raises(TypeError, match=lacks):
         ImportanceWeightedNLL(n_samples=2).update(torch.nn.Linear(2, 2), torch.zeros(1, 2))
     with pytest.raises(ValueError, match="at least 2 examples"):

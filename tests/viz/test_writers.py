@@ -4,6 +4,7 @@ TensorBoard image summaries as TensorBoard reads them."""
 from __future__ import annotations
 
 import csv
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from lightning_vae.callbacks import (
     ReconstructionLogger,
     TensorBoardDashboard,
 )
-from lightning_vae.viz import ViewWriter, bar_chart, kl_heatmap, logger_kind
+from lightning_vae.viz import ViewWriter, bar_chart, kl_heatmap, labelled_heatmap, logger_kind
 
 VAL_SIZES = (32, 32, 14)
 
@@ -188,7 +189,8 @@ def test_csv_logger_gets_png_files_named_by_tag_and_step(tmp_path: Path, caplog:
     assert notes == [
         f"ReconstructionLogger: CSVLogger does not show images; the views go to PNG and CSV files under {folder}"
     ]
-    steps = [trainer.num_training_batches, 2 * trainer.num_training_batches]
+    # the steps of the validation scalars (Lightning writes them one step before trainer.global_step)
+    steps = [trainer.num_training_batches - 1, 2 * trainer.num_training_batches - 1]
     for tag in ("images/reconstructions", "images/samples", "images/traversals"):
         assert sorted(p.name for p in (folder / tag).glob("*.png")) == [f"step_{s:06d}.png" for s in steps], tag
     last = f"step_{steps[-1]:06d}"
@@ -214,8 +216,14 @@ def test_collapse_views_with_csv_logger_write_the_heat_map_and_a_csv_of_kl_per_d
     np.testing.assert_allclose(np.array([r[2:] for r in rows[1:]], float), np.array(monitor.history), rtol=1e-5)
     heatmaps = sorted((folder / "kl_per_dim_heatmap").glob("*.png"))
     assert [p.name for p in heatmaps] == [f"step_{s:06d}.png" for s in monitor.history_steps]
-    image, _ = kl_heatmap(torch.tensor(monitor.history))
-    assert close(decode_png(heatmaps[-1].read_bytes()), quantize(image))
+    image, vmax = kl_heatmap(torch.tensor(monitor.history))
+    # The file is read alone: the map with its axes and scale written on it, large enough to read.
+    labelled = labelled_heatmap(image, 3, monitor.history_steps, vmax)
+    png = decode_png(heatmaps[-1].read_bytes())
+    assert close(png, quantize(labelled)) and png.shape[0] >= 192
+    scale, top, left = math.ceil(192 / image.shape[1]), 28, 44  # enlarged by a whole factor, inside the margins
+    inner = labelled[:, top : top + image.shape[1] * scale : scale, left : left + image.shape[2] * scale : scale]
+    assert torch.equal(inner, image)
     assert "colour bar" in heatmaps[-1].with_suffix(".txt").read_text()
 
     test_data = DataLoader(IndexedImages(binary_patterns(sum(VAL_SIZES))), batch_size=32)
@@ -250,7 +258,7 @@ def test_tensorboard_and_csv_each_get_the_views(tmp_path: Path) -> None:
 def test_a_logger_with_log_image_gets_grids_captions_and_kl_bar_charts(tmp_path: Path) -> None:
     logger = ImageLogger(tmp_path)
     trainer, model, data = fit_views(tmp_path, logger)
-    steps = [trainer.num_training_batches, 2 * trainer.num_training_batches]
+    steps = [trainer.num_training_batches - 1, 2 * trainer.num_training_batches - 1]  # those of the val scalars
     for key in ("images/reconstructions", "images/samples", "images/traversals"):
         calls = logger.images(key)
         assert [step for _, step, _ in calls] == steps and all(len(images) == 1 for images, _, _ in calls)
@@ -294,7 +302,7 @@ def test_mlflow_and_comet_get_images_through_their_clients(tmp_path: Path) -> No
     mlflow, comet = StubMLflow(tmp_path), StubComet(tmp_path)
     assert (logger_kind(mlflow), logger_kind(comet)) == ("mlflow", "comet")
     trainer, model, data = fit_views(tmp_path, [mlflow, comet])
-    step = 2 * trainer.num_training_batches
+    step = 2 * trainer.num_training_batches - 1  # the step of the last validation's scalars
     images = [c for c in mlflow.client.calls if c[0] == "log_image"]
     assert len(images) == 6
     name, args, kwargs = images[-3]
