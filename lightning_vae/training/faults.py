@@ -463,8 +463,11 @@ class DataCheck:
         self.seen += 1
         return due
 
-    def check(self, likelihood: Any, x: Tensor, policy: NonFinitePolicy, where: Any = None) -> None:
-        """Check ``x`` against ``likelihood``'s range now (see :meth:`__call__`; nothing counted)."""
+    def check(self, likelihood: Any, x: Tensor, policy: NonFinitePolicy, where: Any = None) -> bool:
+        """Check ``x`` against ``likelihood``'s range now (see :meth:`__call__`; nothing counted).
+
+        Returns ``False`` for NaN/inf data under ``policy="skip"`` (the step is then dropped), else ``True``.
+        """
         try:
             likelihood.check_target(x)
         except ValueError as err:
@@ -473,9 +476,10 @@ class DataCheck:
                 raise ValueError(f"{err}{context}") from None
             if policy == "raise":
                 raise NonFiniteError(f"{err}{context}") from None
-        else:
-            target_range = getattr(likelihood, "target_range", None)
-            self._range = (float(target_range[0]), float(target_range[1])) if target_range else None
+            return False
+        target_range = getattr(likelihood, "target_range", None)
+        self._range = (float(target_range[0]), float(target_range[1])) if target_range else None
+        return True
 
 
 def agree_over_ranks(flags: Tensor) -> Tensor:

@@ -378,7 +378,9 @@ class VAE(LightningModule):
         The check runs after the forward pass, while the batch is still in the cache (the loss read it last; before
         the pass it is usually not, and the check then costs several times more), and before any backward pass or
         optimizer step, so bad data never updates the model. A forward pass that fails (e.g. an index out of a
-        categorical likelihood's range) reports the data's problem when the data have one.
+        categorical likelihood's range, or a user's encoder whose ``torch.distributions`` object refuses NaN
+        parameters) has its data checked whatever the schedule: bad data are reported as such, and NaN/inf data
+        under ``on_nonfinite="skip"`` make the step a non-finite one, which the guard drops like any other.
         """
         x = data.x
         due = self.data_check.due(x)
@@ -386,12 +388,21 @@ class VAE(LightningModule):
         try:
             terms = self.objective.training_terms(self.model, data, report, due)
         except Exception:
-            if due:
-                self.data_check.check(self.model.likelihood, x, self.guard.policy, where)
+            finite = self.data_check.check(self.model.likelihood, x, self.guard.policy, where)
+            if not finite and self.automatic_optimization:
+                return self._dropped_terms()
             raise
         if due:
             self.data_check.check(self.model.likelihood, x, self.guard.policy, where)
         return terms
+
+    def _dropped_terms(self) -> ELBOTerms:
+        """The terms of a step whose forward pass could not run on non-finite data: a NaN loss tied to the
+        parameters (zero gradients), so that the step is taken, found non-finite and dropped by the guard."""
+        anchors = [p.reshape(-1)[:1].sum() for p in self.parameters() if p.requires_grad and p.numel()]
+        zero = torch.stack(anchors).sum() * 0.0 if anchors else torch.zeros((), device=self.device)
+        nan = zero + float("nan")
+        return ELBOTerms(nan, nan.detach(), nan, nan, None, nan, None, None)
 
     def compute_terms(
         self,

@@ -307,3 +307,26 @@ def test_a_forward_pass_that_fails_on_bad_data_reports_the_data(tmp_path: Path) 
     vae._trainer = None
     with pytest.raises(ValueError, match=r"categorical"):
         vae.training_step(x, 0)
+
+
+@pytest.mark.parametrize("policy", ["skip", "raise"])
+def test_nan_data_that_breaks_a_users_distribution_encoder_is_skipped_or_named(tmp_path: Path, policy: str) -> None:
+    # As in a user's pipeline: the encoder returns torch's Normal, whose argument check refuses the NaN parameters
+    # that a NaN pixel in batch 3 produces, so the forward pass fails before any loss exists. Under "skip" the step
+    # is dropped like any non-finite step (training goes on, nothing changes for that batch); under "raise" the
+    # error names the data, not torch's constraint.
+    from lightning_vae.training import NonFiniteError
+
+    x = torch.rand(32, 1, 8, 8).round()
+    x[13, 0, 0, 0] = float("nan")
+    vae = VAE(DistributionEncoder(), MLPDecoder(4, (1, 8, 8), hidden_sizes=(16,)), on_nonfinite=policy)
+    trainer = Trainer(**trainer_kwargs(tmp_path, limit_train_batches=8, max_epochs=1))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=4)
+    if policy == "raise":
+        with pytest.raises(NonFiniteError, match=r"1 NaN or infinite values.*global step 3, epoch 0, batch 3"):
+            trainer.fit(vae, loader)
+        return
+    with pytest.warns(UserWarning, match=r"(?s)Non-finite loss \(nan\) at global step 3 .*Step skipped"):
+        trainer.fit(vae, loader)
+    assert trainer.global_step == 8 and vae.guard.skipped_in_row == 0
+    assert all(torch.isfinite(p).all() for p in vae.parameters())
