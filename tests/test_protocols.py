@@ -65,7 +65,7 @@ def test_require_names_the_user_the_protocol_the_class_and_what_it_lacks() -> No
         beta = 1.0
 
     require(BetaOnly(), Annealable, "KLAnnealing", members=("beta",))  # only what the user needs
-    with pytest.raises(TypeError, match=r"FreeBits needs `free_bits` on the module, and BetaOnly has no `free_bits`\. "):
+    with pytest.raises(TypeError, match=r"FreeBits needs `free_bits` on the module, and BetaOnly has no `free_bits`"):
         require(BetaOnly(), Annealable, "FreeBits", members=("free_bits",))
     with pytest.raises(ValueError, match=r"Expected `members` to be members of Annealable \['beta', .*got \['gamma'\]"):
         require(BetaOnly(), Annealable, "X", members=("gamma",))
