@@ -179,6 +179,27 @@ def describe(module: Any) -> dict[str, Any] | None:
     return None
 
 
+
+def describe_all(arguments: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``arguments`` with every module replaced by its :func:`describe` description; ``None`` when a module cannot
+    be described (a model records all of its arguments or none).
+
+    Example::
+
+        >>> from torch import nn
+        >>> describe_all({"n": 3}), describe_all({"n": 3, "net": nn.Linear(2, 2)})
+        ({'n': 3}, None)
+    """
+    described = {}
+    for name, value in arguments.items():
+        if isinstance(value, nn.Module):
+            value = describe(value)
+            if value is None:
+                return None
+        described[name] = value
+    return described
+
+
 def save_hparams(module: Any, frame: Any, modules: Mapping[str, Any], factories: Mapping[str, Any]) -> None:
     """Save a LightningModule's ``__init__`` arguments so a checkpoint rebuilds it alone, never pickling a module.
 
@@ -304,6 +325,7 @@ __all__ = [
     "check_checkpoint_classes",
     "check_compile_options",
     "describe",
+    "describe_all",
     "resolve_class",
     "save_hparams",
 ]

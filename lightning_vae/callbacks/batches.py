@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from lightning_vae.callbacks.views import group_means, latent_groups
+from lightning_vae.callbacks.views import first_sample, group_means, latent_groups
 from lightning_vae.data.common import CONTEXT_KEYS
 
 __all__ = ["LABEL_KEYS", "batch_labels", "check_group", "posterior_means"]
@@ -76,4 +76,4 @@ def posterior_means(pl_module: Any, outputs: Any, x: Tensor, group: str | None =
             means = group_means(pl_module, x, group)
         else:
             means = pl_module.encode(x).mean
-    return means[0] if means.dim() == 3 else means
+    return first_sample(means)

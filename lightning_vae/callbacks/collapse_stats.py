@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.distributions import Distribution
 
+from lightning_vae.callbacks.views import first_sample
 from lightning_vae.functional.collapse import count_collapsed, kl_to_standard_normal, sampled_means
 from lightning_vae.metrics.collapse import ActiveUnits, KLPerDimension, MutualInformation
 
@@ -75,9 +76,7 @@ def _has_moments(posterior: Distribution) -> bool:
 
 
 def _one_sample(z: Any) -> Tensor | None:
-    if isinstance(z, Tensor) and z.dim() == 3:
-        z = z[0]
-    return z.detach() if isinstance(z, Tensor) else None
+    return first_sample(z).detach() if isinstance(z, Tensor) else None
 
 
 class GroupStatistics:

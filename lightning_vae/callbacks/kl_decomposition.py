@@ -13,6 +13,7 @@ from torch.distributions import Distribution, Independent, Normal
 from typing_extensions import override
 
 from lightning_vae.callbacks.tensorboard import TensorBoardDashboard
+from lightning_vae.callbacks.views import first_sample
 from lightning_vae.checks import check_int, check_type
 from lightning_vae.functional.kl_decomposition import CHUNK_SIZE
 from lightning_vae.metrics.kl_decomposition import PARTS, KLDecomposition
@@ -163,8 +164,7 @@ class KLDecompositionMonitor(Callback):
             )
         loc, log_var = params
         z = outputs.get("z")
-        if isinstance(z, Tensor) and z.dim() == 3:
-            z = z[0]
+        z = first_sample(z) if isinstance(z, Tensor) else z
         if not isinstance(z, Tensor) or z.shape != loc.shape:
             z = posterior.sample()
         self.metric.update(loc, log_var, z)

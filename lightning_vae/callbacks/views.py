@@ -20,6 +20,7 @@ from lightning_vae.viz.grid import interleave_rows
 
 __all__ = [
     "class_samples",
+    "first_sample",
     "group_means",
     "latent_groups",
     "latent_traversal",
@@ -159,6 +160,18 @@ def _check_group(module: Any, group: str) -> str:
     return group
 
 
+def first_sample(values: Tensor) -> Tensor:
+    """The first of ``k`` samples ``(k, B, D)`` (a model pass's shape), ``(B, D)``; values of another rank as given.
+
+    Example::
+
+        >>> import torch
+        >>> first_sample(torch.zeros(3, 2, 4)).shape, first_sample(torch.zeros(2, 4)).shape
+        (torch.Size([2, 4]), torch.Size([2, 4]))
+    """
+    return values[0] if values.dim() == 3 else values
+
+
 def group_means(module: Any, x: Tensor, group: str) -> Tensor:
     """The posterior mean of latent group ``group`` for each example of ``x``, ``(N, D_group)``.
 
@@ -172,7 +185,7 @@ def group_means(module: Any, x: Tensor, group: str) -> Tensor:
     with torch.no_grad():
         model = _model(module)
         mean = model.inference(as_model_input(model, x), 1).posteriors[group].mean
-    return (mean[0] if mean.dim() == 3 else mean).float()  # type: ignore[no-any-return]
+    return first_sample(mean).float()
 
 
 def _traversal_dims(means: Tensor, n_dims: int) -> tuple[Tensor, Tensor]:
@@ -263,7 +276,7 @@ def latent_traversal(
     x = as_model_input(model, x)
     with torch.no_grad():
         inference = model.inference(x, 1)
-        means = {name: q.mean[0] if q.mean.dim() == 3 else q.mean for name, q in inference.posteriors.items()}
+        means = {name: first_sample(q.mean) for name, q in inference.posteriors.items()}
         dims, activity = _traversal_dims(means[group].float(), n_dims)
         swept = _sweep(means[group][0].float(), dims, n_steps, limit).to(means[group].dtype)
         z = {name: means[name][:1].expand(swept.shape[0], -1).unsqueeze(0) for name in names}  # (1, N, D_g)

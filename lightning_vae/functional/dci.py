@@ -69,6 +69,33 @@ def check_codes_factors(codes: Any, factors: Any, what: str = "") -> tuple[np.nd
     return c, f
 
 
+def check_held_out(
+    codes_test: Any, factors_test: Any, codes_train: np.ndarray, factors_train: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out codes and factors as :func:`check_codes_factors` gives them, with the training ones' columns.
+
+    Raises:
+        ValueError: For codes or factors that are not ``(M, D)`` and ``(M, K)`` of the training ``D`` and ``K``.
+    """
+    x_test, y_test = check_codes_factors(codes_test, factors_test, "_test")
+    if x_test.shape[1] != codes_train.shape[1] or y_test.shape[1] != factors_train.shape[1]:
+        raise ValueError(
+            f"Expected test codes and factors shaped as the training ones, got {x_test.shape}, {y_test.shape}"
+        )
+    return x_test, y_test
+
+
+def check_factors_vary(metric: str, factors: np.ndarray) -> None:
+    """Check that every factor (column of ``factors`` ``(N, K)``) takes two values or more in the training set.
+
+    Raises:
+        ValueError: Naming ``metric`` and the factors that take one value.
+    """
+    constant = [k for k in range(factors.shape[1]) if np.unique(factors[:, k]).size < 2]
+    if constant:
+        raise ValueError(f"{metric} needs every factor to vary in the training set; factors {constant} take one value")
+
+
 def _entropy(p: np.ndarray, base: int) -> np.ndarray:
     """Entropy in base ``base`` of each column of non-negative weights ``p`` (normalised), as scipy.stats.entropy."""
     p = p / p.sum(axis=0, keepdims=True)
@@ -135,18 +162,12 @@ def dci_importance(
         ImportError: Without scikit-learn.
     """
     x_train, y_train = check_codes_factors(codes_train, factors_train, "_train")
-    x_test, y_test = check_codes_factors(codes_test, factors_test, "_test")
-    if x_test.shape[1] != x_train.shape[1] or y_test.shape[1] != y_train.shape[1]:
-        raise ValueError(
-            f"Expected test codes and factors shaped as the training ones, got {x_test.shape}, {y_test.shape}"
-        )
+    x_test, y_test = check_held_out(codes_test, factors_test, x_train, y_train)
     if x_train.shape[1] < 2 or y_train.shape[1] < 2:
         raise ValueError(
             f"DCI needs at least 2 code dimensions and 2 factors, got {x_train.shape[1]} and {y_train.shape[1]}"
         )
-    constant = [k for k in range(y_train.shape[1]) if np.unique(y_train[:, k]).size < 2]
-    if constant:
-        raise ValueError(f"DCI needs every factor to vary in the training set; factors {constant} take one value")
+    check_factors_vary("DCI", y_train)
     check_choice("importance", importance, Importance)
     check_int("seed", seed)
     n_codes, n_factors = x_train.shape[1], y_train.shape[1]

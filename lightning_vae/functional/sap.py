@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lightning_vae.checks import check_int
-from lightning_vae.functional.dci import check_codes_factors
+from lightning_vae.functional.dci import check_codes_factors, check_factors_vary, check_held_out
 from lightning_vae.functional.disentanglement import require_sklearn
 
 
@@ -57,14 +57,8 @@ def sap_matrix(
         return matrix
     if codes_test is None or factors_test is None:
         raise ValueError("SAP with discrete factors needs test codes and factors (the classifiers' held-out set)")
-    mus_test, ys_test = check_codes_factors(codes_test, factors_test, "_test")
-    if mus_test.shape[1] != n_codes or ys_test.shape[1] != n_factors:
-        raise ValueError(
-            f"Expected test codes and factors shaped as the training ones, got {mus_test.shape}, {ys_test.shape}"
-        )
-    constant = [k for k in range(n_factors) if np.unique(ys[:, k]).size < 2]
-    if constant:
-        raise ValueError(f"SAP needs every factor to vary in the training set; factors {constant} take one value")
+    mus_test, ys_test = check_held_out(codes_test, factors_test, mus, ys)
+    check_factors_vary("SAP", ys)
     svm = require_sklearn("SAP", "svm")
     for i in range(n_codes):
         for j in range(n_factors):

@@ -23,7 +23,7 @@ from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from lightning_vae.building import describe
+from lightning_vae.building import describe_all
 from lightning_vae.checks import check_int, check_shape, check_type
 from lightning_vae.distributions.likelihoods import Likelihood
 from lightning_vae.distributions.posteriors import as_posterior
@@ -132,13 +132,9 @@ class ConditionalVAEModel(HyperparametersMixin, LatentVariableModel):
         model alone; when a network cannot be described (it records nothing), record none: a reload then needs the
         model passed again. A subclass with other arguments records them after ``super().__init__`` (as
         :class:`~lightning_vae.models.M2Model` does)."""
-        described = {}
-        for name, value in arguments.items():
-            if isinstance(value, nn.Module):
-                value = describe(value)
-                if value is None:
-                    return
-            described[name] = value
+        described = describe_all(arguments)
+        if described is None:
+            return
         self.hparams.clear()  # a subclass's record replaces its base's
         self.save_hyperparameters(described, logger=False)
 

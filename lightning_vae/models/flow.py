@@ -10,7 +10,7 @@ from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from lightning_vae.building import describe
+from lightning_vae.building import describe_all
 from lightning_vae.checks import check_choice, check_int, check_shape
 from lightning_vae.distributions.flows import FlowPosterior, PlanarFlow, iaf_steps
 from lightning_vae.distributions.full_covariance import FullCovarianceGaussian, n_lower
@@ -146,14 +146,9 @@ class FlowVAEModel(HyperparametersMixin, VAEModel):
 
     def _record(self, parts: dict[str, Any], settings: dict[str, Any]) -> None:
         """Record the arguments when every part can be described; else record none (a reload needs the model)."""
-        described = {}
-        for name, value in parts.items():
-            if isinstance(value, nn.Module):
-                value = describe(value)
-                if value is None:
-                    return
-            described[name] = value
-        self.save_hyperparameters({**described, **settings}, logger=False)
+        described = describe_all(parts)
+        if described is not None:
+            self.save_hyperparameters({**described, **settings}, logger=False)
 
     # ------------------------------------------------------------------ the posterior
     def posterior_distribution(self, x: Tensor) -> Distribution:

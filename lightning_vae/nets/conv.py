@@ -9,7 +9,7 @@ from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
 from lightning_vae.checks import check_choice, check_int, check_shape
-from lightning_vae.nets.common import Activation, make_activation
+from lightning_vae.nets.common import Activation, as_params, make_activation
 
 ImageSize = Literal[28, 32, 64]
 
@@ -135,7 +135,4 @@ class ConvDecoder(HyperparametersMixin, nn.Module):
         lead = z.shape[:-1]
         h = self.dense(z.reshape(-1, z.shape[-1])).view(-1, self._top, self._side, self._side)
         out = self.body(h)
-        size = (self.out_channels, self.image_size, self.image_size)
-        if self.params_per_element == 1:
-            return out.view(*lead, *size)
-        return out.view(*lead, self.params_per_element, *size)
+        return as_params(out, lead, self.params_per_element, (self.out_channels, self.image_size, self.image_size))

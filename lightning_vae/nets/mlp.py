@@ -10,7 +10,7 @@ from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
 from lightning_vae.checks import check_int, check_shape
-from lightning_vae.nets.common import Activation, make_activation
+from lightning_vae.nets.common import Activation, as_params, make_activation
 
 
 def _hidden(sizes: Sequence[int]) -> list[int]:
@@ -23,6 +23,14 @@ def _mlp(sizes: Sequence[int], activation: Activation) -> nn.Sequential:
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(n_in, n_out), make_activation(activation)]
     return nn.Sequential(*layers)
+
+
+def _body_and_head(
+    n_in: int, hidden_sizes: Sequence[int], n_out: int, activation: Activation
+) -> tuple[nn.Sequential, nn.Linear]:
+    """The hidden layers from ``n_in`` inputs (each followed by the activation) and the linear head to ``n_out``."""
+    hidden = _hidden(hidden_sizes)
+    return _mlp([n_in, *hidden], activation), nn.Linear(hidden[-1] if hidden else n_in, n_out)
 
 
 class MLPEncoder(HyperparametersMixin, nn.Module):
@@ -53,9 +61,7 @@ class MLPEncoder(HyperparametersMixin, nn.Module):
         self.save_hyperparameters()
         self.input_shape = check_shape("input_shape", input_shape)
         self.latent_dim = check_int("latent_dim", latent_dim, low=1)
-        hidden = _hidden(hidden_sizes)
-        self.body = _mlp([math.prod(self.input_shape), *hidden], activation)
-        self.head = nn.Linear(hidden[-1] if hidden else math.prod(self.input_shape), 2 * latent_dim)
+        self.body, self.head = _body_and_head(math.prod(self.input_shape), hidden_sizes, 2 * latent_dim, activation)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if x.shape[1:] != self.input_shape:
@@ -97,15 +103,11 @@ class MLPDecoder(HyperparametersMixin, nn.Module):
         self.latent_dim = check_int("latent_dim", latent_dim, low=1)
         self.output_shape = check_shape("output_shape", output_shape)
         self.params_per_element = check_int("params_per_element", params_per_element, low=1)
-        hidden = _hidden(hidden_sizes)
-        self.body = _mlp([latent_dim, *hidden], activation)
-        self.head = nn.Linear(hidden[-1] if hidden else latent_dim, params_per_element * math.prod(self.output_shape))
+        n_out = params_per_element * math.prod(self.output_shape)
+        self.body, self.head = _body_and_head(latent_dim, hidden_sizes, n_out, activation)
 
     def forward(self, z: Tensor) -> Tensor:
-        out = self.head(self.body(z))
-        if self.params_per_element == 1:
-            return out.view(*z.shape[:-1], *self.output_shape)
-        return out.view(*z.shape[:-1], self.params_per_element, *self.output_shape)
+        return as_params(self.head(self.body(z)), z.shape[:-1], self.params_per_element, self.output_shape)
 
 
 class ConditionalMLPEncoder(HyperparametersMixin, nn.Module):
@@ -143,10 +145,8 @@ class ConditionalMLPEncoder(HyperparametersMixin, nn.Module):
         self.input_shape = check_shape("input_shape", input_shape)
         self.context_dim = check_int("context_dim", context_dim, low=1)
         self.latent_dim = check_int("latent_dim", latent_dim, low=1)
-        hidden = _hidden(hidden_sizes)
         n_in = math.prod(self.input_shape) + self.context_dim
-        self.body = _mlp([n_in, *hidden], activation)
-        self.head = nn.Linear(hidden[-1] if hidden else n_in, 2 * latent_dim)
+        self.body, self.head = _body_and_head(n_in, hidden_sizes, 2 * latent_dim, activation)
 
     def forward(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
         if x.shape[1:] != self.input_shape:
@@ -191,16 +191,12 @@ class ConditionalMLPDecoder(HyperparametersMixin, nn.Module):
         self.context_dim = check_int("context_dim", context_dim, low=1)
         self.output_shape = check_shape("output_shape", output_shape)
         self.params_per_element = check_int("params_per_element", params_per_element, low=1)
-        hidden = _hidden(hidden_sizes)
-        n_in = latent_dim + self.context_dim
-        self.body = _mlp([n_in, *hidden], activation)
-        self.head = nn.Linear(hidden[-1] if hidden else n_in, params_per_element * math.prod(self.output_shape))
+        n_out = params_per_element * math.prod(self.output_shape)
+        self.body, self.head = _body_and_head(latent_dim + self.context_dim, hidden_sizes, n_out, activation)
 
     def forward(self, z: Tensor, context: Tensor) -> Tensor:
         out = self.head(self.body(torch.cat([z, context.to(z.dtype)], dim=-1)))
-        if self.params_per_element == 1:
-            return out.view(*z.shape[:-1], *self.output_shape)
-        return out.view(*z.shape[:-1], self.params_per_element, *self.output_shape)
+        return as_params(out, z.shape[:-1], self.params_per_element, self.output_shape)
 
 
 class MLPClassifier(HyperparametersMixin, nn.Module):
@@ -230,9 +226,7 @@ class MLPClassifier(HyperparametersMixin, nn.Module):
         self.save_hyperparameters()
         self.input_shape = check_shape("input_shape", input_shape)
         self.n_classes = check_int("n_classes", n_classes, low=2)
-        hidden = _hidden(hidden_sizes)
-        self.body = _mlp([math.prod(self.input_shape), *hidden], activation)
-        self.head = nn.Linear(hidden[-1] if hidden else math.prod(self.input_shape), n_classes)
+        self.body, self.head = _body_and_head(math.prod(self.input_shape), hidden_sizes, n_classes, activation)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(x.flatten(1)))  # type: ignore[no-any-return]

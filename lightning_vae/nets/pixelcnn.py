@@ -20,6 +20,7 @@ from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
 from lightning_vae.checks import check_choice, check_int, check_shape
+from lightning_vae.nets.common import as_params
 
 MaskType = Literal["A", "B"]
 
@@ -152,7 +153,4 @@ class PixelCNNDecoder(HyperparametersMixin, nn.Module):
         h = self.first(x) + biases[0]
         for layer, bias in zip(self.layers, biases[1:]):
             h = layer(torch.relu(h)) + bias
-        out = self.head(h)
-        if self.params_per_element == 1:
-            return out.view(*lead, *self.image_shape)
-        return out.view(*lead, self.params_per_element, *self.image_shape)
+        return as_params(self.head(h), lead, self.params_per_element, self.image_shape)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from torch import Tensor, nn
 
+from lightning_vae.checks import check_float
 from lightning_vae.data.common import Batch
 from lightning_vae.distributions.posteriors import diagonal_gaussian_params
 from lightning_vae.models.base import LatentVariableModel, ModelOutput
@@ -165,6 +166,29 @@ class Objective(HyperparametersMixin, nn.Module, ABC):
         """Restore :meth:`state` from a checkpoint; values are checked as where they are set."""
 
 
+class WeightedObjective(Objective):
+    """An :class:`Objective` whose :attr:`~Objective.weights` are non-negative floats that a checkpoint keeps.
+
+    Each weight is checked wherever it is set (at construction, and by annealing callbacks between steps);
+    :meth:`state` records every weight and :meth:`load_state` restores those a checkpoint holds.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.weights:  # annealing callbacks set them between steps: checked as at construction
+            value = check_float(name, value, low=0.0)
+        super().__setattr__(name, value)
+
+    def state(self) -> dict[str, Any]:
+        """Every weight by name."""
+        return {name: getattr(self, name) for name in self.weights}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Set the weights ``state`` holds (each checked as at construction)."""
+        for name in self.weights:
+            if name in state:
+                setattr(self, name, state[name])
+
+
 class GaussianCodes(NamedTuple):
     """One diagonal-Gaussian latent group of a pass: one sample per example, the posterior's and the prior's
     parameters (what the disentangling objectives read)."""
@@ -242,6 +266,7 @@ __all__ = [
     "GaussianCodes",
     "Objective",
     "RunFacts",
+    "WeightedObjective",
     "check_single_gaussian_group",
     "gaussian_codes",
     "make_objective",

@@ -9,21 +9,20 @@ the single-sample Monte Carlo KL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from lightning_vae.checks import check_choice, check_float
+from lightning_vae.checks import check_choice
 from lightning_vae.data.common import Batch
 from lightning_vae.functional.kl_decomposition import Estimator, minibatch_kl_decomposition
 from lightning_vae.models.base import LatentVariableModel, ModelOutput
-from lightning_vae.objective.base import Objective, RunFacts, check_single_gaussian_group, gaussian_codes
-from lightning_vae.objective.elbo import ELBOSettings, elbo_terms
+from lightning_vae.objective.base import RunFacts, WeightedObjective, check_single_gaussian_group, gaussian_codes
+from lightning_vae.objective.elbo import ELBOSettings, pass_terms
 from lightning_vae.objective.terms import ELBOTerms
 
 _PLAIN = ELBOSettings()
 
 
-class BetaTCVAE(Objective, name="beta_tcvae"):
+class BetaTCVAE(WeightedObjective, name="beta_tcvae"):
     """β-TCVAE: ``recon + α·I(n; z) + β·TC(z) + γ·Σ_j KL(q(z_j) || p(z_j))``, estimated on each minibatch.
 
     ``log q(z)`` and ``log q(z_j)`` at each sample come from the batch by minibatch-stratified (``"mss"``, the
@@ -75,11 +74,6 @@ class BetaTCVAE(Objective, name="beta_tcvae"):
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
         self.estimator: Estimator = check_choice("estimator", estimator, Estimator)
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in self.weights:  # annealing callbacks set them between steps: checked as at construction
-            value = check_float(name, value, low=0.0)
-        super().__setattr__(name, value)
-
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, estimator={self.estimator!r}"
 
@@ -95,11 +89,7 @@ class BetaTCVAE(Objective, name="beta_tcvae"):
         check_single_gaussian_group("BetaTCVAE", model)
 
     def forward(self, model: LatentVariableModel, batch: Batch, out: ModelOutput, report: bool) -> ELBOTerms:
-        inference, generative = out
-        terms = elbo_terms(
-            batch.x, inference.posteriors, inference.z, generative.params, model.likelihood, generative.priors,
-            _PLAIN, report,
-        )  # fmt: skip
+        terms = pass_terms(model, batch, out, _PLAIN, report)
         codes = gaussian_codes("BetaTCVAE", out)
         size = codes.z.shape[0]
         n = max(size, self.facts.dataset_size or size)
@@ -113,14 +103,6 @@ class BetaTCVAE(Objective, name="beta_tcvae"):
         if report:
             extra = {"mutual_info": mi.detach(), "total_correlation": tc.detach(), "dimension_kl": dw.detach()}
         return terms._replace(loss=loss, extra=extra)
-
-    def state(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        for name in self.weights:
-            if name in state:
-                setattr(self, name, state[name])
 
 
 __all__ = ["BetaTCVAE"]

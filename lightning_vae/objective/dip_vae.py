@@ -3,21 +3,20 @@ identity, as ``DIPVAE`` of google-research/disentanglement_lib (``vae.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from lightning_vae.checks import check_choice, check_float
+from lightning_vae.checks import check_choice
 from lightning_vae.data.common import Batch
 from lightning_vae.functional.regularizers import DipType, dip_covariance, dip_regularizer
 from lightning_vae.models.base import LatentVariableModel, ModelOutput
-from lightning_vae.objective.base import Objective, check_single_gaussian_group, gaussian_codes
-from lightning_vae.objective.elbo import ELBOSettings, elbo_terms
+from lightning_vae.objective.base import WeightedObjective, check_single_gaussian_group, gaussian_codes
+from lightning_vae.objective.elbo import ELBOSettings, pass_terms
 from lightning_vae.objective.terms import ELBOTerms
 
 _PLAIN = ELBOSettings()
 
 
-class DIPVAE(Objective, name="dip_vae"):
+class DIPVAE(WeightedObjective, name="dip_vae"):
     """DIP-VAE: ``recon + KL + λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii − 1)²`` over the batch.
 
     ``C`` is the covariance of the posterior means (``"i"``) or of the aggregate posterior, the means' covariance
@@ -51,11 +50,6 @@ class DIPVAE(Objective, name="dip_vae"):
         self.dip_type: DipType = check_choice("dip_type", dip_type, DipType)
         self.lambda_od, self.lambda_d = lambda_od, lambda_d
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in self.weights:  # annealing callbacks set them between steps: checked as at construction
-            value = check_float(name, value, low=0.0)
-        super().__setattr__(name, value)
-
     def extra_repr(self) -> str:
         return f"dip_type={self.dip_type!r}, lambda_od={self.lambda_od}, lambda_d={self.lambda_d}"
 
@@ -63,23 +57,11 @@ class DIPVAE(Objective, name="dip_vae"):
         check_single_gaussian_group("DIPVAE", model)
 
     def forward(self, model: LatentVariableModel, batch: Batch, out: ModelOutput, report: bool) -> ELBOTerms:
-        inference, generative = out
-        terms = elbo_terms(
-            batch.x, inference.posteriors, inference.z, generative.params, model.likelihood, generative.priors,
-            _PLAIN, report,
-        )  # fmt: skip
+        terms = pass_terms(model, batch, out, _PLAIN, report)
         codes = gaussian_codes("DIPVAE", out)
         covariance = dip_covariance(codes.loc, codes.log_var if self.dip_type == "ii" else None, self.dip_type)
         penalty = dip_regularizer(covariance, self.lambda_od, self.lambda_d)
         return terms._replace(loss=terms.loss + penalty, extra={"dip": penalty.detach()} if report else None)
-
-    def state(self) -> dict[str, Any]:
-        return {"lambda_od": self.lambda_od, "lambda_d": self.lambda_d}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        for name in self.weights:
-            if name in state:
-                setattr(self, name, state[name])
 
 
 __all__ = ["DIPVAE"]

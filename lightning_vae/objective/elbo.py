@@ -274,6 +274,26 @@ def elbo_terms(
     return terms
 
 
+def pass_terms(
+    model: LatentVariableModel, batch: Batch, out: ModelOutput, settings: ELBOSettings, report: bool
+) -> ELBOTerms:
+    """:func:`elbo_terms` of one pass ``out`` of ``model`` on ``batch`` (what every objective built on the ELBO
+    starts from).
+
+    Args:
+        model: The model that made the pass (its likelihood scores the data).
+        batch: The batch; its data ``x`` are scored.
+        out: The model's pass on ``batch``: posteriors, samples, decoder output and priors of every group.
+        settings: The ELBO's settings (β, free bits, capacity, importance samples).
+        report: Compute the reported values too (see :func:`elbo_groups`).
+    """
+    inference, generative = out
+    return elbo_terms(
+        batch.x, inference.posteriors, inference.z, generative.params, model.likelihood, generative.priors,
+        settings, report,
+    )  # fmt: skip
+
+
 def elbo_diagonal_gaussian(
     x: Tensor,
     loc: Tensor,
@@ -515,11 +535,7 @@ class ELBO(Objective, name="elbo"):
             )
 
     def forward(self, model: LatentVariableModel, batch: Batch, out: ModelOutput, report: bool) -> ELBOTerms:
-        inference, generative = out
-        return elbo_terms(
-            batch.x, inference.posteriors, inference.z, generative.params, model.likelihood, generative.priors,
-            self.settings, report,
-        )  # fmt: skip
+        return pass_terms(model, batch, out, self.settings, report)
 
     def training_terms(self, model: LatentVariableModel, batch: Batch, report: bool, check: bool) -> ELBOTerms:
         settings = self.settings
@@ -578,4 +594,14 @@ class IWAE(ELBO, name="iwae"):
         super().__init__(beta=beta, n_samples=n_samples)
 
 
-__all__ = ["ELBO", "ELBOSettings", "IWAE", "Settings", "elbo", "elbo_diagonal_gaussian", "elbo_groups", "elbo_terms"]
+__all__ = [
+    "ELBO",
+    "ELBOSettings",
+    "IWAE",
+    "Settings",
+    "elbo",
+    "elbo_diagonal_gaussian",
+    "elbo_groups",
+    "elbo_terms",
+    "pass_terms",
+]

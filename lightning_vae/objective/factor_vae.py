@@ -4,8 +4,7 @@ optimization, through the objective hooks of :class:`~lightning_vae.objective.Ob
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -15,8 +14,8 @@ from lightning_vae.checks import check_choice, check_float, check_int
 from lightning_vae.data.common import Batch
 from lightning_vae.functional.regularizers import density_ratio_tc, discriminator_loss, permute_dims
 from lightning_vae.models.base import LatentVariableModel, ModelOutput
-from lightning_vae.objective.base import Objective, check_single_gaussian_group
-from lightning_vae.objective.elbo import ELBOSettings, elbo_terms
+from lightning_vae.objective.base import WeightedObjective, check_single_gaussian_group
+from lightning_vae.objective.elbo import ELBOSettings, pass_terms
 from lightning_vae.objective.terms import ELBOTerms
 
 if TYPE_CHECKING:
@@ -39,7 +38,7 @@ def discriminator(latent_dim: int, hidden_size: int = 1000, layers: int = 6) -> 
     return nn.Sequential(*modules)
 
 
-class FactorVAE(Objective, name="factor_vae"):
+class FactorVAE(WeightedObjective, name="factor_vae"):
     """FactorVAE: ``recon + KL + γ · mean_b [D(z_b)_0 − D(z_b)_1]``, with the discriminator ``D`` trained alongside.
 
     Each training step (:meth:`manual_step`) draws ``z ~ q(z|x)`` for the batch, evaluates the loss above with
@@ -104,11 +103,6 @@ class FactorVAE(Objective, name="factor_vae"):
         #: The codes of the last training step's pass, detached: what the discriminator trains on.
         self._codes: Tensor | None = None
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "gamma":  # annealing callbacks set it between steps: checked as at construction
-            value = check_float("gamma", value, low=0.0)
-        super().__setattr__(name, value)
-
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}"
 
@@ -130,11 +124,8 @@ class FactorVAE(Objective, name="factor_vae"):
         return self.discriminator
 
     def forward(self, model: LatentVariableModel, batch: Batch, out: ModelOutput, report: bool) -> ELBOTerms:
-        inference, generative = out
-        terms = elbo_terms(
-            batch.x, inference.posteriors, inference.z, generative.params, model.likelihood, generative.priors,
-            _PLAIN, report,
-        )  # fmt: skip
+        inference = out.inference
+        terms = pass_terms(model, batch, out, _PLAIN, report)
         z = next(iter(inference.z.values()))
         if z.shape[0] != 1:
             raise ValueError(f"Expected one sample per example (1, B, D) for FactorVAE, got {tuple(z.shape)}")
@@ -171,13 +162,6 @@ class FactorVAE(Objective, name="factor_vae"):
     def before_optimizer_step(self, module: LightningModule, optimizer: Optimizer) -> None:
         if self.clip is not None:
             module.clip_gradients(optimizer, self.clip, self.clip_algorithm)
-
-    def state(self) -> dict[str, Any]:
-        return {"gamma": self.gamma}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        if "gamma" in state:
-            self.gamma = state["gamma"]
 
 
 __all__ = ["FactorVAE", "discriminator"]

@@ -11,7 +11,7 @@ from lightning_vae.data.common import Batch
 from lightning_vae.functional.regularizers import Kernel, mmd
 from lightning_vae.models.base import LatentVariableModel, ModelOutput
 from lightning_vae.objective.base import Objective, check_single_gaussian_group
-from lightning_vae.objective.elbo import ELBOSettings, elbo_terms
+from lightning_vae.objective.elbo import ELBOSettings, pass_terms
 from lightning_vae.objective.terms import ELBOTerms
 
 
@@ -96,12 +96,8 @@ class InfoVAE(Objective, name="info_vae"):
         check_single_gaussian_group("InfoVAE", model)
 
     def forward(self, model: LatentVariableModel, batch: Batch, out: ModelOutput, report: bool) -> ELBOTerms:
-        inference, generative = out
-        settings = ELBOSettings(beta=self.kl_weight)
-        terms = elbo_terms(
-            batch.x, inference.posteriors, inference.z, generative.params, model.likelihood, generative.priors,
-            settings, report,
-        )  # fmt: skip
+        inference = out.inference
+        terms = pass_terms(model, batch, out, ELBOSettings(beta=self.kl_weight), report)
         name = next(iter(inference.z))
         z = inference.z[name]
         if z.shape[0] != 1:
