@@ -39,6 +39,7 @@ def test_schedule_is_pythaes_multisteplr() -> None:
         scheduler.step()
 
 
+@pytest.mark.slow  # writes the binarised MNIST file three times (~30 s)
 def test_data_file_is_one_static_draw_of_mnist(tmp_path: Path, mnist_dir: Path) -> None:
     path = tmp_path / "binarized.npz"
     info = side.write_data(mnist_dir, path, seed=7)
