@@ -56,3 +56,26 @@ def test_api_pages_name_public_objects_only() -> None:
             assert len(parts) == 2 and parts[0] == "lightning_vae", (page.name, target)
             module = importlib.import_module("lightning_vae")
             assert parts[1] in module.__all__ or importlib.import_module(target), target
+
+
+def test_every_link_to_a_readme_heading_finds_its_page() -> None:
+    # A README link such as [Any logger](#any-logger) lands on a site page that may not hold that heading; the hook
+    # points it to the page that does, so every such link of every page must name a heading of the site.
+    import sys
+
+    sys.path.insert(0, str(DOCS))
+    try:
+        import hooks
+    finally:
+        sys.path.remove(str(DOCS))
+    assert hooks.slugify("After training: samples, reconstructions, latents") == (
+        "after-training-samples-reconstructions-latents"
+    )
+    anchors = hooks.anchors_by_page(DOCS)
+    assert anchors["any-logger"] == "callbacks.md"
+    for page in sorted(DOCS.rglob("*.md")):
+        text = INCLUDE.sub(hooks._section, page.read_text())
+        for anchor in re.findall(r"\]\(#([\w-]+)\)", text):
+            assert anchor in anchors, (page.name, anchor)
+        rewritten = hooks._page_links(text, page.relative_to(DOCS).as_posix(), anchors)
+        assert "](#any-logger)" not in rewritten or page.name == "callbacks.md"
