@@ -29,8 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_vae import VAE
+from lightning_vae.callbacks.views import prior_samples, reconstruction_rows
 from lightning_vae.data.shapes import SHAPE_NAMES, ShapesDataset
-from lightning_vae.viz import image_grid, prior_samples, reconstruction_rows, write_png
+from lightning_vae.viz import image_grid, write_png
 
 
 def shape_classifier() -> nn.Module:
