@@ -178,7 +178,12 @@ def train(n: int, seed: int, epochs: int, args: argparse.Namespace) -> list[dict
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[history, ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=0)],
+        # No version counter: a run folder moved to another path (another machine) still resumes from, and
+        # overwrites, its own last.ckpt instead of writing last-v1.ckpt beside it.
+        callbacks=[
+            history,
+            ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=0, enable_version_counter=False),
+        ],
     )
     trainer.fit(build(n, args.lr), datamodule=dm, ckpt_path=str(last) if last.exists() else None)
     return history.history
