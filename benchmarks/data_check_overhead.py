@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_overhead import SplitEncoder, _NoLogTrainer, make_decoder  # noqa: E402
+from step_overhead import SplitEncoder, _NoLogTrainer, make_decoder, paired_differences  # noqa: E402
 
 from lightning_vae import VAE  # noqa: E402
 
@@ -57,14 +57,7 @@ def measure(batch: int, rounds: int, steps: int) -> dict[str, Any]:
             for _ in range(steps):
                 contenders[name]().backward()
             cpu[name].append((time.process_time() - c0) / steps * 1e6)
-    pairs: list[float] = []
-    for i in range(rounds * steps):
-        times = {}
-        for name in ("every batch", "schedule") if i % 2 == 0 else ("schedule", "every batch"):
-            t0 = time.thread_time_ns()
-            contenders[name]().backward()
-            times[name] = time.thread_time_ns() - t0
-        pairs.append((times["every batch"] - times["schedule"]) / 1e3)
+    pairs = paired_differences(contenders, ("every batch", "schedule"), "every batch", rounds * steps)
     return {
         "batch": batch,
         "step_us": statistics.median(cpu["schedule"]),

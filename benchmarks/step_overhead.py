@@ -66,6 +66,21 @@ class _NoLogTrainer:
         self._logger_connector = type("C", (), {"should_update_logs": logs})()
 
 
+def paired_differences(contenders: dict[str, Any], order: tuple[str, str], minuend: str, n: int) -> list[float]:
+    """``n`` back-to-back pairs of one step + backward of each contender (``order`` first, then reversed, in turn):
+    the thread CPU time of ``minuend`` minus the other's, in microseconds, per pair."""
+    (subtrahend,) = set(order) - {minuend}
+    pairs: list[float] = []
+    for i in range(n):
+        times = {}
+        for name in order if i % 2 == 0 else order[::-1]:
+            t0 = time.thread_time_ns()
+            contenders[name]().backward()
+            times[name] = time.thread_time_ns() - t0
+        pairs.append((times[minuend] - times[subtrahend]) / 1e3)
+    return pairs
+
+
 def measure(batch: int, rounds: int, steps: int) -> dict[str, Any]:
     torch.manual_seed(0)
     encoder, decoder = SplitEncoder(), make_decoder()
@@ -93,14 +108,7 @@ def measure(batch: int, rounds: int, steps: int) -> dict[str, Any]:
             wall[name].append((time.perf_counter() - w0) / steps * 1e6)
     # Paired per step: one step of each contender back to back (order alternating), thread CPU time of each;
     # the median of the pairs' differences is robust to the bursts of a shared machine.
-    pairs: list[float] = []
-    for i in range(rounds * steps):
-        times = {}
-        for name in ("hand", "step") if i % 2 == 0 else ("step", "hand"):
-            t0 = time.thread_time_ns()
-            contenders[name]().backward()
-            times[name] = time.thread_time_ns() - t0
-        pairs.append((times["step"] - times["hand"]) / 1e3)
+    pairs = paired_differences(contenders, ("hand", "step"), "step", rounds * steps)
     cpu_diff = [s - h for s, h in zip(cpu["step"], cpu["hand"])]
     wall_diff = [s - h for s, h in zip(wall["step"], wall["hand"])]
     return {
