@@ -5,8 +5,9 @@ the same fixed batches through a Lightning ``Trainer`` (so FactorVAE's manual op
 is what is timed), for ``--steps`` steps after ``--warmup`` untimed ones; a callback reads the process's CPU time
 (``time.process_time``) at each batch's start and end, with one torch thread (``--threads``): on a shared machine
 the wall time of a step measures the other processes as much as the step. The objectives take turns within each of
-``--rounds`` rounds; the reported figure per objective is the median over rounds of (its median step CPU time / the
-ELBO's in the same round).
+``--rounds`` rounds, their order rotated by one place each round (so no objective always runs first or last in a
+process whose allocator and caches the earlier ones warmed); the reported figure per objective is the median over
+rounds of (its median step CPU time / the ELBO's in the same round).
 
 Usage::
 
@@ -91,8 +92,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n = args.batch_size * (args.steps + args.warmup)
     images = render_shapes(sample_factors(n, seed=0), 64).float()
     rounds: list[dict[str, float]] = []
-    for _ in range(args.rounds):
-        rounds.append({name: step_time(name, images, args.batch_size, args.steps, args.warmup) for name in names})
+    for r in range(args.rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]  # rotated: each objective takes each place in turn
+        rounds.append({name: step_time(name, images, args.batch_size, args.steps, args.warmup) for name in order})
     table = {
         name: {
             "median_step_cpu_ms": 1e3 * statistics.median(r[name] for r in rounds),

@@ -5,6 +5,11 @@ Adam (lr 1e-3), batch 128, one epoch per run. The two contenders alternate run b
 medians of the runs are compared, because single runs on a shared machine vary by about ±25%.
 
     python benchmarks/throughput.py --runs 3
+    python benchmarks/throughput.py --runs 7 --processes 5 --threads 1   # the whole measurement in 5 processes
+
+A process's memory layout moves every contender's speed by a few per cent for the whole process (seen as ratios
+that differ by ±0.03 between processes of the same code), which more runs inside one process do not average out:
+``--processes`` repeats the measurement in fresh processes and reports the median of their ratios.
 
 One untimed round of every contender comes first (``--warmup``): the first training run in a
 process pays one-time costs (lazy imports, creating the TensorBoard event file) that are not part
@@ -29,8 +34,10 @@ microseconds, ``(1 / VAE rate - 1 / minimal-module rate) * batch``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -178,7 +185,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--heads", choices=("split", "joint"), default="split", help="encoder heads of every contender")
     parser.add_argument("--loader", choices=("tensor", "datamodule"), default="tensor", help="where batches come from")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="repeat the whole measurement in this many fresh processes"
+    )
+    parser.add_argument("--json", default=None, help="write this process's medians and ratios here (JSON)")
     args = parser.parse_args()
+    if args.processes > 1:
+        across_processes(args)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     global HEADS
@@ -201,6 +215,7 @@ def main() -> None:
             cpu[name].append(c)
             print(f"run {i + 1} {name:9s}: {w:8.0f} samples/s wall, {c:8.0f} samples per CPU second", flush=True)
     print(f"torch threads: {torch.get_num_threads()}")
+    summary: dict[str, Any] = {"threads": torch.get_num_threads()}
     for label, table in (("wall-clock", wall), ("CPU-time", cpu)):
         med = {k: statistics.median(v) for k, v in table.items()}
         print(f"{label}: medians " + ", ".join(f"{k} {v:.0f}" for k, v in med.items()) + " samples/s")
@@ -217,6 +232,36 @@ def main() -> None:
         print(
             f"  VAE / lightning (our cost alone): ratio of medians {med['VAE'] / med['lightning']:.3f}, "
             f"median of paired ratios {paired:.3f}; package cost per step {overhead:.0f} µs (median of paired runs)"
+        )
+        summary[label] = {"medians": med, "vae_over_lightning": med["VAE"] / med["lightning"], "paired": paired}
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary))
+
+
+def across_processes(args: argparse.Namespace) -> None:
+    """The whole measurement in ``args.processes`` fresh processes, one after another, and the median of their
+    ratios: a process's memory layout shifts every contender's speed by a few per cent for the whole process,
+    which more runs inside one process do not average out."""
+    ratios: dict[str, list[tuple[float, float]]] = {"wall-clock": [], "CPU-time": []}
+    for i in range(args.processes):
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "result.json"
+            command = [sys.executable, __file__, "--runs", str(args.runs), "--max-steps", str(args.max_steps)]
+            command += ["--data-dir", args.data_dir, "--warmup", str(args.warmup), "--threads", str(args.threads)]
+            command += ["--heads", args.heads, "--loader", args.loader, "--json", str(out)]
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            result = json.loads(out.read_text())
+        for label in ratios:
+            ratios[label].append((result[label]["vae_over_lightning"], result[label]["paired"]))
+        cpu = ratios["CPU-time"][-1]
+        print(f"process {i + 1}: VAE / lightning {cpu[0]:.3f} (ratio of medians), {cpu[1]:.3f} (paired)", flush=True)
+    for label, values in ratios.items():
+        medians = statistics.median(v[0] for v in values)
+        paired = statistics.median(v[1] for v in values)
+        print(
+            f"{label}, {args.processes} processes x {args.runs} runs: VAE / lightning, median over processes of the "
+            f"ratio of medians {medians:.3f} (each: {', '.join(f'{v[0]:.3f}' for v in values)}), "
+            f"of the median of paired ratios {paired:.3f}"
         )
 
 

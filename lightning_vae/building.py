@@ -179,7 +179,6 @@ def describe(module: Any) -> dict[str, Any] | None:
     return None
 
 
-
 def describe_all(arguments: Mapping[str, Any]) -> dict[str, Any] | None:
     """``arguments`` with every module replaced by its :func:`describe` description; ``None`` when a module cannot
     be described (a model records all of its arguments or none).

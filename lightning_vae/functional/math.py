@@ -44,12 +44,25 @@ def float32_region(device: torch.device) -> AbstractContextManager[None]:
         ...     (a @ a).dtype
         torch.float32
     """
+    return torch.autocast(device_type=device.type, enabled=False) if autocast_enabled(device) else _NO_REGION
+
+
+def autocast_enabled(device: torch.device) -> bool:
+    """Whether autocast is on for ``device``'s type (``False`` for a device type autocast does not know).
+
+    Example::
+
+        >>> import torch
+        >>> autocast_enabled(torch.device("cpu"))
+        False
+    """
     try:
-        if not torch.is_autocast_enabled(device.type):
-            return nullcontext()
-        return torch.autocast(device_type=device.type, enabled=False)
+        return torch.is_autocast_enabled(device.type)
     except RuntimeError:  # a device type autocast does not know
-        return nullcontext()
+        return False
+
+
+_NO_REGION = nullcontext()  # reusable: entering it does nothing
 
 
 def soft_clamp(x: Tensor, low: float, high: float) -> Tensor:

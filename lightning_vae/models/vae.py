@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -131,8 +131,17 @@ class VAEModel(LatentVariableModel):
         """The ELBO's diagonal-Gaussian arithmetic applies: this class's own two paths (a subclass that replaces
         them, as the flow-posterior model does, does not qualify), the standard normal prior, a non-autoregressive
         decoder."""
-        paths = type(self).inference is VAEModel.inference and type(self).generative is VAEModel.generative
-        return paths and type(self.prior) is StandardNormalPrior and not self.autoregressive
+        fast = self.__dict__.get("_fast_path")  # read on every training step: worked out once per set of parts
+        if fast is None:
+            paths = type(self).inference is VAEModel.inference and type(self).generative is VAEModel.generative
+            fast = paths and type(self.prior) is StandardNormalPrior and not self.autoregressive
+            self.__dict__["_fast_path"] = fast
+        return fast
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in ("encoder", "decoder", "prior"):  # a part replaced: work :attr:`fast_path` out again
+            self.__dict__.pop("_fast_path", None)
 
     def fix_shapes(self, x: Tensor | None = None) -> None:
         """Fix ``data_shape`` from a batch and the latent size from one encoder pass (no gradient, eval mode).

@@ -232,6 +232,14 @@ class NonFiniteGuard:
             return False
         raise NonFiniteError(self.describe(module, x, record) + self._advice())
 
+    def observe_step(self, module: nn.Module, x: Tensor, terms: Any, trainer: Any, batch_idx: int) -> bool:
+        """:meth:`observe` for a training step under ``trainer`` (or none): its step and epoch are read only when
+        the loss needs more than the one host read of ``policy="raise"``."""
+        if self.policy == "raise" and not self.deferred and abs(terms.loss.detach().item()) < self.limit:
+            return False
+        step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
+        return self.observe(module, x, terms, step=step, batch_idx=batch_idx, epoch=epoch)
+
     def pending_losses(self) -> Tensor | None:
         """The kept losses of the steps since the last flush, stacked on the device, or ``None`` with nothing kept.
 

@@ -439,8 +439,7 @@ class VAE(LightningModule):
         trainer = self._trainer
         report = trainer is None or logs_this_step(trainer) or self._epoch_edge(batch_idx)
         terms = self._training_terms(data, report, lambda: self._where(batch_idx))
-        step, epoch = (trainer.global_step, trainer.current_epoch) if trainer is not None else (0, 0)
-        self.guard.observe(self, data.x, terms, step=step, batch_idx=batch_idx, epoch=epoch)
+        self.guard.observe_step(self, data.x, terms, trainer, batch_idx)
         if not self.automatic_optimization:
             terms = terms._replace(extra={**(terms.extra or {}), **self.objective.manual_step(self, terms)})
         if report:

@@ -115,3 +115,20 @@ def test_a_checkpoint_with_networks_at_the_top_level_still_loads(tmp_path: Path)
     loaded = VAE.load_from_checkpoint(path)
     for key, value in vae.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
+def test_fast_path_is_worked_out_again_when_a_part_is_replaced() -> None:
+    from lightning_vae.distributions.priors import LearnableGaussianPrior, StandardNormalPrior
+
+    model = VAEModel(MLPEncoder((1, 8, 8), latent_dim=4), MLPDecoder(4, (1, 8, 8)))
+    assert model.fast_path is True
+    model.prior = LearnableGaussianPrior(4)  # a prior the ELBO's closed form does not cover
+    assert model.fast_path is False
+    model.prior = StandardNormalPrior(4)
+    assert model.fast_path is True
+
+    class Autoregressive(MLPDecoder):
+        autoregressive = True
+
+    model.decoder = Autoregressive(4, (1, 8, 8))
+    assert model.fast_path is False

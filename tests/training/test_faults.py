@@ -279,3 +279,42 @@ def test_sharded_strategies_over_several_processes_are_refused() -> None:
     deepspeed = type("DeepSpeedStrategy", (), {"zero_stage_3": True})()
     with pytest.raises(ValueError, match=r"\(DeepSpeedStrategy with 8 processes\)"):
         refuse_sharding(SimpleNamespace(world_size=8, strategy=deepspeed))
+
+
+class _Trainer:
+    """A trainer whose step and epoch count how often they are read."""
+
+    def __init__(self, step: int, epoch: int) -> None:
+        self.reads = 0
+        self._step, self._epoch = step, epoch
+
+    @property
+    def global_step(self) -> int:
+        self.reads += 1
+        return self._step
+
+    @property
+    def current_epoch(self) -> int:
+        self.reads += 1
+        return self._epoch
+
+
+def test_observe_step_reads_the_trainer_only_when_the_loss_needs_more_than_one_read() -> None:
+    from lightning_vae.training.faults import CALIBRATION_STEPS
+
+    guard, net, x = NonFiniteGuard(divergence_ratio=100.0), _net(), torch.zeros(1, 3)
+    trainer = _Trainer(step=7, epoch=1)
+    for i in range(CALIBRATION_STEPS):  # calibrating: each step is recorded, so its step and epoch are read
+        assert guard.observe_step(net, x, _terms(loss=2.0), trainer, i) is False
+    reads = trainer.reads
+    assert reads == 2 * CALIBRATION_STEPS
+    for i in range(5):  # calibrated, well below the limit: one host read of the loss and nothing else
+        assert guard.observe_step(net, x, _terms(loss=3.0), trainer, i) is False
+    assert trainer.reads == reads
+    with pytest.raises(NonFiniteError, match=r"global step 7 \(epoch 1, batch 9\)"):  # a bad step is named
+        guard.observe_step(net, x, _terms(loss=NAN), trainer, 9)
+    with pytest.raises(DivergenceError, match=r"global step 7 \(epoch 1, batch 10\)"):
+        guard.observe_step(net, x, _terms(loss=1e6), trainer, 10)
+    skip = NonFiniteGuard(policy="skip")  # every step kept until its gradients are checked: named when kept
+    assert skip.observe_step(net, x, _terms(loss=NAN), None, 3) is False
+    assert skip.unchecked[0][0].step == 0 and skip.unchecked[0][0].batch_idx == 3
