@@ -24,7 +24,7 @@ from lightning_vae.data.common import Batch
 from lightning_vae.distributions.likelihoods import Likelihood
 from lightning_vae.distributions.posteriors import as_posterior, clamp_log_var
 from lightning_vae.functional.kl import gaussian_kl, kl_per_dim
-from lightning_vae.functional.math import at_least_float32, autocast_enabled, log_mean_exp
+from lightning_vae.functional.math import at_least_float32, log_mean_exp
 from lightning_vae.models.base import LatentVariableModel, ModelOutput
 from lightning_vae.objective.base import Objective
 from lightning_vae.objective.terms import (
@@ -100,8 +100,6 @@ class ELBOSettings:
                 f"free_bits_mode='latent_group'), got n_samples={self.n_samples}, capacity={self.capacity}, "
                 f"free_bits_mode={self.free_bits_mode!r}"
             )
-        values = (self.beta, self.free_bits, self.free_bits_mode, self.free_bits_groups, self.capacity)
-        fix(self, "_values", (*values, self.capacity_gamma))  # not a field: the training step's form, made once
 
     def replace(self, **changes: Any) -> ELBOSettings:
         """A new value with ``changes`` applied, checked as a new one is."""
@@ -109,8 +107,15 @@ class ELBOSettings:
 
     def values(self) -> tuple[Any, ...]:
         """``(beta, free_bits, free_bits_mode, free_bits_groups, capacity, capacity_gamma)``, as :func:`assemble`
-        takes them (made once, with the value)."""
-        return self._values  # type: ignore[attr-defined,no-any-return]  # set in __post_init__
+        takes them."""
+        return (
+            self.beta,
+            self.free_bits,
+            self.free_bits_mode,
+            self.free_bits_groups,
+            self.capacity,
+            self.capacity_gamma,
+        )
 
 
 class Settings(TypedDict, total=False):
@@ -341,17 +346,6 @@ def diagonal_gaussian_terms(
 ) -> ELBOTerms:
     """:func:`elbo_diagonal_gaussian` with its settings as :meth:`ELBOSettings.values` (the training step's form:
     checked once where they were set, no keyword packing per step)."""
-    if not report and settings[1] == 0 and settings[4] is None and not autocast_enabled(x.device):
-        # The training step's common case (the β-ELBO, nothing reported, no autocast), written out: what
-        # `assemble` computes for it, without the region and the branches (the step's Python costs as much as
-        # its small tensor operations).
-        nll = likelihood.nll(x, decoder_output)  # (B,)
-        elementwise = gaussian_kl(loc, log_var)  # (B, D)
-        kl = elementwise.sum(-1)
-        beta = settings[0]
-        loss = (nll + kl).mean() if beta == 1.0 else (nll + beta * kl).mean()
-        kl_mean = kl.mean()
-        return ELBOTerms(loss, None, nll.mean(), kl_mean, None, kl_mean, None, None, kl_elementwise=elementwise)
     with float32_region(x.device):
         nll = likelihood.nll(x, decoder_output)  # (B,)
         elementwise = gaussian_kl(loc, log_var)  # (B, D)
