@@ -65,7 +65,9 @@ def test_smoke_run_writes_a_complete_results_entry(name: str, tmp_path: Path, mn
     assert set(saved["not_available"]) == set(reproduce.NOT_AVAILABLE)
 
     assert entry["experiment"] == name and entry["published"] == exp.published
-    assert entry["reference"] == exp.reference and entry["reference"]["table"] and entry["reference"]["row"]
+    assert entry["reference"] == exp.reference and entry["reference"]["row"]
+    # The table the figure comes from, or why it is not named (a figure that could not be read).
+    assert entry["reference"]["table"] or (entry["reference"]["value"] is None and entry["reference"]["note"])
     assert entry["smoke"] is True and entry["complete"] is False
     assert entry["k"] == 10 and entry["test_size"] == 100
     assert entry["ours"]["k"] == 10 and entry["ours"]["n_images"] == 100
