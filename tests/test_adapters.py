@@ -84,3 +84,52 @@ def test_lightning_logging_step_and_initial_hparams(tmp_path) -> None:
     assert initial is not None and initial["a"] == 1, "LightningModule._hparams_initial is gone"
     initial["a"] = 2
     assert module.hparams_initial["a"] == 2
+
+
+def test_lightning_results_of_step_logs_can_be_marked_read(tmp_path) -> None:
+    """``Trainer._results``, its items' ``meta`` (``fx``, ``on_step``, ``on_epoch``) and ``has_reset``: a step-only
+    value marked read leaves Lightning's per-batch walk, keeps its last value in ``callback_metrics``, and comes
+    back when it is logged again; a value aggregated over the epoch is never marked."""
+    from lightning.pytorch import Callback, LightningModule
+
+    seen: dict[int, tuple[int, bool, float, bool]] = {}
+
+    class Module(LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            if batch_idx % 2 == 0:
+                self.log("step_only", float(batch_idx))
+            self.log("per_epoch", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class Probe(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if batch_idx == 0:
+                return
+            assert trainer._results is not None, "Trainer._results is gone"
+            for item in trainer._results.values():
+                assert {"fx", "on_step", "on_epoch"} <= set(vars(item.meta)), "_ResultMetric.meta changed"
+                assert isinstance(item.has_reset, bool), "_ResultMetric.has_reset is gone"
+            marked = adapters.retire_step_logs(trainer)
+            walked = "step_only" in trainer._results.metrics(True)["callback"]
+            epoch_kept = not next(v for v in trainer._results.values() if v.meta.name == "per_epoch").has_reset
+            seen[batch_idx] = (marked, walked, float(trainer.callback_metrics["step_only"]), epoch_kept)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=2)
+    trainer = Trainer(
+        default_root_dir=tmp_path, max_epochs=1, logger=False, enable_progress_bar=False, callbacks=[Probe()]
+    )
+    trainer.fit(Module(), data)
+    assert seen[1] == (1, False, 0.0, True)  # logged at batch 0, read: out of the walk, last value kept
+    assert seen[2] == (0, False, 0.0, True)  # nothing new to mark
+    assert seen[3] == (1, False, 2.0, True)  # logged again at batch 2: walked after it, then marked
+    assert float(trainer.callback_metrics["step_only"]) == 2.0
+    assert "per_epoch" in trainer.callback_metrics
+    assert adapters.retire_step_logs(None) == 0

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from lightning_vae.adapters import is_compiled
+from lightning_vae.adapters import is_compiled, retire_step_logs
 from lightning_vae.building import build, check_checkpoint_classes, save_hparams
 from lightning_vae.checkpoints import load_checkpoint, migrate_state_dict, use_safe_checkpoint_io
 from lightning_vae.checks import check_choice, check_float, check_int, check_type
@@ -221,6 +221,8 @@ class VAE(LightningModule):
         self.eval_metrics = EvalMetrics(self.model.group_names)
         self.data_check = DataCheck()
         self._shapes_fixed = False
+        #: The last step logged values: the next step marks them read (see ``adapters.retire_step_logs``).
+        self._step_logged = False
         frame = inspect.currentframe()
         described = {**given, "model": model, "objective": objective}
         save_hparams(self, frame, described, {"optimizer": optimizer, "lr_scheduler": lr_scheduler})
@@ -437,6 +439,9 @@ class VAE(LightningModule):
         """
         data = self.read_batch(batch)
         trainer = self._trainer
+        if self._step_logged:  # Lightning has published the last logged step's values by now
+            retire_step_logs(trainer)
+            self._step_logged = False
         report = trainer is None or logs_this_step(trainer) or self._epoch_edge(batch_idx)
         terms = self._training_terms(data, report, lambda: self._where(batch_idx))
         self.guard.observe_step(self, data.x, terms, trainer, batch_idx)
@@ -466,6 +471,7 @@ class VAE(LightningModule):
         host.update({f"train/{name}": torch.tensor(float(value)) for name, value in self._weights().items()})
         self.log("train/loss", host.pop("train/loss"), prog_bar=True, batch_size=batch_size)
         self.log_dict(host, batch_size=batch_size)
+        self._step_logged = True
 
     def _weights(self) -> dict[str, float]:
         """The objective's declared scalar weights (logged as ``train/<name>``)."""

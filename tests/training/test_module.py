@@ -199,6 +199,43 @@ def test_training_logs_the_documented_keys(tmp_path: Path) -> None:
     assert float(trainer.callback_metrics["val/nll_iw"]) <= float(-trainer.callback_metrics["val/elbo"]) + 0.5
 
 
+def test_logged_step_values_marked_read_change_nothing_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a logged step its values leave Lightning's per-batch walk (``adapters.retire_step_logs``): the loggers,
+    ``callback_metrics`` and the progress bar get exactly what they get without it, at every logging step."""
+    import csv
+
+    from lightning.pytorch import seed_everything
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import lightning_vae.training.module as module
+
+    def fit(name: str) -> tuple[list[dict[str, str]], dict[str, float], dict[str, float]]:
+        seed_everything(3, verbose=False)
+        loader = DataLoader(TensorDataset(torch.rand(56, 1, 8, 8).round()), batch_size=8)  # 7 batches
+        kwargs = trainer_kwargs(tmp_path, max_epochs=2, limit_train_batches=None, limit_val_batches=0)
+        kwargs.update(logger=CSVLogger(tmp_path, name=name), log_every_n_steps=3)
+        trainer = Trainer(**kwargs)
+        trainer.fit(tiny_vae(), train_dataloaders=loader)
+        with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        floats = lambda d: {k: float(v) for k, v in d.items() if k.startswith("train/")}  # noqa: E731
+        return rows, floats(trainer.callback_metrics), floats(trainer.progress_bar_metrics)
+
+    real, counts = module.retire_step_logs, []
+    monkeypatch.setattr(module, "retire_step_logs", lambda trainer: counts.append(real(trainer)) or counts[-1])
+    marked = fit("marked")
+    assert counts and max(counts) >= 5  # loss, recon, kl, elbo and the weights, after each logged step
+    monkeypatch.setattr(module, "retire_step_logs", lambda trainer: 0)
+    walked = fit("walked")
+    assert marked == walked
+    rows = marked[0]
+    assert [int(r["step"]) for r in rows] == [2, 5, 8, 11]  # every third of the 14 steps
+    assert all(r["train/kl"] and r["train/recon"] and r["train/loss"] for r in rows)
+    assert {"train/loss", "train/kl", "train/recon", "train/elbo", "train/beta"} <= set(marked[1])
+    assert set(marked[2]) == {"train/loss"}
+
+
 def test_iwae_training_and_lr_scheduler(tmp_path: Path) -> None:
     from functools import partial
 
