@@ -435,7 +435,8 @@ def report(path: Path = RESULTS_PATH) -> dict[str, Any]:
 
 
 def seed_spread(results: dict[str, Any]) -> dict[str, Any]:
-    """Both models over the training seeds run so far, by this suite's evaluator (the one every seed has).
+    """Both models over the training seeds run so far, by this suite's evaluator (the one every seed has), and the
+    two evaluators' difference on each seed's weights where both ran.
 
     Per seed, the IW-NLL of each side's weights (``eval_ours`` of the seed); per side, the mean and the standard
     deviation over seeds; and whether this suite's model is worse than pythae's by no more than the seed spread (the
@@ -443,10 +444,14 @@ def seed_spread(results: dict[str, Any]) -> dict[str, Any]:
     spread (with one, the spread is ``None``).
     """
     per_seed: dict[str, dict[str, float]] = {}
+    evaluators: dict[str, dict[str, float]] = {}  # this suite's minus pythae's evaluator, where a seed has both
     for key, value in results.items():
         if key == "eval_ours" or key.startswith("eval_ours_seed"):
             seed = str(TRAIN_SEED) if key == "eval_ours" else key.removeprefix("eval_ours_seed")
             per_seed[seed] = {side: value["result"][side]["nll"] for side in SIDES}
+            other = results.get("eval_pythae" if key == "eval_ours" else f"eval_pythae_seed{seed}")
+            if other is not None:
+                evaluators[seed] = {side: value["result"][side]["nll"] - other["result"][side]["nll"] for side in SIDES}
     sides: dict[str, Any] = {}
     for side in SIDES:
         values = [nll[side] for nll in per_seed.values()]
@@ -463,6 +468,8 @@ def seed_spread(results: dict[str, Any]) -> dict[str, Any]:
         "model_difference_mean": difference,
         "seed_spread": spread,
         "ours_within_spread": None if spread is None or difference is None else difference <= spread,
+        "evaluator_difference_per_seed": evaluators,
+        "evaluator_difference_max_abs": max((abs(d) for e in evaluators.values() for d in e.values()), default=None),
     }
 
 

@@ -130,3 +130,7 @@ def test_seed_spread_over_runs() -> None:
     difference = statistics.fmean(ours) - statistics.fmean(pythae)
     assert spread["model_difference_mean"] == pytest.approx(difference)
     assert spread["ours_within_spread"] is (difference <= spread["seed_spread"])
+    # The evaluators compared on seed 1's weights only (the one seed with both).
+    assert spread["evaluator_difference_per_seed"] == {"1": {"ours": 101.0, "pythae": 100.5}}
+    assert spread["evaluator_difference_max_abs"] == 101.0
+    assert one["evaluator_difference_per_seed"] == {str(side.TRAIN_SEED): {"ours": 100.0, "pythae": 99.0}}
