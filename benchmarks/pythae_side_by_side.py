@@ -18,6 +18,11 @@ Each side runs in its own environment; pythae is imported only by the ``*-pythae
     /path/to/pythae-venv/bin/python benchmarks/pythae_side_by_side.py eval-pythae --k 1000     # pythae's get_nll
     python benchmarks/pythae_side_by_side.py report                              # the pair, the differences
 
+More training seeds give the seed spread the comparison of the two models is judged by: ``--seed S`` on the
+``train-*`` and ``eval-*`` steps keeps that run's weights apart (``side_by_side_{side}_seedS.safetensors``) and its
+results under ``train_ours_seedS`` etc.; ``report`` then adds both models' mean and standard deviation over the
+seeds (this suite's evaluator, which every seed has).
+
 The weights of both trained models are written in one layout (safetensors, pythae's parameter names for this
 encoder and decoder: ``encoder.hidden``, ``encoder.loc``, ``encoder.log_var``, ``decoder.hidden``, ``decoder.out``)
 to ``benchmarks/weights/side_by_side_{ours,pythae}.safetensors``; each evaluator loads both files into its own model.
@@ -35,6 +40,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -49,11 +55,27 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST_DIR = os.environ.get("MNIST_DIR", str(ROOT.parent / "shared" / "data" / "mnist"))
 WORK_DIR = ROOT / "benchmarks" / "runs" / "side_by_side"
 DATA_FILE = WORK_DIR / "binarized_mnist.npz"
-WEIGHTS = {side: ROOT / "benchmarks" / "weights" / f"side_by_side_{side}.safetensors" for side in ("ours", "pythae")}
+SIDES = ("ours", "pythae")
 RESULTS_PATH = ROOT / "benchmarks" / "pythae_side_by_side.json"
 #: Seed of the binarisation (the data file), of both trainings, and of the evaluations' importance samples.
 DATA_SEED, TRAIN_SEED, EVAL_SEED = 20151, 123, 1234
 LATENT, HIDDEN = 40, 400
+
+
+def weights_path(side: str, seed: int = TRAIN_SEED) -> Path:
+    """Where one side's weights of the training run with ``seed`` are kept (the first run's seed: no suffix)."""
+    suffix = "" if seed == TRAIN_SEED else f"_seed{seed}"
+    return ROOT / "benchmarks" / "weights" / f"side_by_side_{side}{suffix}.safetensors"
+
+
+def section(step: str, seed: int = TRAIN_SEED) -> str:
+    """The results JSON's key for ``step`` (e.g. ``train-ours``) of the run with ``seed``."""
+    key = step.replace("-", "_")
+    return key if seed == TRAIN_SEED else f"{key}_seed{seed}"
+
+
+#: The weights of the first run (seed 123), as the README and earlier results name them.
+WEIGHTS = {side: weights_path(side) for side in SIDES}
 MILESTONES, GAMMA = (200, 350, 500, 750, 1000), 10 ** (-1 / 5)
 
 
@@ -199,13 +221,13 @@ def neutral_to_ours(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     }
 
 
-def train_ours(epochs: int, data: dict[str, torch.Tensor], threads: int) -> dict[str, Any]:
+def train_ours(epochs: int, data: dict[str, torch.Tensor], threads: int, seed: int = TRAIN_SEED) -> dict[str, Any]:
     """Train this suite's model with the Lightning Trainer; keep the best validation epoch's weights."""
     from lightning.pytorch import Callback, Trainer, seed_everything
     from torch.utils.data import DataLoader, TensorDataset
 
     torch.set_num_threads(threads)
-    seed_everything(TRAIN_SEED, verbose=False)
+    seed_everything(seed, verbose=False)
     model = build_ours()
 
     class KeepBest(Callback):
@@ -246,25 +268,28 @@ def train_ours(epochs: int, data: dict[str, torch.Tensor], threads: int) -> dict
     started = time.perf_counter()
     trainer.fit(model, train, valid)
     assert keep.best_state is not None
-    save_neutral(ours_to_neutral(keep.best_state), WEIGHTS["ours"], {"side": "ours", "epoch": str(keep.best_epoch)})
+    path = weights_path("ours", seed)
+    save_neutral(ours_to_neutral(keep.best_state), path, {"side": "ours", "epoch": str(keep.best_epoch)})
     return {
         "trainer": "lightning_vae.VAE + lightning.pytorch.Trainer",
+        "seed": seed,
         "epochs": epochs,
         "best_epoch": keep.best_epoch,
         "best_validation_loss": keep.best_loss,
         "train_seconds": round(time.perf_counter() - started, 1),
         "seconds_per_epoch": round(sum(keep.epoch_seconds) / max(len(keep.epoch_seconds), 1), 2),
-        "weights": {"path": _relative(WEIGHTS["ours"]), "sha256": _sha256(WEIGHTS["ours"])},
+        "weights": {"path": _relative(path), "sha256": _sha256(path)},
         "machine": _machine(),
     }
 
 
-def eval_ours(k: int, test: torch.Tensor, threads: int) -> dict[str, Any]:
+def eval_ours(k: int, test: torch.Tensor, threads: int, seed: int = TRAIN_SEED) -> dict[str, Any]:
     """This suite's evaluator (``ImportanceWeightedNLL`` through ``reproduce.evaluate_nll``) on both weight sets."""
     torch.set_num_threads(threads)
     reproduce = _ours_module()
     out: dict[str, Any] = {}
-    for side, path in WEIGHTS.items():
+    for side in SIDES:
+        path = weights_path(side, seed)
         model = build_ours()
         model.load_state_dict(neutral_to_ours(load_neutral(path)))
         result = reproduce.evaluate_nll(model, test, k, seed=EVAL_SEED, progress=False)
@@ -309,13 +334,13 @@ def build_pythae() -> Any:
     return VAE(model_config=config, encoder=encoder_cls(), decoder=decoder_cls())
 
 
-def train_pythae(epochs: int, data: dict[str, torch.Tensor], threads: int) -> dict[str, Any]:
+def train_pythae(epochs: int, data: dict[str, torch.Tensor], threads: int, seed: int = TRAIN_SEED) -> dict[str, Any]:
     """Train pythae's VAE with pythae's ``BaseTrainer`` and its reproduction settings; keep its best model."""
     from pythae.data.datasets import BaseDataset
     from pythae.trainers import BaseTrainer, BaseTrainerConfig
 
     torch.set_num_threads(threads)
-    torch.manual_seed(TRAIN_SEED)
+    torch.manual_seed(seed)
     model = build_pythae()
     config = BaseTrainerConfig(
         output_dir=str(WORK_DIR / "pythae"),
@@ -326,7 +351,7 @@ def train_pythae(epochs: int, data: dict[str, torch.Tensor], threads: int) -> di
         steps_saving=None,
         steps_predict=None,
         no_cuda=True,
-        seed=TRAIN_SEED,
+        seed=seed,
         scheduler_cls="MultiStepLR",
         scheduler_params={"milestones": list(MILESTONES), "gamma": GAMMA},
     )
@@ -338,15 +363,17 @@ def train_pythae(epochs: int, data: dict[str, torch.Tensor], threads: int) -> di
     seconds = time.perf_counter() - started
     best = trainer._best_model  # pythae keeps the model of the lowest validation loss here
     neutral = {k: v for k, v in best.state_dict().items() if k.startswith(("encoder.", "decoder."))}
-    save_neutral(neutral, WEIGHTS["pythae"], {"side": "pythae"})
+    path = weights_path("pythae", seed)
+    save_neutral(neutral, path, {"side": "pythae"})
     valid_loss = _pythae_loss(best, data["valid"])
     return {
         "trainer": "pythae.models.VAE + pythae.trainers.BaseTrainer",
+        "seed": seed,
         "epochs": epochs,
         "best_validation_loss": valid_loss,
         "train_seconds": round(seconds, 1),
         "seconds_per_epoch": round(seconds / epochs, 2),
-        "weights": {"path": _relative(WEIGHTS["pythae"]), "sha256": _sha256(WEIGHTS["pythae"])},
+        "weights": {"path": _relative(path), "sha256": _sha256(path)},
         "machine": _machine(),
     }
 
@@ -359,11 +386,12 @@ def _pythae_loss(model: Any, x: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def eval_pythae(k: int, test: torch.Tensor, threads: int) -> dict[str, Any]:
+def eval_pythae(k: int, test: torch.Tensor, threads: int, seed: int = TRAIN_SEED) -> dict[str, Any]:
     """pythae's evaluator (``VAE.get_nll``: k importance samples per image, 100 at a time) on both weight sets."""
     torch.set_num_threads(threads)
     out: dict[str, Any] = {}
-    for side, path in WEIGHTS.items():
+    for side in SIDES:
+        path = weights_path(side, seed)
         model = build_pythae()
         missing = model.load_state_dict(load_neutral(path), strict=False)
         if missing.missing_keys or missing.unexpected_keys:
@@ -396,6 +424,7 @@ def report(path: Path = RESULTS_PATH) -> dict[str, Any]:
         ),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    summary["seeds"] = seed_spread(results)
     _update_results("summary", summary, path)
     for side in WEIGHTS:
         print(
@@ -403,6 +432,45 @@ def report(path: Path = RESULTS_PATH) -> dict[str, Any]:
             f" (difference {summary['evaluator_difference'][side]:+.4f})"
         )
     return summary
+
+
+def seed_spread(results: dict[str, Any]) -> dict[str, Any]:
+    """Both models over the training seeds run so far, by this suite's evaluator (the one every seed has), and the
+    two evaluators' difference on each seed's weights where both ran.
+
+    Per seed, the IW-NLL of each side's weights (``eval_ours`` of the seed); per side, the mean and the standard
+    deviation over seeds; and whether this suite's model is worse than pythae's by no more than the seed spread (the
+    larger of the two sides' standard deviations), the target of the comparison. Needs two seeds or more for a
+    spread (with one, the spread is ``None``).
+    """
+    per_seed: dict[str, dict[str, float]] = {}
+    evaluators: dict[str, dict[str, float]] = {}  # this suite's minus pythae's evaluator, where a seed has both
+    for key, value in results.items():
+        if key == "eval_ours" or key.startswith("eval_ours_seed"):
+            seed = str(TRAIN_SEED) if key == "eval_ours" else key.removeprefix("eval_ours_seed")
+            per_seed[seed] = {side: value["result"][side]["nll"] for side in SIDES}
+            other = results.get("eval_pythae" if key == "eval_ours" else f"eval_pythae_seed{seed}")
+            if other is not None:
+                evaluators[seed] = {side: value["result"][side]["nll"] - other["result"][side]["nll"] for side in SIDES}
+    sides: dict[str, Any] = {}
+    for side in SIDES:
+        values = [nll[side] for nll in per_seed.values()]
+        sides[side] = {
+            "mean": statistics.fmean(values) if values else None,
+            "sd": statistics.stdev(values) if len(values) > 1 else None,
+        }
+    spread = max(sides[s]["sd"] for s in SIDES) if len(per_seed) > 1 else None
+    difference = sides["ours"]["mean"] - sides["pythae"]["mean"] if per_seed else None
+    return {
+        "evaluator": "this suite's (eval-ours)",
+        "per_seed": per_seed,
+        "by_side": sides,
+        "model_difference_mean": difference,
+        "seed_spread": spread,
+        "ours_within_spread": None if spread is None or difference is None else difference <= spread,
+        "evaluator_difference_per_seed": evaluators,
+        "evaluator_difference_max_abs": max((abs(d) for e in evaluators.values() for d in e.values()), default=None),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
@@ -413,6 +481,9 @@ def main(argv: Sequence[str] | None = None) -> Any:
     parser.add_argument("--k", type=int, default=1000, help="importance samples per test image")
     parser.add_argument("--test-size", type=int, help="the first N test images (default all 10,000)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--seed", type=int, default=TRAIN_SEED, help=f"training seed of the run (default {TRAIN_SEED}, the first run)"
+    )
     args = parser.parse_args(argv)
     for name in ("epochs", "k", "threads", "test_size"):
         value = getattr(args, name)
@@ -430,15 +501,15 @@ def main(argv: Sequence[str] | None = None) -> Any:
     test = data["test"][: args.test_size] if args.test_size else data["test"]
     step = {"train-ours": train_ours, "train-pythae": train_pythae}.get(args.step)
     if step is not None:
-        result = step(args.epochs, data, args.threads)
+        result = step(args.epochs, data, args.threads, args.seed)
     else:
-        result = (eval_ours if args.step == "eval-ours" else eval_pythae)(args.k, test, args.threads)
+        result = (eval_ours if args.step == "eval-ours" else eval_pythae)(args.k, test, args.threads, args.seed)
     result = {
         "result": result,
         "command": command,
         "date": datetime.datetime.now().astimezone().isoformat("T", "seconds"),
     }
-    _update_results(args.step.replace("-", "_"), result)
+    _update_results(section(args.step, args.seed), result)
     return result
 
 

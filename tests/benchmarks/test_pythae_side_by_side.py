@@ -100,3 +100,37 @@ def test_this_suites_evaluator_agrees_with_pythaes_estimator_on_the_same_weights
     # Two independent k = 1000 estimates of the same 20 likelihoods: Monte Carlo noise only.
     assert ours == pytest.approx(reference, abs=0.05)
     assert np.isfinite(ours) and ours > 0
+
+
+def test_seeds_keep_their_weights_and_results_apart() -> None:
+    assert side.weights_path("ours") == side.WEIGHTS["ours"]
+    assert side.weights_path("pythae", 7).name == "side_by_side_pythae_seed7.safetensors"
+    assert side.section("train-ours") == "train_ours" and side.section("eval-pythae", 7) == "eval_pythae_seed7"
+
+
+def test_seed_spread_over_runs() -> None:
+    import statistics
+
+    def evaluation(ours: float, pythae: float) -> dict:
+        return {"result": {"ours": {"nll": ours}, "pythae": {"nll": pythae}}}
+
+    one = side.seed_spread({"eval_ours": evaluation(100.0, 99.0), "eval_pythae": evaluation(0.0, 0.0)})
+    assert one["seed_spread"] is None and one["ours_within_spread"] is None and one["model_difference_mean"] == 1.0
+    results = {
+        "eval_ours": evaluation(100.0, 99.0),
+        "eval_ours_seed1": evaluation(101.0, 100.5),
+        "eval_ours_seed2": evaluation(99.5, 99.9),
+        "eval_pythae_seed1": evaluation(0.0, 0.0),  # the other evaluator: not part of the spread
+    }
+    spread = side.seed_spread(results)
+    assert set(spread["per_seed"]) == {str(side.TRAIN_SEED), "1", "2"}
+    ours, pythae = [100.0, 101.0, 99.5], [99.0, 100.5, 99.9]
+    assert spread["by_side"]["ours"]["sd"] == pytest.approx(statistics.stdev(ours))
+    assert spread["seed_spread"] == pytest.approx(max(statistics.stdev(ours), statistics.stdev(pythae)))
+    difference = statistics.fmean(ours) - statistics.fmean(pythae)
+    assert spread["model_difference_mean"] == pytest.approx(difference)
+    assert spread["ours_within_spread"] is (difference <= spread["seed_spread"])
+    # The evaluators compared on seed 1's weights only (the one seed with both).
+    assert spread["evaluator_difference_per_seed"] == {"1": {"ours": 101.0, "pythae": 100.5}}
+    assert spread["evaluator_difference_max_abs"] == 101.0
+    assert one["evaluator_difference_per_seed"] == {str(side.TRAIN_SEED): {"ours": 100.0, "pythae": 99.0}}
