@@ -140,6 +140,11 @@ def save_neutral(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, s
 def load_neutral(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
+    if not path.exists():
+        seed = path.stem.rpartition("_seed")[2] if "_seed" in path.stem else str(TRAIN_SEED)
+        raise FileNotFoundError(
+            f"No weights {_relative(path)}: run `train-ours --seed {seed}` and `train-pythae --seed {seed}` first"
+        )
     return load_file(str(path))
 
 
@@ -497,13 +502,25 @@ def main(argv: Sequence[str] | None = None) -> Any:
         return info
     if args.step == "report":
         return report()
-    data = load_data()
+    try:
+        data = load_data()
+    except FileNotFoundError as err:
+        parser.exit(2, f"error: {err}\n")
     test = data["test"][: args.test_size] if args.test_size else data["test"]
     step = {"train-ours": train_ours, "train-pythae": train_pythae}.get(args.step)
     if step is not None:
         result = step(args.epochs, data, args.threads, args.seed)
     else:
-        result = (eval_ours if args.step == "eval-ours" else eval_pythae)(args.k, test, args.threads, args.seed)
+        missing = [_relative(weights_path(side, args.seed)) for side in SIDES]
+        missing = [path for side, path in zip(SIDES, missing) if not weights_path(side, args.seed).exists()]
+        if missing:  # before any model is built: name what is missing and the steps that write it
+            parser.exit(
+                2,
+                f"error: No weights {', '.join(missing)}: run `train-ours --seed {args.seed}` and "
+                f"`train-pythae --seed {args.seed}` first\n",
+            )
+        evaluate = eval_ours if args.step == "eval-ours" else eval_pythae
+        result = evaluate(args.k, test, args.threads, args.seed)
     result = {
         "result": result,
         "command": command,

@@ -134,3 +134,19 @@ def test_seed_spread_over_runs() -> None:
     assert spread["evaluator_difference_per_seed"] == {"1": {"ours": 101.0, "pythae": 100.5}}
     assert spread["evaluator_difference_max_abs"] == 101.0
     assert one["evaluator_difference_per_seed"] == {str(side.TRAIN_SEED): {"ours": 100.0, "pythae": 99.0}}
+
+
+def test_missing_data_or_weights_are_named_in_one_line(monkeypatch, capsys) -> None:
+    def no_data(path=None):
+        raise FileNotFoundError("No data file x.npz: run `python benchmarks/pythae_side_by_side.py data` first")
+
+    monkeypatch.setattr(side, "load_data", no_data)
+    with pytest.raises(SystemExit) as exit_info:
+        side.main(["eval-ours", "--k", "2"])
+    assert exit_info.value.code == 2 and "error: No data file x.npz" in capsys.readouterr().err
+    monkeypatch.setattr(side, "load_data", lambda path=None: {"test": torch.zeros(3, 1, 28, 28)})
+    with pytest.raises(SystemExit) as exit_info:
+        side.main(["eval-pythae", "--seed", "424242", "--k", "2"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "side_by_side_ours_seed424242.safetensors" in err and "train-pythae --seed 424242" in err
