@@ -392,9 +392,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         },
         source=(
             "Tomczak & Welling, VAE with a VampPrior, AISTATS 2018 (arXiv:1705.07120), dynamic MNIST, VAE "
-            "(L = 1) + VampPrior (the figure not read here); protocol from the reference code github.com/jmtomczak/vae_vampprior (experiment.py "
-            "defaults, models/Model.py, models/VAE.py, utils/training.py, utils/perform_experiment.py, "
-            "utils/load_data.py)"
+            "(L = 1) + VampPrior (the figure not read here); protocol from the reference code "
+            "github.com/jmtomczak/vae_vampprior (experiment.py defaults, models/Model.py, models/VAE.py, "
+            "utils/training.py, utils/perform_experiment.py, utils/load_data.py)"
         ),
         protocol=(
             "MNIST dynamically binarised per batch; 50,000 training images, 10,000 validation (binarised once); "
