@@ -32,9 +32,12 @@ def m2_model() -> M2Model:
     ).double()
 
 
-def reference_loss(model: M2Model, x: Tensor, y: Tensor, eps: Tensor, alpha: float, p: float | None) -> Tensor:
-    """J^alpha per example written out: a loop over the classes, one pass per class, torch.distributions for every
-    density; ``eps`` are the standard normal draws of the rows in the objective's order (labelled, then class-major)."""
+def reference_parts(
+    model: M2Model, x: Tensor, y: Tensor, eps: Tensor
+) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """-L(x, y) and -log q(y|x) of each labelled example and -U(x) of each unlabelled one, written out: a loop over
+    the classes, one pass per class, torch.distributions for every density; ``eps`` are the standard normal draws of
+    the rows in the objective's order (labelled, then class-major)."""
     known = (y >= 0).nonzero().squeeze(1).tolist()
     unknown = (y < 0).nonzero().squeeze(1).tolist()
     prior = Independent(Normal(torch.zeros(D, dtype=x.dtype), torch.ones(D, dtype=x.dtype)), 1)
@@ -62,7 +65,13 @@ def reference_loss(model: M2Model, x: Tensor, y: Tensor, eps: Tensor, alpha: flo
     for i in unknown:
         q_y = Categorical(logits=model.classify(x[i : i + 1])[0])
         unlabelled.append(sum(q_y.probs[c] * per_class[i][c] for c in range(C)) - q_y.entropy())
-    n_l, n_u = len(known), len(unknown)
+    return labelled, ce, unlabelled
+
+
+def reference_loss(model: M2Model, x: Tensor, y: Tensor, eps: Tensor, alpha: float, p: float | None) -> Tensor:
+    """J^alpha per example (the paper's eq. 9 divided by the number of training examples)."""
+    labelled, ce, unlabelled = reference_parts(model, x, y, eps)
+    n_l, n_u = len(labelled), len(unlabelled)
     frac = n_l / (n_l + n_u) if p is None else p
     loss = torch.zeros((), dtype=x.dtype)
     if n_l:
@@ -101,6 +110,26 @@ def test_the_loss_is_the_papers_objective_written_as_a_loop_over_classes(labels,
             assert g is None or torch.count_nonzero(g) == 0
         else:
             torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-10)
+
+
+def test_the_loss_on_a_proportional_batch_is_the_reference_codes_minibatch_objective() -> None:
+    """github.com/dpkingma/nips14-ssl, learn_yz_x_ss.py, optim_vae_ss_adam (without its prior on the weights): a
+    minibatch holds n_l / n_mb labelled and n_u / n_mb unlabelled examples, each labelled -log q(y|x) is weighted by
+    beta = alpha * n_tot / n_l, and f = -(n_mb / n_tot) * (sum of L + beta * log q over the labelled + sum of U over the
+    unlabelled). With labelled_fraction = n_l / n_tot the objective's loss is that f, the same alpha."""
+    n_labelled, n_unlabelled, n_minibatches, alpha = 20, 80, 10, 0.1
+    n_tot = n_labelled + n_unlabelled
+    labels = [0, 1, -1, -1, -1, -1, -1, -1, -1, -1]  # 2 labelled + 8 unlabelled: one of the 10 minibatches
+    model = m2_model()
+    x = torch.bernoulli(torch.rand(len(labels), *SHAPE, dtype=torch.float64))
+    y = torch.tensor(labels)
+    n_rows = 2 + C * 8
+    torch.manual_seed(5)
+    loss = M2(alpha=alpha, labelled_fraction=n_labelled / n_tot).training_terms(model, Batch(x, y), False, False).loss
+    neg_l, ce, neg_u = reference_parts(model, x, y, draws(n_rows, 5))
+    beta = alpha * n_tot / n_labelled
+    f = (n_minibatches / n_tot) * (sum(nl + beta * c for nl, c in zip(neg_l, ce)) + sum(neg_u))
+    torch.testing.assert_close(loss, f, rtol=1e-10, atol=1e-10)
 
 
 def test_unlabelled_bound_is_the_expectation_under_q_plus_its_entropy() -> None:
