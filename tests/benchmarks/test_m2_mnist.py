@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from support.paths import ROOT
 
@@ -44,6 +45,40 @@ def test_smoke_run_writes_results_with_commit_seeds_and_departures(tmp_path: Pat
     # Running again resumes from last.ckpt: nothing left to train at the same --epochs, the history is kept.
     again = script.main(argv)
     assert again["runs"]["n100_seed0"]["history"] == run["history"]
+
+
+def test_a_learning_rate_from_an_epoch_on_overrides_the_resumed_checkpoints(tmp_path: Path, mnist_dir: Path) -> None:
+    script = _load("m2_mnist")
+    argv = [
+        "--smoke",
+        "--labels", "3000",
+        "--seeds", "1",
+        "--data-dir", str(mnist_dir),
+        "--runs-dir", str(tmp_path / "runs"),
+        "--results", str(tmp_path / "results.json"),
+        "--figure", str(tmp_path / "m2.png"),
+    ]  # fmt: skip
+    first = script.main([*argv, "--lr", "1e-3"])["runs"]["n3000_seed1"]["history"]
+    assert [h["lr"] for h in first] == [1e-3]
+    # The second epoch resumes from the first's checkpoint (Adam's lr 1e-3 in it) and runs at the scheduled rate.
+    results = script.main([*argv, "--lr", "1e-3", "--epochs", "2", "--lr-from", "2", "3e-4"])
+    history = results["runs"]["n3000_seed1"]["history"]
+    assert [h["lr"] for h in history] == [1e-3, 3e-4] and history[0] == first[0]
+    assert results["setup"]["lr_from"] == [[2, 3e-4]]
+    checkpoint = torch.load(tmp_path / "runs" / "n3000_seed1" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == 3e-4
+    assert script.learning_rate(1, 1e-3, [(2, 3e-4), (5, 1e-4)]) == 1e-3
+    assert script.learning_rate(4, 1e-3, [(5, 1e-4), (2, 3e-4)]) == 3e-4
+    assert script.learning_rate(9, 1e-3, [(2, 3e-4), (5, 1e-4)]) == 1e-4
+
+
+@pytest.mark.parametrize("bad", [["0", "1e-3"], ["2.5", "1e-3"], ["3", "nan"], ["3", "0"]])
+def test_a_bad_learning_rate_schedule_is_refused_by_name(bad: list[str], capsys) -> None:
+    script = _load("m2_mnist")
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(["--lr-from", *bad])
+    assert exit_info.value.code == 2
+    assert "--lr-from takes a whole epoch >= 1 and a learning rate > 0" in capsys.readouterr().err
 
 
 def test_the_timed_steps_run_and_report_their_ratios() -> None:
