@@ -282,6 +282,7 @@ def summarise(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
             "torch_threads": args.threads,
+            "flush_denormal": not args.keep_denormals,
         },
         "budget": "2 shared CPU cores (about 7 users), runs at nice 19, 1 torch thread each; "
         "epochs reached per run are in `runs`",
@@ -350,6 +351,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="from this (1-based) epoch on, this learning rate (repeatable; each epoch's rate is in the JSON)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--keep-denormals", action="store_true", help="compute with subnormal floats (slower; flushed to 0 by default)"
+    )
     parser.add_argument("--data-dir", default=DEFAULT_MNIST_DIR)
     parser.add_argument("--runs-dir", default=str(RUNS_DIR))
     parser.add_argument("--results", default=str(RESULTS_PATH))
@@ -379,6 +383,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    # Subnormal floats in the backward pass made later epochs ~3x slower here (benchmarks/denormals.py); set before
+    # the first tensor operation, so that every intra-op thread takes the mode. Values below 1.2e-38 only.
+    torch.set_flush_denormal(not args.keep_denormals)
     if not args.summarise:
         target = 0
         while target < args.epochs:

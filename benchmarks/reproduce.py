@@ -614,6 +614,8 @@ def machine_description() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # Whether subnormal floats were flushed to zero (a subnormal constant reads back as 0 when they are).
+        "flush_denormal": bool(torch.tensor(1e-40).item() == 0.0),
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
@@ -852,6 +854,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     run_dir, results_path, figures_dir = _paths(args, exp.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
+    # Subnormal floats slow x86 CPUs by orders of magnitude in a matrix product (benchmarks/denormals.py); set
+    # before the first tensor operation, so that every intra-op thread takes the mode. Values below 1.2e-38 only.
+    torch.set_flush_denormal(not args.keep_denormals)
     seed_everything(args.seed, verbose=False)
 
     dm = _data(exp, args)
@@ -1129,6 +1134,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, help="epochs between intermediate evaluations (0: only milestones)")
     parser.add_argument("--chunk-size", type=int, default=20_000, help="most (sample, image) pairs decoded at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--keep-denormals", action="store_true", help="compute with subnormal floats (slower; flushed to 0 by default)"
+    )
     parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator (cpu, gpu, auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run, the data split and binarisation")
     parser.add_argument("--runs-dir", help=f"checkpoint folders (default {os.path.relpath(RUNS_DIR, ROOT)})")
