@@ -284,8 +284,8 @@ def summarise(args: argparse.Namespace) -> dict[str, Any]:
             "torch_threads": args.threads,
             "flush_denormal": not args.keep_denormals,
         },
-        "budget": "2 shared CPU cores (about 7 users), runs at nice 19, 1 torch thread each; "
-        "epochs reached per run are in `runs`",
+        "budget": "2 shared CPU cores, up to four runs at once (niced), 1 torch thread each; "
+        "epochs reached per run are in `runs`, each epoch's wall time in its history",
         "setup": {**SETUP, "lr": args.lr, "lr_from": [list(step) for step in args.lr_from]},
         "departures": DEPARTURES,
         "by_labels": per_n,
