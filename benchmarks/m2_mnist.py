@@ -15,8 +15,8 @@ Adam (``AdaM``) with learning rate 3e-4, β = (0.9, 0.999). Departures (each als
 - the reference runs M2 on the features of a pre-trained M1 ("M1+M2"); Table 1's M2 column, reproduced here, is
   M2 on the pixels, for which no code was released;
 - learning rate 1e-3 (``--lr``) instead of 3e-4: with a budget of tens of epochs, not thousands; ``--lr-from EPOCH
-  LR`` changes it from an epoch on (the reported runs: 3e-4, the paper's, from the epoch each run had reached when its
-  test error had stopped falling quickly; each epoch's rate is in its history entry);
+  LR`` changes it from an epoch on (the reported N = 3000 runs: 3e-4, the paper's, from epoch 68, and 1e-4 from epoch
+  123, when their validation error had been flat for 20 epochs; each epoch's rate is in its history entry);
 - batches: 100 unlabelled + 100 labelled examples (labelled ones drawn again each batch) with the loss weighted by
   the labelled fraction ``N / 50,000`` (an unbiased estimate of the same objective), instead of the reference's
   fixed proportional split (1 labelled per 499 unlabelled at N = 100);
