@@ -78,8 +78,14 @@ def _m2_steps(config: dict[str, Any]) -> dict[str, Any]:
     assert spec is not None and spec.loader is not None
     m2 = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(m2)
-    checkpoint = torch.load(config["checkpoint"], map_location="cpu", weights_only=True)
-    n_labelled = int(checkpoint["datamodule_hyper_parameters"]["n_labelled"])
+    try:
+        checkpoint = torch.load(config["checkpoint"], map_location="cpu", weights_only=True)
+        n_labelled = int(checkpoint["datamodule_hyper_parameters"]["n_labelled"])
+    except Exception as err:  # a truncated, foreign or hostile file: say which, in one line
+        raise SystemExit(
+            f"{config['checkpoint']} is not a readable last.ckpt of benchmarks/m2_mnist.py "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'})"
+        ) from None
     vae = m2.build(n_labelled, 3e-4)
     vae.load_state_dict(checkpoint["state_dict"])
     optimizer = torch.optim.Adam(vae.parameters(), lr=3e-4)
@@ -110,7 +116,8 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
     )
     if done.returncode != 0:
-        raise RuntimeError(f"measurement {config} failed:\n{done.stderr[-2000:]}")
+        lines = done.stderr.strip().splitlines() or ["(no output)"]
+        raise RuntimeError(f"the {config['what']} measurement failed in its process: {lines[-1]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -209,7 +216,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     if args.child is not None:
         print(json.dumps(_child(json.loads(args.child))))
         return None
-    return run(args)
+    try:
+        return run(args)
+    except RuntimeError as err:
+        print(f"denormals.py: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -47,3 +47,16 @@ def test_bad_arguments_are_refused_by_name(argv: list[str], message: str, capsys
     with pytest.raises(SystemExit) as exit_info:
         _load().parse_args(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_truncated_m2_checkpoint_is_named_in_one_line(tmp_path: Path, capsys) -> None:
+    checkpoint = tmp_path / "last.ckpt"
+    checkpoint.write_bytes(b"PK\x03\x04 truncated")
+    argv = ["--quick", "--m2-checkpoint", str(checkpoint), "--output", str(tmp_path / "d.json")]
+    with pytest.raises(SystemExit) as exit_info:
+        _load().main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert err[-1].startswith("denormals.py: the m2_steps measurement failed in its process: ")
+    assert f"{checkpoint} is not a readable last.ckpt of benchmarks/m2_mnist.py" in err[-1]
+    assert not (tmp_path / "d.json").exists()
