@@ -373,6 +373,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--labels must be among {sorted(PUBLISHED)}, got {bad}")
     if args.epochs is None:
         args.epochs = 1 if args.smoke else 20
+    if args.smoke:
         if args.runs_dir == str(RUNS_DIR):
             args.runs_dir = str(RUNS_DIR.parent / "m2_smoke")
             args.results = str(RUNS_DIR.parent / "m2_smoke" / "results.json")

@@ -23,17 +23,22 @@ def _load(name: str):
     return sys.modules[key]
 
 
-def test_smoke_run_writes_results_with_commit_seeds_and_departures(tmp_path: Path, mnist_dir: Path) -> None:
-    script = _load("m2_mnist")
-    argv = [
+def _smoke_argv(tmp_path: Path, mnist_dir: Path, labels: int, seed: int) -> list[str]:
+    """A --smoke run of one (N, seed) writing only under ``tmp_path``."""
+    return [
         "--smoke",
-        "--labels", "100",
-        "--seeds", "0",
+        "--labels", str(labels),
+        "--seeds", str(seed),
         "--data-dir", str(mnist_dir),
         "--runs-dir", str(tmp_path / "runs"),
         "--results", str(tmp_path / "results.json"),
         "--figure", str(tmp_path / "m2.png"),
     ]  # fmt: skip
+
+
+def test_smoke_run_writes_results_with_commit_seeds_and_departures(tmp_path: Path, mnist_dir: Path) -> None:
+    script = _load("m2_mnist")
+    argv = _smoke_argv(tmp_path, mnist_dir, labels=100, seed=0)
     results = script.main(argv)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
@@ -49,15 +54,7 @@ def test_smoke_run_writes_results_with_commit_seeds_and_departures(tmp_path: Pat
 
 def test_a_learning_rate_from_an_epoch_on_overrides_the_resumed_checkpoints(tmp_path: Path, mnist_dir: Path) -> None:
     script = _load("m2_mnist")
-    argv = [
-        "--smoke",
-        "--labels", "3000",
-        "--seeds", "1",
-        "--data-dir", str(mnist_dir),
-        "--runs-dir", str(tmp_path / "runs"),
-        "--results", str(tmp_path / "results.json"),
-        "--figure", str(tmp_path / "m2.png"),
-    ]  # fmt: skip
+    argv = _smoke_argv(tmp_path, mnist_dir, labels=3000, seed=1)
     first = script.main([*argv, "--lr", "1e-3"])["runs"]["n3000_seed1"]["history"]
     assert [h["lr"] for h in first] == [1e-3]
     # The second epoch resumes from the first's checkpoint (Adam's lr 1e-3 in it) and runs at the scheduled rate.
@@ -70,6 +67,15 @@ def test_a_learning_rate_from_an_epoch_on_overrides_the_resumed_checkpoints(tmp_
     assert script.learning_rate(1, 1e-3, [(2, 3e-4), (5, 1e-4)]) == 1e-3
     assert script.learning_rate(4, 1e-3, [(5, 1e-4), (2, 3e-4)]) == 3e-4
     assert script.learning_rate(9, 1e-3, [(2, 3e-4), (5, 1e-4)]) == 1e-4
+
+
+def test_only_smoke_runs_go_to_the_smoke_folder_by_default() -> None:
+    script = _load("m2_mnist")
+    run, smoke = script.parse_args([]), script.parse_args(["--smoke"])
+    assert (run.epochs, run.runs_dir, run.results) == (20, str(script.RUNS_DIR), str(script.RESULTS_PATH))
+    assert smoke.epochs == 1 and Path(smoke.runs_dir).name == "m2_smoke"
+    assert Path(smoke.results).parent.name == "m2_smoke"
+    assert Path(script.parse_args(["--smoke", "--epochs", "2"]).runs_dir).name == "m2_smoke"
 
 
 @pytest.mark.parametrize("bad", [["0", "1e-3"], ["2.5", "1e-3"], ["3", "nan"], ["3", "0"]])
