@@ -87,6 +87,45 @@ def test_a_bad_learning_rate_schedule_is_refused_by_name(bad: list[str], capsys)
     assert "--lr-from takes a whole epoch >= 1 and a learning rate > 0" in capsys.readouterr().err
 
 
+def test_the_papers_initialisation_draws_every_weight_and_zeroes_every_bias() -> None:
+    script = _load("m2_mnist")
+    torch.manual_seed(0)
+    paper = {k: v.detach() for k, v in script.build(100, 3e-4, init_std=1e-3).model.named_parameters()}
+    default = {k: v.detach() for k, v in script.build(100, 3e-4).model.named_parameters()}
+    assert paper.keys() == default.keys() and len(paper) == 12
+    for name, parameter in paper.items():
+        if name.endswith("bias"):
+            assert not parameter.any() and default[name].any()
+        else:
+            assert abs(float(parameter.std()) - 1e-3) < 1e-4 and abs(float(parameter.mean())) < 1e-4
+            assert float(default[name].std()) > 1e-2
+
+
+def test_a_run_started_with_one_initialisation_is_not_resumed_with_another(tmp_path: Path, mnist_dir: Path) -> None:
+    script = _load("m2_mnist")
+    argv = _smoke_argv(tmp_path, mnist_dir, labels=100, seed=2)
+    results = script.main([*argv, "--init-std", "1e-3", "--lr", "3e-4"])
+    assert results["runs"]["n100_seed2"]["init"] == results["setup"]["init"] == "N(0, 0.001^2), biases 0"
+    assert not any(d.startswith("PyTorch default") for d in results["departures"])
+    assert any("no Gaussian prior on the weights" in d for d in results["departures"])
+    with pytest.raises(ValueError, match="started with initialisation 'N\\(0, 0.001\\^2\\), biases 0'.*--init-std"):
+        script.main([*argv, "--epochs", "2", "--lr", "3e-4"])
+    with pytest.raises(ValueError, match="started with initialisation"):
+        script.main([*argv, "--epochs", "2", "--lr", "3e-4", "--init-std", "1e-2"])
+    # Nothing was lost: the run still has its one epoch, and resumes under its own initialisation.
+    again = script.main([*argv, "--epochs", "2", "--lr", "3e-4", "--init-std", "1e-3"])["runs"]["n100_seed2"]
+    assert again["epochs"] == 2 and again["history"][0] == results["runs"]["n100_seed2"]["history"][0]
+
+
+@pytest.mark.parametrize("bad", ["0", "-1e-3", "nan", "inf"])
+def test_a_bad_initial_standard_deviation_is_refused_by_name(bad: str, capsys) -> None:
+    script = _load("m2_mnist")
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args([f"--init-std={bad}"])
+    assert exit_info.value.code == 2
+    assert "--init-std takes a standard deviation > 0" in capsys.readouterr().err
+
+
 def test_the_timed_steps_run_and_report_their_ratios() -> None:
     """Each step trains every network (the bound itself is checked against a per-class loop in
     tests/objective/test_m2.py)."""
