@@ -108,9 +108,7 @@ def departures(args: argparse.Namespace) -> list[str]:
     return [init if d.startswith("PyTorch default initialisation") else d for d in DEPARTURES]
 
 
-def build(
-    n_labelled: int, lr: float, hidden: int = 500, latent_dim: int = 50, init_std: float | None = None
-) -> VAE:
+def build(n_labelled: int, lr: float, hidden: int = 500, latent_dim: int = 50, init_std: float | None = None) -> VAE:
     """The M2 network of the paper's setup, trained by ``VAE`` with the ``M2`` objective.
 
     ``init_std``: every weight drawn from N(0, init_std²) and every bias 0 (the paper: 1e-3); PyTorch's default
@@ -248,7 +246,9 @@ def train(n: int, seed: int, epochs: int, args: argparse.Namespace) -> list[dict
             ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=0, enable_version_counter=False),
         ],
     )
-    trainer.fit(build(n, args.lr, init_std=args.init_std), datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(
+        build(n, args.lr, init_std=args.init_std), datamodule=dm, ckpt_path=str(last) if last.exists() else None
+    )
     return history.history
 
 
