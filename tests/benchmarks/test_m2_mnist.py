@@ -47,6 +47,12 @@ def test_smoke_run_writes_results_with_commit_seeds_and_departures(tmp_path: Pat
     assert saved["by_labels"]["100"]["published"] == {"mean": 11.97, "sd": 1.71}
     assert saved["by_labels"]["100"]["within_published_error_bar"] is None  # one seed: no claim
     assert len(saved["commit"]) == 40 and saved["departures"] and saved["budget"]
+    other = saved["independent_reimplementation"]
+    assert "e051b288db529502f2a703caa2c56cc9bea20b32" in other["source"] and "lr 3e-4" in other["setup"]
+    assert sorted(map(int, other["test_error_by_epoch"])) == sorted(script.PUBLISHED)
+    for trajectory in other["test_error_by_epoch"].values():
+        epochs = [int(e) for e in trajectory]
+        assert epochs == sorted(epochs) and epochs[-1] == 3000 and all(0 < v < 100 for v in trajectory.values())
     # Running again resumes from last.ckpt: nothing left to train at the same --epochs, the history is kept.
     again = script.main(argv)
     assert again["runs"]["n100_seed0"]["history"] == run["history"]
