@@ -148,3 +148,26 @@ def test_the_timed_steps_run_and_report_their_ratios() -> None:
     result = script.main(["--unlabelled", "2", "--labelled", "1", "--repeats", "1", "--warmup", "0"])
     assert set(result["median_ms"]) == {"class_sum", "one_class", "class_loop"}
     assert result["ratio_class_sum_to_one_class"] > 0
+
+
+def test_the_committed_results_follow_from_their_own_histories() -> None:
+    """benchmarks/m2_results.json: every summary figure is recomputed from the per-epoch histories beside it."""
+    import statistics
+
+    script = _load("m2_mnist")
+    results = json.loads((ROOT / "benchmarks" / "m2_results.json").read_text())
+    assert len(results["commit"]) == 40 and results["departures"] and results["budget"]
+    for key, run in results["runs"].items():
+        history = run["history"]
+        assert key == f"n{run['n_labelled']}_seed{run['seed']}" and run["epochs"] == len(history)
+        assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+        best = min(history, key=lambda h: h["val_error"])
+        assert (run["best_val_epoch"], run["test_error_at_best_val"]) == (best["epoch"], best["test_error"])
+        assert run["test_error_last"] == history[-1]["test_error"]
+    for n, summary in results["by_labels"].items():
+        chosen = [r["test_error_at_best_val"] for r in results["runs"].values() if r["n_labelled"] == int(n)]
+        assert summary["published"] == dict(zip(("mean", "sd"), script.PUBLISHED[int(n)]))
+        assert summary["seeds"] == len(chosen)
+        assert summary["test_error_mean"] == pytest.approx(statistics.fmean(chosen))
+        low, high = summary["published"]["mean"] - summary["published"]["sd"], sum(summary["published"].values())
+        assert summary["within_published_error_bar"] == (low <= summary["test_error_mean"] <= high)
