@@ -246,8 +246,14 @@ def train(n: int, seed: int, epochs: int, args: argparse.Namespace) -> list[dict
     val, test = dm.val_set.tensors, dm.test_set.tensors
     if args.smoke:
         val, test = (val[0][:500], val[1][:500]), (test[0][:500], test[1][:500])
-    history = ErrorHistory(val, test, init_name(args.init_std))  # type: ignore[arg-type]
     last = folder / "last.ckpt"
+    started = read_state(folder).get("init", "pytorch default") if last.exists() else None
+    if started is not None and started != init_name(args.init_std):
+        raise ValueError(
+            f"{last} was started with initialisation {started!r}; the command asks for "
+            f"{init_name(args.init_std)!r}: pass the --init-std it was started with, or another --runs-dir"
+        )
+    history = ErrorHistory(val, test, init_name(args.init_std))  # type: ignore[arg-type]
     trainer = Trainer(
         default_root_dir=folder,
         accelerator="cpu",
@@ -484,4 +490,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as error:  # a run folder that does not match the command: one line, nothing trained
+        print(f"m2_mnist.py: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -114,10 +115,17 @@ def test_a_run_started_with_one_initialisation_is_not_resumed_with_another(tmp_p
     assert results["runs"]["n100_seed2"]["init"] == results["setup"]["init"] == "N(0, 0.001^2), biases 0"
     assert not any(d.startswith("PyTorch default") for d in results["departures"])
     assert any("no Gaussian prior on the weights" in d for d in results["departures"])
-    with pytest.raises(ValueError, match="started with initialisation 'N\\(0, 0.001\\^2\\), biases 0'.*--init-std"):
+    started = "last.ckpt was started with initialisation .N\\(0, 0.001\\^2\\), biases 0.*--init-std"
+    with pytest.raises(ValueError, match=started):
         script.main([*argv, "--epochs", "2", "--lr", "3e-4"])
     with pytest.raises(ValueError, match="started with initialisation"):
         script.main([*argv, "--epochs", "2", "--lr", "3e-4", "--init-std", "1e-2"])
+    # From the command line: one line naming the file, exit status 2, no traceback.
+    command = [sys.executable, str(ROOT / "benchmarks" / "m2_mnist.py"), *argv, "--epochs", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("m2_mnist.py: error: ")
+    assert str(tmp_path / "runs" / "n100_seed2" / "last.ckpt") in done.stderr
     # Nothing was lost: the run still has its one epoch, and resumes under its own initialisation.
     again = script.main([*argv, "--epochs", "2", "--lr", "3e-4", "--init-std", "1e-3"])["runs"]["n100_seed2"]
     assert again["epochs"] == 2 and again["history"][0] == results["runs"]["n100_seed2"]["history"][0]
