@@ -291,7 +291,15 @@ def read_state(folder: Path) -> dict[str, Any]:
     last = folder / "last.ckpt"
     if not last.exists():
         return {}
-    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated by a kill mid-save, or not a checkpoint at all
+        raise ValueError(
+            f"{last} is not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+            "move it away to start that run again"
+        ) from error
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{last} is not a Lightning checkpoint (a {type(checkpoint).__name__}, not a dict)")
     for key, state in (checkpoint.get("callbacks") or {}).items():
         if key.startswith("ErrorHistory"):
             return dict(state)

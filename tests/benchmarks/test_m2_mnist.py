@@ -131,6 +131,24 @@ def test_a_run_started_with_one_initialisation_is_not_resumed_with_another(tmp_p
     assert again["epochs"] == 2 and again["history"][0] == results["runs"]["n100_seed2"]["history"][0]
 
 
+@pytest.mark.parametrize("damage", ["truncate", "foreign"])
+def test_a_damaged_run_checkpoint_is_named_in_one_line(tmp_path: Path, mnist_dir: Path, damage: str) -> None:
+    script = _load("m2_mnist")
+    argv = _smoke_argv(tmp_path, mnist_dir, labels=100, seed=1)
+    script.main(argv)
+    last = tmp_path / "runs" / "n100_seed1" / "last.ckpt"
+    if damage == "truncate":  # a kill in the middle of a save
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 3])
+    else:
+        torch.save([1, 2, 3], last)
+    with pytest.raises(ValueError, match="last.ckpt is not a"):
+        script.main([*argv, "--epochs", "2"])
+    command = [sys.executable, str(ROOT / "benchmarks" / "m2_mnist.py"), *argv, "--summarise"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"m2_mnist.py: error: {last} is not a")
+
+
 @pytest.mark.parametrize("bad", ["0", "-1e-3", "nan", "inf"])
 def test_a_bad_initial_standard_deviation_is_refused_by_name(bad: str, capsys) -> None:
     script = _load("m2_mnist")
