@@ -19,7 +19,9 @@ Adam (``AdaM``) with learning rate 3e-4, β = (0.9, 0.999). Departures (each als
   123, when their validation error had been flat for 20 epochs; each epoch's rate is in its history entry);
 - batches: 100 unlabelled + 100 labelled examples (labelled ones drawn again each batch) with the loss weighted by
   the labelled fraction ``N / 50,000`` (an unbiased estimate of the same objective), instead of the reference's
-  fixed proportional split (1 labelled per 499 unlabelled at N = 100);
+  fixed proportional split (1 labelled per 499 unlabelled at N = 100; ``--batch 499 1`` takes that proportion, the
+  labelled example drawn at random each batch; the same expected gradient, but Adam scales each parameter's step by
+  its gradient's spread, so the two need not train alike);
 - PyTorch's default initialisation, not N(0, 10^-3) (``--init-std 1e-3`` gives the paper's: weights N(0, 10^-6),
   biases 0; a run resumes only under the initialisation it started with); no weak Gaussian prior on the weights;
 - the reported error is the test error at the epoch of the lowest validation error (and, beside it, the last
@@ -120,12 +122,21 @@ DEPARTURES = [
 
 
 def departures(args: argparse.Namespace) -> list[str]:
-    """``DEPARTURES`` as they hold for this command (the initialisation is the paper's under ``--init-std 1e-3``)."""
-    if args.init_std is None:
-        return list(DEPARTURES)
-    init = "no Gaussian prior on the weights" if args.init_std == 1e-3 else f"N(0, {args.init_std:g}^2) initialisation"
-    init += " (weights N(0, init_std^2), biases 0)"
-    return [init if d.startswith("PyTorch default initialisation") else d for d in DEPARTURES]
+    """``DEPARTURES`` as they hold for this command (the initialisation is the paper's under ``--init-std 1e-3``,
+    the batches are the ones ``--batch`` names)."""
+    out = list(DEPARTURES)
+    if args.init_std is not None:
+        init = "no Gaussian prior on the weights" if args.init_std == 1e-3 else f"N(0, {args.init_std:g}^2) init"
+        init += " (weights N(0, init_std^2), biases 0)"
+        out = [init if d.startswith("PyTorch default initialisation") else d for d in out]
+    if tuple(args.batch) != (100, 100):
+        unlabelled, labelled = args.batch
+        batches = (
+            f"batches of {unlabelled} unlabelled + {labelled} labelled examples (labelled ones drawn at random each "
+            "batch, not a fixed partition of the labelled set), loss weighted by the labelled fraction N/50000"
+        )
+        out = [batches if d.startswith("batches of 100 unlabelled") else d for d in out]
+    return out
 
 
 def build(n_labelled: int, lr: float, hidden: int = 500, latent_dim: int = 50, init_std: float | None = None) -> VAE:
@@ -189,12 +200,23 @@ def init_name(init_std: float | None) -> str:
     return "pytorch default" if init_std is None else f"N(0, {init_std:g}^2), biases 0"
 
 
+def batch_name(batch: Sequence[int]) -> str:
+    """A run's batch composition, as its results entry says."""
+    return f"{batch[0]} unlabelled + {batch[1]} labelled"
+
+
 class ErrorHistory(Callback):
     """Validation and test error of ``q(y|x)`` after every training epoch, kept in the checkpoint (resumable), with
     the run's initialisation (a run is only resumed by a command that asks for the same one)."""
 
-    def __init__(self, val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], init: str = "pytorch default") -> None:
-        self.val, self.test, self.init = val, test, init
+    def __init__(
+        self,
+        val: tuple[Tensor, Tensor],
+        test: tuple[Tensor, Tensor],
+        init: str = "pytorch default",
+        batch: str = "100 unlabelled + 100 labelled",
+    ) -> None:
+        self.val, self.test, self.init, self.batch = val, test, init, batch
         self.history: list[dict[str, float]] = []
         self._start = 0.0
 
@@ -218,7 +240,7 @@ class ErrorHistory(Callback):
         print(f"epoch {entry['epoch']}: val {entry['val_error']:.2f}% test {entry['test_error']:.2f}%", flush=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "init": self.init}
+        return {"history": self.history, "init": self.init, "batch": self.batch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         started = state_dict.get("init", "pytorch default")  # checkpoints from before the option: the default
@@ -226,6 +248,12 @@ class ErrorHistory(Callback):
             raise ValueError(
                 f"this run was started with initialisation {started!r}; the command asks for {self.init!r}: "
                 "pass the --init-std it was started with, or another --runs-dir"
+            )
+        started_batch = state_dict.get("batch", "100 unlabelled + 100 labelled")
+        if started_batch != self.batch:
+            raise ValueError(
+                f"this run was started with batches of {started_batch!r}; the command asks for {self.batch!r}: "
+                "pass the --batch it was started with, or another --runs-dir"
             )
         self.history = list(state_dict.get("history", []))
 
@@ -239,7 +267,10 @@ def train(n: int, seed: int, epochs: int, args: argparse.Namespace) -> list[dict
     folder = run_dir(Path(args.runs_dir), n, seed)
     folder.mkdir(parents=True, exist_ok=True)
     seed_everything(seed, verbose=False)
-    dm = SemiSupervisedMNISTDataModule(args.data_dir, n_labelled=n, seed=seed)
+    unlabelled, labelled = args.batch
+    dm = SemiSupervisedMNISTDataModule(
+        args.data_dir, n_labelled=n, seed=seed, batch_size=unlabelled, labelled_batch_size=labelled
+    )
     dm.setup("fit")
     dm.setup("test")
     assert dm.val_set is not None and dm.test_set is not None
@@ -247,13 +278,19 @@ def train(n: int, seed: int, epochs: int, args: argparse.Namespace) -> list[dict
     if args.smoke:
         val, test = (val[0][:500], val[1][:500]), (test[0][:500], test[1][:500])
     last = folder / "last.ckpt"
-    started = read_state(folder).get("init", "pytorch default") if last.exists() else None
-    if started is not None and started != init_name(args.init_std):
-        raise ValueError(
-            f"{last} was started with initialisation {started!r}; the command asks for "
-            f"{init_name(args.init_std)!r}: pass the --init-std it was started with, or another --runs-dir"
-        )
-    history = ErrorHistory(val, test, init_name(args.init_std))  # type: ignore[arg-type]
+    state = read_state(folder) if last.exists() else None
+    if state is not None:
+        for option, key, asked, default in (
+            ("--init-std", "init", init_name(args.init_std), "pytorch default"),
+            ("--batch", "batch", batch_name(args.batch), "100 unlabelled + 100 labelled"),
+        ):
+            started = state.get(key, default)
+            if started != asked:
+                raise ValueError(
+                    f"{last} was started with {key} {started!r}; the command asks for {asked!r}: "
+                    f"pass the {option} it was started with, or another --runs-dir"
+                )
+    history = ErrorHistory(val, test, init_name(args.init_std), batch_name(args.batch))  # type: ignore[arg-type]
     trainer = Trainer(
         default_root_dir=folder,
         accelerator="cpu",
@@ -328,6 +365,7 @@ def summarise(args: argparse.Namespace) -> dict[str, Any]:
                 "n_labelled": n,
                 "seed": seed,
                 "init": state.get("init", "pytorch default"),
+                "batch": state.get("batch", "100 unlabelled + 100 labelled"),
                 "epochs": len(history),
                 "wall_seconds_per_epoch_mean": statistics.fmean(h["seconds"] for h in history),
                 "best_val_epoch": best["epoch"],
@@ -367,6 +405,7 @@ def summarise(args: argparse.Namespace) -> dict[str, Any]:
             "lr": args.lr,
             "lr_from": [list(step) for step in args.lr_from],
             "init": init_name(args.init_std),
+            "batch": batch_name(args.batch),
         },
         "departures": departures(args),
         "by_labels": per_n,
@@ -445,6 +484,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="draw every weight from N(0, STD^2), biases 0 (the paper: 1e-3; default: PyTorch's initialisation)",
     )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        nargs=2,
+        default=[100, 100],
+        metavar=("UNLABELLED", "LABELLED"),
+        help="examples per training batch (100 100; the reference code's proportion at N = 100: 499 1)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument(
         "--keep-denormals", action="store_true", help="compute with subnormal floats (slower; flushed to 0 by default)"
@@ -463,6 +510,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--lr-from takes a whole epoch >= 1 and a learning rate > 0, got {epoch:g} {rate:g}")
         schedule.append((int(epoch), rate))
     args.lr_from = sorted(schedule)
+    if min(args.batch) < 1:
+        parser.error(f"--batch takes two counts >= 1 (unlabelled, labelled), got {args.batch[0]} {args.batch[1]}")
     if args.init_std is not None and not 0 < args.init_std < float("inf"):
         parser.error(f"--init-std takes a standard deviation > 0, got {args.init_std:g}")
     bad = sorted(set(args.labels) - set(PUBLISHED))

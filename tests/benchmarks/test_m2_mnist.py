@@ -115,10 +115,10 @@ def test_a_run_started_with_one_initialisation_is_not_resumed_with_another(tmp_p
     assert results["runs"]["n100_seed2"]["init"] == results["setup"]["init"] == "N(0, 0.001^2), biases 0"
     assert not any(d.startswith("PyTorch default") for d in results["departures"])
     assert any("no Gaussian prior on the weights" in d for d in results["departures"])
-    started = "last.ckpt was started with initialisation .N\\(0, 0.001\\^2\\), biases 0.*--init-std"
+    started = "last.ckpt was started with init .N\\(0, 0.001\\^2\\), biases 0.*--init-std"
     with pytest.raises(ValueError, match=started):
         script.main([*argv, "--epochs", "2", "--lr", "3e-4"])
-    with pytest.raises(ValueError, match="started with initialisation"):
+    with pytest.raises(ValueError, match="started with init "):
         script.main([*argv, "--epochs", "2", "--lr", "3e-4", "--init-std", "1e-2"])
     # From the command line: one line naming the file, exit status 2, no traceback.
     command = [sys.executable, str(ROOT / "benchmarks" / "m2_mnist.py"), *argv, "--epochs", "2"]
@@ -129,6 +129,33 @@ def test_a_run_started_with_one_initialisation_is_not_resumed_with_another(tmp_p
     # Nothing was lost: the run still has its one epoch, and resumes under its own initialisation.
     again = script.main([*argv, "--epochs", "2", "--lr", "3e-4", "--init-std", "1e-3"])["runs"]["n100_seed2"]
     assert again["epochs"] == 2 and again["history"][0] == results["runs"]["n100_seed2"]["history"][0]
+
+
+def test_the_reference_codes_batch_proportion_is_recorded_and_kept_on_resume(tmp_path: Path, mnist_dir: Path) -> None:
+    script = _load("m2_mnist")
+    argv = [*_smoke_argv(tmp_path, mnist_dir, labels=100, seed=0), "--batch", "499", "1"]
+    results = script.main(argv)
+    assert results["runs"]["n100_seed0"]["batch"] == results["setup"]["batch"] == "499 unlabelled + 1 labelled"
+    assert any(d.startswith("batches of 499 unlabelled + 1 labelled") for d in results["departures"])
+    with pytest.raises(ValueError, match="last.ckpt was started with batch '499 unlabelled \\+ 1 labelled'.*--batch"):
+        script.main([*argv[:-3], "--epochs", "2"])
+    assert script.main([*argv, "--epochs", "2"])["runs"]["n100_seed0"]["epochs"] == 2
+    # The data module gets the sizes: one training batch holds 499 unlabelled examples and 1 labelled one.
+    dm = script.SemiSupervisedMNISTDataModule(
+        str(mnist_dir), n_labelled=100, seed=0, batch_size=499, labelled_batch_size=1
+    )
+    dm.setup("fit")
+    _, labels = next(iter(dm.train_dataloader()))
+    assert int((labels < 0).sum()) == 499 and int((labels >= 0).sum()) == 1
+
+
+@pytest.mark.parametrize("bad", [["0", "1"], ["100", "0"]])
+def test_a_bad_batch_composition_is_refused_by_name(bad: list[str], capsys) -> None:
+    script = _load("m2_mnist")
+    with pytest.raises(SystemExit) as exit_info:
+        script.parse_args(["--batch", *bad])
+    assert exit_info.value.code == 2
+    assert "--batch takes two counts >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", ["truncate", "foreign"])
