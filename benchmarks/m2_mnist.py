@@ -37,6 +37,9 @@ Usage::
 Runs are trained round-robin (``--chunk`` epochs at a time per run), so every run has about the same number of
 epochs whenever the script is stopped. Each run keeps ``last.ckpt`` (after every epoch; the per-epoch errors ride in
 it as a callback's state) in ``benchmarks/runs/m2/n<N>_seed<S>/`` (git-ignored); the same command resumes from it.
+The reported runs' ``last.ckpt`` files are kept in the repository under ``benchmarks/checkpoints/m2/`` (and the N = 100
+probes' under ``benchmarks/checkpoints/m2_batch499_lr<LR>/``): ``--runs-dir`` pointed at such a folder (or a copy of
+it) resumes them on another machine.
 Results: ``benchmarks/m2_results.json`` (commit, seeds, machine, budget, per-run histories, mean ± spread per N)
 and ``benchmarks/figures/m2_mnist.png``.
 """

@@ -224,3 +224,23 @@ def test_the_committed_results_follow_from_their_own_histories() -> None:
         assert summary["test_error_mean"] == pytest.approx(statistics.fmean(chosen))
         low, high = summary["published"]["mean"] - summary["published"]["sd"], sum(summary["published"].values())
         assert summary["within_published_error_bar"] == (low <= summary["test_error_mean"] <= high)
+
+
+def test_the_committed_resume_checkpoints_hold_the_reported_histories() -> None:
+    """benchmarks/checkpoints/m2*/n<N>_seed<S>/last.ckpt: `--runs-dir` pointed at one of these folders resumes the
+    reported runs on another machine; each holds exactly the history its results JSON reports."""
+    script = _load("m2_mnist")
+    reported = {
+        "m2": json.loads((ROOT / "benchmarks" / "m2_results.json").read_text()),
+        "m2_batch499_lr3e-4": json.loads((ROOT / "benchmarks" / "m2_probe_n100_batch499_lr3e-4.json").read_text()),
+        "m2_batch499_lr1e-3": json.loads((ROOT / "benchmarks" / "m2_probe_n100_batch499_lr1e-3.json").read_text()),
+    }
+    found = 0
+    for folder, results in reported.items():
+        for last in sorted((ROOT / "benchmarks" / "checkpoints" / folder).glob("n*_seed*/last.ckpt")):
+            state = script.read_state(last.parent)
+            run = results["runs"][last.parent.name]
+            assert state["history"] == run["history"], last
+            assert state.get("batch", "100 unlabelled + 100 labelled") == run["batch"]
+            found += 1
+    assert found == 5  # N = 3000, seeds 0-2, and the two N = 100 probes
