@@ -99,7 +99,7 @@ def test_a_changed_file_is_refused(tmp_path: Path) -> None:
         reproduce.load_weights_file(model, copy)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CHECKPOINTS_DIR.glob("*") if p.is_dir()))
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in CHECKPOINTS_DIR.glob("*/resume.pt")))
 def test_resume_checkpoints_load_without_code_and_hold_a_resume(name: str) -> None:
     path = CHECKPOINTS_DIR / name / "resume.pt"
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -109,6 +109,15 @@ def test_resume_checkpoints_load_without_code_and_hold_a_resume(name: str) -> No
     model.load_state_dict(checkpoint["state_dict"])
     assert reproduce.epochs_done(checkpoint) >= 1
     assert checkpoint["optimizer_states"][0]["state"], "no optimiser moments"
+
+
+def test_every_checkpoint_folder_is_a_reproduction_row_or_an_m2_run_folder() -> None:
+    """reproduce.py's rows keep `resume.pt`; m2_mnist.py's run folders `n<N>_seed<S>/last.ckpt` (its own test)."""
+    for folder in sorted(p for p in CHECKPOINTS_DIR.glob("*") if p.is_dir()):
+        if folder.name.startswith("m2"):
+            assert sorted(folder.glob("n*_seed*/last.ckpt")), folder
+        else:
+            assert folder.name in reproduce.EXPERIMENTS and (folder / "resume.pt").is_file(), folder
 
 
 @pytest.mark.parametrize("path", SIDE_BY_SIDE_WEIGHTS, ids=lambda p: p.stem)
