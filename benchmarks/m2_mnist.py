@@ -109,7 +109,6 @@ SETUP = {
     "alpha_per_example": 0.1,
     "optimizer": "Adam",
     "betas": [0.9, 0.999],
-    "batch": "100 unlabelled + 100 labelled",
     "train/val/test": [50000, 10000, 10000],
 }
 DEPARTURES = [
@@ -129,8 +128,8 @@ def departures(args: argparse.Namespace) -> list[str]:
     the batches are the ones ``--batch`` names)."""
     out = list(DEPARTURES)
     if args.init_std is not None:
-        init = "no Gaussian prior on the weights" if args.init_std == 1e-3 else f"N(0, {args.init_std:g}^2) init"
-        init += " (weights N(0, init_std^2), biases 0)"
+        init = f"initialisation {init_name(args.init_std)}"
+        init += ("" if args.init_std == 1e-3 else " instead of N(0, 1e-3)") + "; no Gaussian prior on the weights"
         out = [init if d.startswith("PyTorch default initialisation") else d for d in out]
     if tuple(args.batch) != (100, 100):
         unlabelled, labelled = args.batch
@@ -198,9 +197,18 @@ class LearningRateFrom(Callback):
                 group["lr"] = rate
 
 
+#: What a run folder records of how it was started; a checkpoint written before these were recorded started so.
+STARTED_DEFAULTS = {"init": "pytorch default", "batch": "100 unlabelled + 100 labelled"}
+
+
+def started_with(state: dict[str, Any]) -> dict[str, str]:
+    """How the run behind an ``ErrorHistory`` state was started (initialisation and batch composition)."""
+    return {key: state.get(key, default) for key, default in STARTED_DEFAULTS.items()}
+
+
 def init_name(init_std: float | None) -> str:
     """How a run's weights were initialised, as its results entry says."""
-    return "pytorch default" if init_std is None else f"N(0, {init_std:g}^2), biases 0"
+    return STARTED_DEFAULTS["init"] if init_std is None else f"N(0, {init_std:g}^2), biases 0"
 
 
 def batch_name(batch: Sequence[int]) -> str:
@@ -210,16 +218,10 @@ def batch_name(batch: Sequence[int]) -> str:
 
 class ErrorHistory(Callback):
     """Validation and test error of ``q(y|x)`` after every training epoch, kept in the checkpoint (resumable), with
-    the run's initialisation (a run is only resumed by a command that asks for the same one)."""
+    how the run was started (``train`` resumes a run only under the same initialisation and batches)."""
 
-    def __init__(
-        self,
-        val: tuple[Tensor, Tensor],
-        test: tuple[Tensor, Tensor],
-        init: str = "pytorch default",
-        batch: str = "100 unlabelled + 100 labelled",
-    ) -> None:
-        self.val, self.test, self.init, self.batch = val, test, init, batch
+    def __init__(self, val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], started: dict[str, str]) -> None:
+        self.val, self.test, self.started = val, test, dict(started)
         self.history: list[dict[str, float]] = []
         self._start = 0.0
 
@@ -243,21 +245,9 @@ class ErrorHistory(Callback):
         print(f"epoch {entry['epoch']}: val {entry['val_error']:.2f}% test {entry['test_error']:.2f}%", flush=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "init": self.init, "batch": self.batch}
+        return {"history": self.history, **self.started}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        started = state_dict.get("init", "pytorch default")  # checkpoints from before the option: the default
-        if started != self.init:
-            raise ValueError(
-                f"this run was started with initialisation {started!r}; the command asks for {self.init!r}: "
-                "pass the --init-std it was started with, or another --runs-dir"
-            )
-        started_batch = state_dict.get("batch", "100 unlabelled + 100 labelled")
-        if started_batch != self.batch:
-            raise ValueError(
-                f"this run was started with batches of {started_batch!r}; the command asks for {self.batch!r}: "
-                "pass the --batch it was started with, or another --runs-dir"
-            )
         self.history = list(state_dict.get("history", []))
 
 
@@ -281,19 +271,16 @@ def train(n: int, seed: int, epochs: int, args: argparse.Namespace) -> list[dict
     if args.smoke:
         val, test = (val[0][:500], val[1][:500]), (test[0][:500], test[1][:500])
     last = folder / "last.ckpt"
-    state = read_state(folder) if last.exists() else None
-    if state is not None:
-        for option, key, asked, default in (
-            ("--init-std", "init", init_name(args.init_std), "pytorch default"),
-            ("--batch", "batch", batch_name(args.batch), "100 unlabelled + 100 labelled"),
-        ):
-            started = state.get(key, default)
-            if started != asked:
+    asked = {"init": init_name(args.init_std), "batch": batch_name(args.batch)}
+    if last.exists():
+        started = started_with(read_state(folder))
+        for key, option in (("init", "--init-std"), ("batch", "--batch")):
+            if started[key] != asked[key]:
                 raise ValueError(
-                    f"{last} was started with {key} {started!r}; the command asks for {asked!r}: "
+                    f"{last} was started with {key} {started[key]!r}; the command asks for {asked[key]!r}: "
                     f"pass the {option} it was started with, or another --runs-dir"
                 )
-    history = ErrorHistory(val, test, init_name(args.init_std), batch_name(args.batch))  # type: ignore[arg-type]
+    history = ErrorHistory(val, test, asked)  # type: ignore[arg-type]
     trainer = Trainer(
         default_root_dir=folder,
         accelerator="cpu",
@@ -367,8 +354,7 @@ def summarise(args: argparse.Namespace) -> dict[str, Any]:
             runs[f"n{n}_seed{seed}"] = {
                 "n_labelled": n,
                 "seed": seed,
-                "init": state.get("init", "pytorch default"),
-                "batch": state.get("batch", "100 unlabelled + 100 labelled"),
+                **started_with(state),
                 "epochs": len(history),
                 "wall_seconds_per_epoch_mean": statistics.fmean(h["seconds"] for h in history),
                 "best_val_epoch": best["epoch"],
